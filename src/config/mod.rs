@@ -1,0 +1,242 @@
+//! The configuration file: its TOML schema, where relative paths point, and
+//! every check a config must pass before optiwatch touches a file or the API.
+//!
+//! Parsing is strict (unknown keys are errors) and every error names the key
+//! with its line and column, so a typo never silently turns into a default.
+
+mod values;
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+pub use values::{is_loopback, MAX_BATCH};
+use values::{ApiBase, Argv, BatchSize, HumanDuration, Pattern, SitePrefix};
+
+use crate::exit_codes::UsageError;
+
+pub const DEFAULT_BASE_URL: &str = "https://dashboard.optimole.com/api/optml/v2/cache";
+pub const DEFAULT_KEY_ENV: &str = "OPTIMOLE_API_KEY";
+
+/// A loaded, validated configuration. Paths in it are absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    /// The SQLite state store.
+    pub state: PathBuf,
+    /// Invalidate files seen for the first time (see README: cached 404s).
+    pub invalidate_new: bool,
+    pub api: ApiConfig,
+    pub rules: Vec<RuleConfig>,
+    pub token: TokenConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub base_url: Url,
+    pub key: KeySource,
+    pub batch_size: usize,
+    pub timeout: Duration,
+    /// How long one run keeps retrying transient API failures before giving
+    /// up and leaving the work owed.
+    pub retry_for: Duration,
+}
+
+/// Where the API key comes from. The key itself is read only when needed, so
+/// that `--dry-run` works without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    pub dir: PathBuf,
+    pub url: String,
+    pub also: Vec<String>,
+    /// `None` means the default image extensions.
+    pub include: Option<Vec<String>>,
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TokenConfig {
+    pub file: Option<PathBuf>,
+    pub command: Option<Vec<String>>,
+    pub command_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state: Option<String>,
+    #[serde(default)]
+    invalidate_new: bool,
+    #[serde(default)]
+    api: RawApi,
+    rules: Option<Vec<Spanned<RawRule>>>,
+    #[serde(default)]
+    token: RawToken,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    base_url: Option<ApiBase>,
+    key_env: Option<String>,
+    key_file: Option<Spanned<String>>,
+    batch_size: Option<BatchSize>,
+    timeout: Option<HumanDuration>,
+    retry_for: Option<HumanDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    dir: String,
+    url: SitePrefix,
+    #[serde(default)]
+    also: Vec<SitePrefix>,
+    include: Option<Vec<Pattern>>,
+    #[serde(default)]
+    exclude: Vec<Pattern>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    file: Option<String>,
+    command: Option<Argv>,
+    command_timeout: Option<HumanDuration>,
+}
+
+impl Config {
+    /// Reads and validates the config file. Every failure is a [`UsageError`].
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let path = absolute(path)?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(UsageError(format!(
+                    "config file {} not found: pass --config FILE, set OPTIWATCH_CONFIG, \
+                     or start from watcher.example.toml",
+                    path.display()
+                ))
+                .into())
+            }
+            Err(e) => {
+                return Err(
+                    UsageError(format!("cannot read config file {}: {e}", path.display())).into(),
+                )
+            }
+        };
+        Self::parse(&text, &path).map_err(|msg| {
+            UsageError(format!("config {}: {}", path.display(), msg.trim_end())).into()
+        })
+    }
+
+    /// Parses config text; `path` anchors relative paths. Errors are
+    /// messages with line and column.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let at = |span: std::ops::Range<usize>| locate(text, span.start);
+
+        let raw_rules = raw.rules.unwrap_or_default();
+        if raw_rules.is_empty() {
+            return Err(
+                "no [[rules]]: add at least one [[rules]] table with `dir` and `url`".into(),
+            );
+        }
+        let mut rules: Vec<RuleConfig> = Vec::with_capacity(raw_rules.len());
+        for spanned in raw_rules {
+            let span = spanned.span();
+            let raw = spanned.into_inner();
+            let dir = resolve(&base, &raw.dir);
+            if rules.iter().any(|r| r.dir == dir) {
+                return Err(format!(
+                    "{}: rules.dir {} is used by two [[rules]]: merge them (use `also` for extra URL prefixes)",
+                    at(span),
+                    dir.display()
+                ));
+            }
+            rules.push(RuleConfig {
+                dir,
+                url: raw.url.0,
+                also: raw.also.into_iter().map(|p| p.0).collect(),
+                include: raw.include.map(|v| v.into_iter().map(|p| p.0).collect()),
+                exclude: raw.exclude.into_iter().map(|p| p.0).collect(),
+            });
+        }
+
+        let key = match (raw.api.key_env, raw.api.key_file) {
+            (Some(_), Some(file)) => {
+                return Err(format!(
+                    "{}: api.key_env and api.key_file are both set: keep one",
+                    at(file.span())
+                ))
+            }
+            (_, Some(file)) => KeySource::File(resolve(&base, file.get_ref())),
+            (Some(env), None) => KeySource::Env(env),
+            (None, None) => KeySource::Env(DEFAULT_KEY_ENV.to_string()),
+        };
+        let api = ApiConfig {
+            base_url: match raw.api.base_url {
+                Some(b) => b.0,
+                None => Url::parse(DEFAULT_BASE_URL).expect("default base URL parses"),
+            },
+            key,
+            batch_size: raw.api.batch_size.map_or(MAX_BATCH, |b| b.0),
+            timeout: raw.api.timeout.map_or(Duration::from_secs(30), |d| d.0),
+            retry_for: raw.api.retry_for.map_or(Duration::from_secs(120), |d| d.0),
+        };
+        let token = TokenConfig {
+            file: raw.token.file.map(|f| resolve(&base, &f)),
+            command: raw.token.command.map(|a| a.0),
+            command_timeout: raw
+                .token
+                .command_timeout
+                .map_or(Duration::from_secs(60), |d| d.0),
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            state: resolve(&base, raw.state.as_deref().unwrap_or("optiwatch.db")),
+            invalidate_new: raw.invalidate_new,
+            api,
+            rules,
+            token,
+        })
+    }
+}
+
+/// `line L, column C` (both 1-based) of a byte offset.
+fn locate(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
+}
+
+/// Resolves `p` against the config's folder and drops `.` components and
+/// trailing slashes, so the same folder always gives the same key.
+fn resolve(base: &Path, p: impl AsRef<Path>) -> PathBuf {
+    let joined = base.join(p);
+    joined
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(resolve(&cwd, path))
+}

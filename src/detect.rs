@@ -1,0 +1,76 @@
+//! Detection: decides whether one file really changed since it was recorded.
+//!
+//! The stat quick-check (size, mtime to the nanosecond, inode) clears most
+//! files without reading them; any other file is hashed with BLAKE3 and the
+//! hash, not the mtime, decides. Scans and (later) file events both come
+//! through here, so the two can never disagree about what a change is.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::state::{IndexEntry, Stat};
+
+/// What detection concluded about one file.
+#[derive(Debug)]
+pub enum Observation {
+    /// Stat data unchanged: not read at all.
+    Unchanged,
+    /// Stat data changed, content did not (a `touch`): record the new stat.
+    Touched { stat: Stat, hash: [u8; 32] },
+    /// Content differs from the recorded hash.
+    Changed { stat: Stat, hash: [u8; 32] },
+    /// Never recorded before.
+    New { stat: Stat, hash: [u8; 32] },
+    /// Gone between listing and opening: handled like a deletion.
+    Vanished,
+    /// Could not be read (permissions, I/O error): left as it was recorded
+    /// and tried again next time.
+    Unreadable(io::Error),
+}
+
+/// Examines `path`, whose stat data the caller already has (from the walk),
+/// against what the store recorded.
+pub fn examine(path: &Path, stat: Stat, known: Option<&IndexEntry>) -> Observation {
+    if let Some(entry) = known {
+        if entry.stat == stat {
+            return Observation::Unchanged;
+        }
+    }
+    let (stat, hash) = match hash_file(path) {
+        Ok(pair) => pair,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Observation::Vanished,
+        Err(e) => return Observation::Unreadable(e),
+    };
+    match known {
+        None => Observation::New { stat, hash },
+        Some(entry) if entry.hash == hash => Observation::Touched { stat, hash },
+        Some(_) => Observation::Changed { stat, hash },
+    }
+}
+
+/// Hashes a file and returns the stat data taken from the same open handle
+/// *before* reading. If the file changes while it is read, the recorded stat
+/// is older than the content, so the next pass sees a different stat and
+/// hashes again: a write during hashing can cause a re-hash, never a miss.
+pub fn hash_file(path: &Path) -> io::Result<(Stat, [u8; 32])> {
+    // O_NOFOLLOW: a file swapped for a symlink after the walk must not lead
+    // out of the rule folder; O_NONBLOCK: one swapped for a FIFO must not
+    // hang the scan. Neither changes how a regular file is read.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let stat = Stat::of(&meta);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(file)?;
+    Ok((stat, *hasher.finalize().as_bytes()))
+}

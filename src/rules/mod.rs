@@ -1,0 +1,208 @@
+//! Rules: which files optiwatch cares about and the public URLs they are
+//! served under.
+//!
+//! A rule owns a folder (`dir`). When rule folders nest, the deepest one owns
+//! a file, so a file always belongs to exactly one rule and is never counted
+//! twice. A file's URLs are the rule's `url` and every `also` prefix, each
+//! joined with the percent-encoded path relative to `dir`.
+
+pub mod encode;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::config::RuleConfig;
+
+/// Image types a web site serves, used when a rule has no `include`.
+pub const DEFAULT_INCLUDE: &[&str] = &[
+    "*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.avif", "*.svg", "*.ico", "*.bmp", "*.tif",
+    "*.tiff",
+];
+
+#[derive(Debug)]
+pub struct Rule {
+    pub dir: PathBuf,
+    /// `url` first, then every `also` prefix; none ends with `/`.
+    pub prefixes: Vec<String>,
+    include: GlobSet,
+    exclude: GlobSet,
+}
+
+/// Why a path does or does not map to URLs; what `urls` explains to a user.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Inside no rule's folder.
+    Outside,
+    /// Inside rule `rule`'s folder but filtered out.
+    NotIncluded {
+        rule: usize,
+    },
+    Excluded {
+        rule: usize,
+    },
+    Mapped {
+        rule: usize,
+    },
+}
+
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    pub fn new(configs: &[RuleConfig]) -> anyhow::Result<RuleSet> {
+        let mut rules = Vec::with_capacity(configs.len());
+        for cfg in configs {
+            let include: Vec<&str> = match &cfg.include {
+                Some(patterns) => patterns.iter().map(String::as_str).collect(),
+                None => DEFAULT_INCLUDE.to_vec(),
+            };
+            let exclude: Vec<&str> = cfg.exclude.iter().map(String::as_str).collect();
+            rules.push(Rule {
+                dir: cfg.dir.clone(),
+                prefixes: std::iter::once(cfg.url.clone())
+                    .chain(cfg.also.iter().cloned())
+                    .collect(),
+                include: globs(&include)
+                    .with_context(|| format!("rule for {}: include", cfg.dir.display()))?,
+                exclude: globs(&exclude)
+                    .with_context(|| format!("rule for {}: exclude", cfg.dir.display()))?,
+            });
+        }
+        Ok(RuleSet { rules })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn get(&self, index: usize) -> &Rule {
+        &self.rules[index]
+    }
+
+    /// The rule whose folder holds `path` most closely, with `path` relative
+    /// to that folder.
+    pub fn owner<'p>(&self, path: &'p Path) -> Option<(usize, &'p Path)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| path.strip_prefix(&r.dir).ok().map(|rel| (i, rel, r)))
+            .max_by_key(|(_, _, r)| r.dir.components().count())
+            .map(|(i, rel, _)| (i, rel))
+    }
+
+    /// Decides what happens to the file at `path` (absolute).
+    pub fn verdict(&self, path: &Path) -> Verdict {
+        match self.owner(path) {
+            None => Verdict::Outside,
+            Some((rule, rel)) => self.rules[rule].verdict(rule, rel),
+        }
+    }
+
+    /// Folders of other rules strictly inside rule `index`'s folder: a walk of
+    /// `index` skips them because their own rule owns them.
+    pub fn nested_dirs(&self, index: usize) -> Vec<PathBuf> {
+        let dir = &self.rules[index].dir;
+        self.rules
+            .iter()
+            .filter(|r| r.dir != *dir && r.dir.starts_with(dir))
+            .map(|r| r.dir.clone())
+            .collect()
+    }
+}
+
+impl Rule {
+    /// Include/exclude check on a path relative to this rule's folder.
+    pub fn wants(&self, rel: &Path) -> bool {
+        self.include.is_match(rel) && !self.exclude.is_match(rel)
+    }
+
+    fn verdict(&self, index: usize, rel: &Path) -> Verdict {
+        if !self.include.is_match(rel) {
+            Verdict::NotIncluded { rule: index }
+        } else if self.exclude.is_match(rel) {
+            Verdict::Excluded { rule: index }
+        } else {
+            Verdict::Mapped { rule: index }
+        }
+    }
+
+    /// Every URL the file at `rel` is served under.
+    pub fn urls(&self, rel: &Path) -> Vec<String> {
+        let encoded = encode::relative(rel);
+        self.prefixes
+            .iter()
+            .map(|prefix| format!("{prefix}/{encoded}"))
+            .collect()
+    }
+}
+
+/// Compiles patterns case-insensitively (`.JPG` is as common as `.jpg`).
+/// A pattern without `/` matches the file name at any depth, like
+/// `.gitignore`; one with `/` matches the path relative to the rule folder.
+fn globs(patterns: &[&str]) -> anyhow::Result<GlobSet> {
+    let mut set = GlobSetBuilder::new();
+    for pattern in patterns {
+        let anchored = if pattern.contains('/') {
+            pattern.trim_start_matches('/').to_string()
+        } else {
+            format!("**/{pattern}")
+        };
+        let glob = GlobBuilder::new(&anchored)
+            .case_insensitive(true)
+            .literal_separator(true)
+            .build()
+            .with_context(|| format!("bad pattern {pattern:?}"))?;
+        set.add(glob);
+    }
+    Ok(set.build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(dir: &str, url: &str) -> RuleConfig {
+        RuleConfig {
+            dir: dir.into(),
+            url: url.into(),
+            also: vec![],
+            include: None,
+            exclude: vec!["**/cache/**".into()],
+        }
+    }
+
+    #[test]
+    fn deepest_folder_owns_the_file() {
+        let set = RuleSet::new(&[
+            rule("/w/up", "https://a.com/up"),
+            rule("/w/up/x", "https://cdn.a.com"),
+        ])
+        .unwrap();
+        let (i, rel) = set.owner(Path::new("/w/up/x/1.jpg")).unwrap();
+        assert_eq!((i, rel), (1, Path::new("1.jpg")));
+        assert_eq!(set.get(i).urls(rel), vec!["https://cdn.a.com/1.jpg"]);
+        assert_eq!(set.owner(Path::new("/w/upx/1.jpg")), None);
+        assert_eq!(set.nested_dirs(0), vec![PathBuf::from("/w/up/x")]);
+    }
+
+    #[test]
+    fn filters_are_case_insensitive_and_anchored() {
+        let set = RuleSet::new(&[rule("/w", "https://a.com")]).unwrap();
+        assert_eq!(
+            set.verdict(Path::new("/w/a/B.JPG")),
+            Verdict::Mapped { rule: 0 }
+        );
+        assert_eq!(
+            set.verdict(Path::new("/w/cache/b.jpg")),
+            Verdict::Excluded { rule: 0 }
+        );
+        assert_eq!(
+            set.verdict(Path::new("/w/readme.txt")),
+            Verdict::NotIncluded { rule: 0 }
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! The scan walk: the change source that visits every file of every rule
+//! folder, in parallel, and turns what it finds into a change set.
+//!
+//! Walker threads stat, quick-check and hash (so both walking and hashing
+//! use every core); one collector thread turns their observations into the
+//! [`Changes`] the store records. Recorded files that no walker met are
+//! deletions, unless they lie under a folder the walk could not read: a
+//! missing mount must never look like a deleted media library.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use ignore::{WalkBuilder, WalkState};
+
+use crate::detect::{self, Observation};
+use crate::rules::{RuleSet, Verdict};
+use crate::state::{Changes, FileIndex, Stat};
+
+/// How a scan treats what it finds.
+#[derive(Debug, Clone)]
+pub struct ScanPlan {
+    /// Per rule (same order as the rule set): record without invalidating,
+    /// because this is the rule's first scan or `--baseline` was asked for.
+    pub baseline: Vec<bool>,
+    pub invalidate_new: bool,
+    /// Keep every path for the report (`--json`); counts only otherwise.
+    pub keep_paths: bool,
+    pub threads: usize,
+}
+
+/// Paths of one kind of outcome; `paths` stays empty unless asked for.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub count: usize,
+    pub paths: Vec<PathBuf>,
+}
+
+impl Tally {
+    fn add(&mut self, path: &Path, keep: bool) {
+        self.count += 1;
+        if keep {
+            self.paths.push(path.to_path_buf());
+        }
+    }
+}
+
+/// What a scan found, and the change set to record.
+#[derive(Debug, Default)]
+pub struct Detected {
+    pub scanned: Tally,
+    pub unchanged: Tally,
+    pub touched: Tally,
+    pub changed: Tally,
+    pub new: Tally,
+    pub deleted: Tally,
+    /// Problems that left part of the tree unexamined; the run must fail.
+    pub errors: Vec<String>,
+    pub changes: Changes,
+}
+
+struct Found {
+    path: PathBuf,
+    rule: usize,
+    observation: Observation,
+}
+
+enum Message {
+    Found(Found),
+    Failed {
+        path: Option<PathBuf>,
+        error: String,
+    },
+}
+
+/// Walks every rule folder and compares what is there with `index`.
+pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan) -> Detected {
+    let mut out = Detected::default();
+    // Folders whose content is unknown this time: nothing under them counts
+    // as deleted.
+    let mut blind: Vec<PathBuf> = Vec::new();
+    let mut roots = Vec::new();
+    for rule in rules.rules() {
+        match std::fs::metadata(&rule.dir) {
+            Ok(meta) if meta.is_dir() => roots.push(rule.dir.clone()),
+            Ok(_) => {
+                out.errors.push(format!(
+                    "rule folder {} is not a folder: fix `dir` in the config",
+                    rule.dir.display()
+                ));
+                blind.push(rule.dir.clone());
+            }
+            Err(e) => {
+                out.errors.push(format!(
+                    "cannot open rule folder {}: {e}: check `dir` in the config and that it is mounted; its files were left as recorded",
+                    rule.dir.display()
+                ));
+                blind.push(rule.dir.clone());
+            }
+        }
+    }
+
+    let (tx, rx) = mpsc::channel::<Message>();
+    std::thread::scope(|scope| {
+        if let Some((first, rest)) = roots.split_first() {
+            let mut builder = WalkBuilder::new(first);
+            for root in rest {
+                builder.add(root);
+            }
+            builder
+                .standard_filters(false)
+                .follow_links(false)
+                .threads(plan.threads.max(1));
+            let all_dirs: Vec<PathBuf> = rules.rules().iter().map(|r| r.dir.clone()).collect();
+            // Another rule's folder inside this one is walked as its own root.
+            builder.filter_entry(move |e| {
+                e.depth() == 0 || !all_dirs.iter().any(|d| d.as_path() == e.path())
+            });
+            let walker = builder.build_parallel();
+            scope.spawn(move || {
+                walker.run(|| {
+                    let tx = tx.clone();
+                    Box::new(move |entry| visit(rules, index, entry, &tx))
+                })
+            });
+        } else {
+            drop(tx);
+        }
+        for message in rx {
+            match message {
+                Message::Found(found) => collect(&mut out, rules, plan, found),
+                Message::Failed { path, error } => {
+                    out.errors.push(error);
+                    // An error without a path makes every folder blind.
+                    blind.extend(path.map_or_else(|| roots.clone(), |p| vec![p]));
+                }
+            }
+        }
+    });
+
+    find_deletions(&mut out, rules, index, plan, &blind);
+    for (i, rule) in rules.rules().iter().enumerate() {
+        if plan.baseline[i] && !blind.contains(&rule.dir) {
+            out.changes.baselined.push(rule.dir.clone());
+        }
+    }
+    if plan.keep_paths {
+        for tally in [
+            &mut out.scanned,
+            &mut out.unchanged,
+            &mut out.touched,
+            &mut out.changed,
+            &mut out.new,
+            &mut out.deleted,
+        ] {
+            tally.paths.sort();
+        }
+    }
+    out
+}
+
+/// One walker callback: filter, stat, detect, report.
+fn visit(
+    rules: &RuleSet,
+    index: &FileIndex,
+    entry: Result<ignore::DirEntry, ignore::Error>,
+    tx: &mpsc::Sender<Message>,
+) -> WalkState {
+    let entry = match entry {
+        Ok(entry) => entry,
+        Err(err) => {
+            let path = error_path(&err);
+            let _ = tx.send(Message::Failed {
+                path,
+                error: format!("cannot read part of a rule folder: {err}; it was left as recorded"),
+            });
+            return WalkState::Continue;
+        }
+    };
+    // Symlinks are not followed, and sockets, FIFOs and devices are no images.
+    if !entry.file_type().is_some_and(|t| t.is_file()) {
+        return WalkState::Continue;
+    }
+    let path = entry.path();
+    let Some((rule, rel)) = rules.owner(path) else {
+        return WalkState::Continue;
+    };
+    if !rules.get(rule).wants(rel) {
+        return WalkState::Continue;
+    }
+    let known = index.get(path);
+    let observation = match entry.metadata() {
+        Ok(meta) => detect::examine(path, Stat::of(&meta), known),
+        Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
+            Observation::Vanished
+        }
+        Err(err) => Observation::Unreadable(std::io::Error::other(err.to_string())),
+    };
+    if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
+        entry.mark_seen();
+    }
+    let found = Found {
+        path: path.to_path_buf(),
+        rule,
+        observation,
+    };
+    if tx.send(Message::Found(found)).is_err() {
+        return WalkState::Quit;
+    }
+    WalkState::Continue
+}
+
+fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
+    let Found {
+        path,
+        rule,
+        observation,
+    } = found;
+    let keep = plan.keep_paths;
+    let urls = |path: &Path| -> Vec<String> {
+        let rule_ref = rules.get(rule);
+        rule_ref.urls(path.strip_prefix(&rule_ref.dir).unwrap_or(path))
+    };
+    match observation {
+        Observation::Vanished => return,
+        Observation::Unreadable(e) => {
+            out.errors.push(format!(
+                "cannot read {}: {e}; it will be tried again next run",
+                crate::report::show_path(&path)
+            ));
+        }
+        Observation::Unchanged => out.unchanged.add(&path, keep),
+        Observation::Touched { stat, hash } => {
+            out.touched.add(&path, keep);
+            out.changes.upserts.push((path.clone(), stat, hash));
+        }
+        Observation::Changed { stat, hash } => {
+            out.changed.add(&path, keep);
+            if !plan.baseline[rule] {
+                out.changes.assets.extend(urls(&path));
+            }
+            out.changes.upserts.push((path.clone(), stat, hash));
+        }
+        Observation::New { stat, hash } => {
+            out.new.add(&path, keep);
+            if plan.invalidate_new && !plan.baseline[rule] {
+                out.changes.assets.extend(urls(&path));
+            }
+            out.changes.upserts.push((path.clone(), stat, hash));
+        }
+    }
+    out.scanned.add(&path, keep);
+}
+
+fn find_deletions(
+    out: &mut Detected,
+    rules: &RuleSet,
+    index: &FileIndex,
+    plan: &ScanPlan,
+    blind: &[PathBuf],
+) {
+    for (path, _) in index.unseen() {
+        if blind.iter().any(|dir| path.starts_with(dir)) {
+            continue;
+        }
+        match rules.verdict(path) {
+            Verdict::Mapped { rule } => {
+                out.deleted.add(path, plan.keep_paths);
+                if !plan.baseline[rule] {
+                    let r = rules.get(rule);
+                    out.changes
+                        .assets
+                        .extend(r.urls(path.strip_prefix(&r.dir).unwrap_or(path)));
+                }
+            }
+            // No longer covered by any rule (config changed): forget quietly;
+            // such a change is a config edit, not an image change.
+            _ => tracing::debug!(path = %path.display(), "no longer covered by a rule; forgotten"),
+        }
+        out.changes.removals.push(path.to_path_buf());
+    }
+}
+
+fn error_path(err: &ignore::Error) -> Option<PathBuf> {
+    match err {
+        ignore::Error::WithPath { path, .. } => Some(path.clone()),
+        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+            error_path(err)
+        }
+        ignore::Error::Loop { child, .. } => Some(child.clone()),
+        _ => None,
+    }
+}

@@ -1,0 +1,170 @@
+//! What the store remembers about each file (stat data and BLAKE3 hash), the
+//! in-memory index a scan compares against, and the one transaction that
+//! records a detected change set together with the assets it makes owed.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+
+use super::{outbox, Store};
+
+/// The stat data of the quick-check: a file whose size, mtime (to the
+/// nanosecond) and inode are unchanged is taken as unchanged without hashing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+}
+
+impl Stat {
+    pub fn of(meta: &std::fs::Metadata) -> Stat {
+        Stat {
+            size: meta.len(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+            inode: meta.ino(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct IndexEntry {
+    pub stat: Stat,
+    pub hash: [u8; 32],
+    /// Set by whichever walker thread meets the file; entries left unseen
+    /// after a walk are candidates for deletion.
+    seen: AtomicBool,
+}
+
+impl IndexEntry {
+    pub fn mark_seen(&self) {
+        self.seen.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Every recorded file, keyed by its absolute path's bytes; read once per
+/// scan so the walk never queries SQLite per file.
+#[derive(Debug, Default)]
+pub struct FileIndex {
+    map: HashMap<Box<[u8]>, IndexEntry>,
+}
+
+impl FileIndex {
+    pub fn get(&self, path: &Path) -> Option<&IndexEntry> {
+        self.map.get(path.as_os_str().as_bytes())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Recorded files that no walk has marked as seen.
+    pub fn unseen(&self) -> impl Iterator<Item = (&Path, &IndexEntry)> {
+        self.map
+            .iter()
+            .filter(|(_, e)| !e.seen.load(Ordering::Relaxed))
+            .map(|(k, e)| (Path::new(std::ffi::OsStr::from_bytes(k)), e))
+    }
+}
+
+/// Everything one detection pass decided, written in one transaction.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// New or updated stat data and hash.
+    pub upserts: Vec<(PathBuf, Stat, [u8; 32])>,
+    /// Files no longer tracked (deleted, or no longer covered by a rule).
+    pub removals: Vec<PathBuf>,
+    /// Assets to add to the outbox.
+    pub assets: Vec<String>,
+    /// Rule folders whose first scan (their baseline) this pass completes.
+    pub baselined: Vec<PathBuf>,
+}
+
+impl Store {
+    pub fn load_index(&self) -> anyhow::Result<FileIndex> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, size, mtime_ns, inode, hash FROM files")?;
+        let mut rows = stmt.query([])?;
+        let mut map = HashMap::new();
+        while let Some(row) = rows.next()? {
+            let path: Vec<u8> = row.get(0)?;
+            let hash: Vec<u8> = row.get(4)?;
+            let hash: [u8; 32] = hash.try_into().map_err(|_| {
+                anyhow::anyhow!("a stored hash is not 32 bytes: the store is damaged")
+            })?;
+            let stat = Stat {
+                size: row.get::<_, i64>(1)? as u64,
+                mtime_ns: row.get(2)?,
+                inode: row.get::<_, i64>(3)? as u64,
+            };
+            map.insert(
+                path.into_boxed_slice(),
+                IndexEntry {
+                    stat,
+                    hash,
+                    seen: AtomicBool::new(false),
+                },
+            );
+        }
+        Ok(FileIndex { map })
+    }
+
+    /// Rule folders that already had their baseline scan.
+    pub fn baselined(&self, dir: &Path) -> anyhow::Result<bool> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM rules_seen WHERE dir = ?1",
+            [dir.as_os_str().as_bytes()],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Records a change set. Assets go to the outbox, and a token becomes
+    /// owed, in the same transaction as the hashes, so a crash right after
+    /// can never leave a recorded change without its invalidation.
+    /// Returns how many assets were newly owed.
+    pub fn record(&mut self, changes: &Changes) -> anyhow::Result<usize> {
+        let tx = self
+            .conn
+            .transaction()
+            .context("cannot start a transaction on the state store")?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO files (path, size, mtime_ns, inode, hash) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(path) DO UPDATE SET size = excluded.size,
+                   mtime_ns = excluded.mtime_ns, inode = excluded.inode, hash = excluded.hash",
+            )?;
+            for (path, stat, hash) in &changes.upserts {
+                upsert.execute(rusqlite::params![
+                    path.as_os_str().as_bytes(),
+                    stat.size as i64,
+                    stat.mtime_ns,
+                    stat.inode as i64,
+                    &hash[..],
+                ])?;
+            }
+            let mut remove = tx.prepare_cached("DELETE FROM files WHERE path = ?1")?;
+            for path in &changes.removals {
+                remove.execute([path.as_os_str().as_bytes()])?;
+            }
+            let mut seen =
+                tx.prepare_cached("INSERT OR IGNORE INTO rules_seen (dir) VALUES (?1)")?;
+            for dir in &changes.baselined {
+                seen.execute([dir.as_os_str().as_bytes()])?;
+            }
+        }
+        let owed = outbox::owe(&tx, &changes.assets)?;
+        tx.commit()
+            .context("cannot commit the change set to the state store")?;
+        Ok(owed)
+    }
+}

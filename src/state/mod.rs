@@ -1,0 +1,156 @@
+//! The state store: one SQLite file holding what optiwatch knows between
+//! runs: each file's stat data and content hash, the outbox of assets still
+//! owed to Optimole, and whether a cache token is owed.
+//!
+//! Durability rules live here. A detected change is written to the outbox and
+//! its new hash recorded in one transaction before any API call; an asset
+//! leaves the outbox only after Optimole accepted it. WAL mode with
+//! `synchronous = FULL` keeps a committed transaction through a crash or a
+//! power cut.
+
+mod files;
+mod outbox;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rusqlite::{Connection, OpenFlags};
+
+pub use files::{Changes, FileIndex, IndexEntry, Stat};
+pub use outbox::TokenState;
+
+/// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
+const APPLICATION_ID: i32 = 0x4F50_5457;
+/// Bumped on every schema change; older binaries refuse newer stores.
+pub const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA_V1: &str = "
+    CREATE TABLE files (
+        path     BLOB PRIMARY KEY,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode    INTEGER NOT NULL,
+        hash     BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE outbox (
+        asset    TEXT NOT NULL UNIQUE,
+        added_at INTEGER NOT NULL
+    );
+    CREATE TABLE rules_seen (dir BLOB PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+";
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens the store, creating it when the file does not exist yet.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                bail!(
+                    "folder {} for the state store does not exist: create it or change `state` in the config",
+                    parent.display()
+                );
+            }
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("cannot open state store {}", path.display()))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store
+            .prepare()
+            .with_context(|| format!("state store {}", path.display()))?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn prepare(&mut self) -> anyhow::Result<()> {
+        self.conn.busy_timeout(Duration::from_secs(10))?;
+        let (app_id, version) = self.identify().context(
+            "this file is not an optiwatch state store (not SQLite); point `state` at another path",
+        )?;
+        let tables: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if app_id == 0 && version == 0 && tables == 0 {
+            self.create()?;
+        } else if app_id != APPLICATION_ID {
+            bail!("this SQLite file is not an optiwatch state store; it was left untouched: point `state` at another path");
+        } else if version > SCHEMA_VERSION {
+            bail!(
+                "the store has schema version {version}, newer than this optiwatch understands ({SCHEMA_VERSION}): upgrade optiwatch; the store was left untouched"
+            );
+        }
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(mode = %mode, "state store could not switch to WAL mode");
+        }
+        self.conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        Ok(())
+    }
+
+    fn identify(&self) -> rusqlite::Result<(i32, i32)> {
+        let app_id = self
+            .conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let version = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok((app_id, version))
+    }
+
+    fn create(&mut self) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(SCHEMA_V1)?;
+        tx.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+        ))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )?;
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

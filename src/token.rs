@@ -1,0 +1,111 @@
+//! Token publishing: handing a fresh cache token to whatever renders the
+//! image URLs, by writing `[token] file` atomically and/or running
+//! `[token] command`.
+//!
+//! The command runs without a shell: `{token}` is replaced inside argv
+//! items and OPTIWATCH_TOKEN is set, so no file name or token text is ever
+//! interpreted by a shell.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
+
+use crate::config::TokenConfig;
+
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    cfg: TokenConfig,
+}
+
+impl Publisher {
+    pub fn new(cfg: TokenConfig) -> Publisher {
+        Publisher { cfg }
+    }
+
+    pub async fn publish(&self, token: &str) -> anyhow::Result<()> {
+        if let Some(file) = &self.cfg.file {
+            write_atomically(file, token).with_context(|| {
+                format!("cannot write token file {} ([token] file)", file.display())
+            })?;
+            tracing::info!(file = %file.display(), "token written");
+        }
+        if let Some(argv) = &self.cfg.command {
+            self.run(argv, token).await?;
+        }
+        Ok(())
+    }
+
+    async fn run(&self, argv: &[String], token: &str) -> anyhow::Result<()> {
+        let args: Vec<String> = argv.iter().map(|a| a.replace("{token}", token)).collect();
+        let mut command = tokio::process::Command::new(&args[0]);
+        command
+            .args(&args[1..])
+            .env("OPTIWATCH_TOKEN", token)
+            .stdin(Stdio::null())
+            // Captured, not inherited: the command's output must not mix
+            // into `scan --json` on stdout.
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().with_context(|| {
+            format!("cannot start token command {:?} ([token] command)", args[0])
+        })?;
+        let output = tokio::time::timeout(self.cfg.command_timeout, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "token command {:?} did not finish within {:?} ([token] command_timeout); it was killed",
+                    args[0],
+                    self.cfg.command_timeout
+                )
+            })?
+            .with_context(|| format!("waiting for token command {:?}", args[0]))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !stdout.trim().is_empty() {
+            tracing::debug!(output = %stdout.trim(), "token command stdout");
+        }
+        if !output.status.success() {
+            bail!(
+                "token command {:?} failed ({}): {}",
+                args[0],
+                output.status,
+                last_lines(&stderr)
+            );
+        }
+        tracing::info!(command = %args[0], "token command succeeded");
+        Ok(())
+    }
+}
+
+/// Writes `token` to `path` through a temp file in the same folder and a
+/// rename, so readers see the old token or the new one, never a mix.
+fn write_atomically(path: &Path, token: &str) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".optiwatch-token.")
+        .tempfile_in(dir)?;
+    temp.write_all(token.as_bytes())?;
+    temp.as_file().sync_all()?;
+    // The web server reads this file; a token is public (it is in every
+    // image URL), so world-readable is right.
+    temp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    temp.persist(path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn last_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    if lines.is_empty() {
+        return "no output on stderr".into();
+    }
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}

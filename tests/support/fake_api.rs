@@ -1,0 +1,521 @@
+//! A fake Optimole cache API (see `shared/optimole-cache-api.md` beside the repository) for
+//! integration tests and the demo example.
+//!
+//! It speaks real HTTP/1.1 on 127.0.0.1 so the real client code (reqwest,
+//! timeouts, connection errors) is exercised end to end. It is a tiny
+//! hand-written server rather than axum because tests need to inject faults
+//! that a framework hides, above all "close the connection without any answer".
+//! Every response carries `Connection: close`, so each request has its own TCP
+//! connection and a fault never leaks into a later keep-alive request.
+//!
+//! The API is synchronous (usable from plain `#[test]`s): the server runs its
+//! own tokio runtime on a background thread, and dropping `FakeApi` stops it.
+
+#![allow(dead_code)]
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const GOOD_KEY: &str = "opt_test_key_1234567890";
+pub const API_PATH: &str = "/api/optml/v2/cache";
+
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// A misbehaviour for one request. Queued with `push_fault`; each request
+/// (any endpoint) takes the oldest queued fault before anything else is checked.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer this status with `{"success":false,"error":"injected"}`.
+    Status(u16),
+    /// Answer this status with a `Retry-After` header of this value.
+    RetryAfter(u16, String),
+    /// Sleep, then answer normally. If the client hangs up meanwhile (e.g. its
+    /// timeout fired), the request is not processed and is recorded with status 0.
+    Delay(Duration),
+    /// Close the connection without any HTTP answer (recorded with status 0).
+    Drop,
+    /// Answer this status with `{"success":false,"error": msg}`.
+    Message(u16, String),
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Recorded {
+    pub method: String,
+    /// Path after `API_PATH` (e.g. "/token"); the full path if outside it.
+    pub path: String,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+    pub user_agent: Option<String>,
+    pub body: Option<Value>,
+    /// `body["assets"]` strings (even on rejected requests), empty otherwise.
+    pub assets: Vec<String>,
+    /// What the fake answered; 0 for `Drop`, a hang-up, or still in progress.
+    pub status: u16,
+    /// When the request had fully arrived. (`Instant` has no serde form.)
+    #[serde(skip)]
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    keys: Vec<String>,
+    revoked: HashSet<String>,
+    asset_limit: usize,
+    token_shape_code: bool,
+    faults: VecDeque<Fault>,
+    // Records keep their arrival slot; the id lets a delayed request fill in
+    // its status later even if others arrived meanwhile.
+    log: Vec<(u64, Recorded)>,
+    next_id: u64,
+    tokens: Vec<String>,
+    token_counter: u64,
+}
+
+impl State {
+    fn set_status(&mut self, id: u64, status: u16) {
+        // Not found means `clear()` ran while the request was in flight.
+        if let Some((_, r)) = self.log.iter_mut().find(|(i, _)| *i == id) {
+            r.status = status;
+        }
+    }
+}
+
+type Shared = Arc<Mutex<State>>;
+
+// Ignore poisoning: one panicking test thread should not cascade into others.
+fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct FakeApi {
+    addr: SocketAddr,
+    state: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeApi {
+    pub fn start() -> FakeApi {
+        Self::start_with_keys(&[GOOD_KEY])
+    }
+
+    pub fn start_with_keys(keys: &[&str]) -> FakeApi {
+        // Bind here, not in the thread, so the port accepts before we return.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake api: bind");
+        listener
+            .set_nonblocking(true)
+            .expect("fake api: nonblocking");
+        let addr = listener.local_addr().expect("fake api: local_addr");
+        let state = Arc::new(Mutex::new(State {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            asset_limit: 100,
+            ..State::default()
+        }));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("fake-optimole-api".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("fake api: runtime");
+                rt.block_on(accept_loop(listener, st, rx));
+                // Drops in-flight connections (e.g. ones sleeping in a Delay).
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("fake api: spawn thread");
+        FakeApi {
+            addr,
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}{}", self.addr, API_PATH)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state)
+            .log
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    fn successful(&self, path: &str) -> Vec<Recorded> {
+        let ok =
+            |r: &Recorded| r.method == "POST" && r.path == path && (200..300).contains(&r.status);
+        self.requests().into_iter().filter(ok).collect()
+    }
+
+    pub fn invalidate_requests(&self) -> Vec<Recorded> {
+        self.successful("/invalidate/asset")
+    }
+
+    pub fn token_requests(&self) -> Vec<Recorded> {
+        self.successful("/token")
+    }
+
+    pub fn invalidated_assets(&self) -> Vec<String> {
+        self.invalidate_requests()
+            .into_iter()
+            .flat_map(|r| r.assets)
+            .collect()
+    }
+
+    pub fn tokens_issued(&self) -> Vec<String> {
+        lock(&self.state).tokens.clone()
+    }
+
+    /// Forgets recorded requests and issued tokens (not queued faults or settings).
+    pub fn clear(&self) {
+        let mut s = lock(&self.state);
+        s.log.clear();
+        s.tokens.clear();
+    }
+
+    pub fn push_fault(&self, f: Fault) {
+        lock(&self.state).faults.push_back(f);
+    }
+
+    pub fn push_faults(&self, f: Fault, n: usize) {
+        let mut s = lock(&self.state);
+        s.faults.extend(std::iter::repeat_n(f, n));
+    }
+
+    pub fn set_asset_limit(&self, n: usize) {
+        lock(&self.state).asset_limit = n;
+    }
+
+    pub fn revoke_key(&self, key: &str) {
+        lock(&self.state).revoked.insert(key.to_string());
+    }
+
+    pub fn set_token_shape_code(&self, yes: bool) {
+        lock(&self.state).token_shape_code = yes;
+    }
+
+    /// Polls every 10 ms until `pred` holds on the recorded requests, then
+    /// returns them; panics naming `what` and listing them at the deadline.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[Recorded]) -> bool,
+    ) -> Vec<Recorded> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reqs = self.requests();
+            if pred(&reqs) {
+                return reqs;
+            }
+            if Instant::now() >= deadline {
+                let list: Vec<String> = reqs
+                    .iter()
+                    .map(|r| {
+                        let body = r.body.as_ref().map(Value::to_string).unwrap_or_default();
+                        format!("  {} {} -> {} {}", r.method, r.path, r.status, body)
+                    })
+                    .collect();
+                panic!(
+                    "fake api: timed out after {timeout:?} waiting for {what}; {} recorded requests:\n{}",
+                    reqs.len(),
+                    list.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            // Ignore a server panic: we may be unwinding from a failed test already.
+            let _ = t.join();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    state: Shared,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = TcpListener::from_std(listener).expect("fake api: tokio listener");
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::spawn(serve_connection(stream, state.clone()));
+                }
+            }
+        }
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>, // names lowercased
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+struct Reply {
+    status: u16,
+    body: Value,
+    retry_after: Option<String>,
+}
+
+fn reply(status: u16, body: Value) -> Reply {
+    Reply {
+        status,
+        body,
+        retry_after: None,
+    }
+}
+
+fn fail(status: u16, msg: &str) -> Reply {
+    reply(status, json!({"success": false, "error": msg}))
+}
+
+/// One connection, one request (we always answer `Connection: close`).
+async fn serve_connection(mut stream: TcpStream, state: Shared) {
+    let Some(req) = read_request(&mut stream).await else {
+        return;
+    };
+    let body: Option<Value> = serde_json::from_slice(&req.body).ok();
+    let assets = body
+        .as_ref()
+        .and_then(|b| b.get("assets"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rec = Recorded {
+        method: req.method.clone(),
+        path: req
+            .path
+            .strip_prefix(API_PATH)
+            .unwrap_or(&req.path)
+            .to_string(),
+        authorization: req.header("authorization"),
+        content_type: req.header("content-type"),
+        user_agent: req.header("user-agent"),
+        body: body.clone(),
+        assets,
+        status: 0,
+        at: Instant::now(),
+    };
+    let (id, fault) = {
+        let mut s = lock(&state);
+        let id = s.next_id;
+        s.next_id += 1;
+        s.log.push((id, rec));
+        (id, s.faults.pop_front())
+    };
+    let answer = match fault {
+        Some(Fault::Drop) => return, // dropping the stream closes it, no answer
+        Some(Fault::Status(code)) => Some(fail(code, "injected")),
+        Some(Fault::Message(code, msg)) => Some(fail(code, &msg)),
+        Some(Fault::RetryAfter(code, value)) => Some(Reply {
+            retry_after: Some(value),
+            ..fail(code, "injected")
+        }),
+        Some(Fault::Delay(d)) => {
+            if hung_up_during(&mut stream, d).await {
+                return;
+            }
+            None
+        }
+        None => None,
+    };
+    // Decide and record the status under one lock, before the client can see
+    // the answer, so `requests()` is up to date once the client call returns.
+    let answer = {
+        let mut s = lock(&state);
+        let a = answer.unwrap_or_else(|| handle(&mut s, &req, body.as_ref()));
+        s.set_status(id, a.status);
+        a
+    };
+    write_reply(&mut stream, &answer).await;
+}
+
+/// The documented protocol, after faults.
+fn handle(s: &mut State, req: &Request, body: Option<&Value>) -> Reply {
+    let route = req.path.strip_prefix(API_PATH).unwrap_or("");
+    let known = [
+        "/invalidate/asset",
+        "/invalidate/domain",
+        "/invalidate/all",
+        "/token",
+    ];
+    if req.method != "POST" || !known.contains(&route) {
+        return fail(404, "Not found");
+    }
+    let key = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer ").map(|k| k.trim().to_string()));
+    if !key.is_some_and(|k| s.keys.contains(&k) && !s.revoked.contains(&k)) {
+        // Older-style error shape on purpose: clients must read both shapes.
+        return reply(
+            401,
+            json!({"code": "user_not_found", "error": "User not found"}),
+        );
+    }
+    if route == "/invalidate/all" {
+        return reply(200, json!({"success": true, "data": {}}));
+    }
+    if route == "/token" {
+        s.token_counter += 1;
+        // Odd multiplier mod 2^40 is a bijection: distinct, random-looking, 10 hex chars.
+        let token = format!(
+            "tk{:010x}",
+            s.token_counter.wrapping_mul(2_654_435_761) % (1u64 << 40)
+        );
+        s.tokens.push(token.clone());
+        let status = if s.token_shape_code {
+            json!({"code": 200})
+        } else {
+            json!({"success": true})
+        };
+        let mut b = status;
+        b["data"] = json!({"token": token});
+        return reply(200, b);
+    }
+    // Invalidate asset/domain: JSON bodies only.
+    let is_json = req
+        .header("content-type")
+        .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"));
+    let Some(body) = body.filter(|_| is_json) else {
+        return fail(400, "Body must be JSON sent as application/json");
+    };
+    if route == "/invalidate/domain" {
+        return match body.get("domain").and_then(Value::as_str) {
+            Some(d) if !d.is_empty() => reply(200, json!({"success": true, "data": {"domain": d}})),
+            _ => fail(400, "domain must be a non-empty string"),
+        };
+    }
+    let n = match body.get("assets").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() && a.iter().all(Value::is_string) => a.len(),
+        _ => return fail(400, "assets must be a non-empty array of strings"),
+    };
+    if n > s.asset_limit {
+        return fail(400, "Too many assets to invalidate");
+    }
+    reply(200, json!({"success": true, "data": {"invalidated": n}}))
+}
+
+/// Reads one HTTP/1.1 request with a `Content-Length` body (all reqwest sends
+/// for JSON). `None` if the client goes away or sends garbage.
+async fn read_request(stream: &mut TcpStream) -> Option<Request> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > MAX_HEAD {
+            return None;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?.to_string();
+    let path = request_line.next()?.split('?').next()?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if len > MAX_BODY {
+        return None;
+    }
+    let mut body = buf.split_off(head_end + 4);
+    while body.len() < len {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+/// Sleeps `d`; true if the client closed its side first (read hits EOF).
+async fn hung_up_during(stream: &mut TcpStream, d: Duration) -> bool {
+    let sleep = tokio::time::sleep(d);
+    tokio::pin!(sleep);
+    let mut scratch = [0u8; 1024];
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return false,
+            r = stream.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { return true },
+        }
+    }
+}
+
+async fn write_reply(stream: &mut TcpStream, r: &Reply) {
+    // Clients read the status code; the reason phrase is decoration.
+    let reason = if r.status < 400 { "OK" } else { "Error" };
+    let body = r.body.to_string();
+    let mut head = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        r.status,
+        body.len()
+    );
+    if let Some(v) = &r.retry_after {
+        head.push_str(&format!("Retry-After: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    // The client may have gone away; nothing useful to do about write errors.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,210 @@
+//! Test harness: a site (temp folder with a media tree and a config) wired to
+//! a fresh fake Optimole API, and a builder that runs the real `optiwatch`
+//! binary against it.
+
+#![allow(dead_code)]
+
+pub mod fake_api;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use fake_api::{FakeApi, GOOD_KEY};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const SITE_URL: &str = "https://example.com/uploads";
+
+/// Pieces of the config file; tests append to them before running.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigText {
+    pub top: String,
+    pub api: String,
+    pub rules: String,
+    pub tail: String,
+}
+
+pub struct Site {
+    pub root: TempDir,
+    pub media: PathBuf,
+    pub api: FakeApi,
+    pub config: ConfigText,
+    pub key: String,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        let root = tempfile::Builder::new()
+            .prefix("optiwatch-test")
+            .tempdir()
+            .unwrap();
+        let media = root.path().join("media");
+        std::fs::create_dir(&media).unwrap();
+        let config = ConfigText {
+            rules: format!("[[rules]]\ndir = \"media\"\nurl = \"{SITE_URL}\"\n"),
+            ..ConfigText::default()
+        };
+        Site {
+            root,
+            media,
+            api: FakeApi::start(),
+            config,
+            key: GOOD_KEY.to_string(),
+        }
+    }
+
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.media.join(rel)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.path().join("watcher.toml")
+    }
+
+    /// Writes the config file from its pieces.
+    pub fn write_config(&self) {
+        let c = &self.config;
+        let text = format!(
+            "{}\n[api]\nbase_url = \"{}\"\nretry_for = \"3s\"\n{}\n{}\n{}\n",
+            c.top,
+            self.api.base_url(),
+            c.api,
+            c.rules,
+            c.tail
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub fn write(&self, rel: impl AsRef<Path>, content: &[u8]) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    /// Moves the mtime forward without changing the content.
+    pub fn touch(&self, rel: impl AsRef<Path>) {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(self.path(rel))
+            .unwrap();
+        let later = SystemTime::now() + Duration::from_secs(5);
+        file.set_modified(later).unwrap();
+    }
+
+    pub fn remove(&self, rel: impl AsRef<Path>) {
+        std::fs::remove_file(self.path(rel)).unwrap();
+    }
+
+    pub fn optiwatch(&self) -> Run {
+        Run::new(self)
+    }
+
+    /// `optiwatch scan --json` with extra args; asserts nothing.
+    pub fn scan(&self, extra: &[&str]) -> Outcome {
+        self.optiwatch().arg("scan").arg("--json").args(extra).run()
+    }
+}
+
+/// One run of the real binary, configured builder-style.
+pub struct Run {
+    command: Command,
+}
+
+impl Run {
+    fn new(site: &Site) -> Run {
+        site.write_config();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_optiwatch"));
+        command
+            .current_dir(site.root.path())
+            .env_remove("OPTIWATCH_CONFIG")
+            .env_remove("OPTIWATCH_LOG_FORMAT")
+            .env_remove("RUST_LOG")
+            .env("OPTIMOLE_API_KEY", &site.key)
+            .arg("--config")
+            .arg(site.config_path());
+        Run { command }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Run {
+        self.command.arg(arg);
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Run {
+        self.command.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Run {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Run {
+        self.command.env_remove(key);
+        self
+    }
+
+    pub fn run(mut self) -> Outcome {
+        let output = self.command.output().expect("the optiwatch binary runs");
+        Outcome::from(output)
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Outcome {
+    fn from(output: Output) -> Outcome {
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Outcome {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{self}"))
+    }
+
+    /// Asserts the exit code, showing all output when it differs.
+    pub fn expect(self, code: i32) -> Outcome {
+        assert_eq!(self.code, code, "unexpected exit code:\n{self}");
+        self
+    }
+
+    pub fn list(&self, field: &str) -> Vec<String> {
+        let json = self.json();
+        json[field]
+            .as_array()
+            .unwrap_or_else(|| panic!("{field} is not a list in:\n{self}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Sorted copy, for comparing sets of URLs.
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
