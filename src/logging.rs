@@ -1,6 +1,8 @@
 //! Log output: `tracing` events to stderr, human-readable by default or one
 //! JSON object per line for log shippers. `RUST_LOG` overrides `-v`/`-q`.
 
+use std::io::IsTerminal;
+
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +29,7 @@ pub fn init(verbosity: i8, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false);
     let result = match format {
         LogFormat::Human => builder.try_init(),

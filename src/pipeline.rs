@@ -70,6 +70,7 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         }
     }
 
+    let started = std::time::Instant::now();
     let index = match &store {
         Some(store) => store.load_index().context("cannot read the state store")?,
         None => FileIndex::default(),
@@ -89,7 +90,10 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
     report.baseline = plan.baseline.iter().any(|b| *b);
+    tracing::debug!(files = index.len(), took = ?started.elapsed(), "state index loaded");
+    let started = std::time::Instant::now();
     let detected = tokio::task::block_in_place(|| scan(&rules, &index, &plan));
+    tracing::debug!(files = detected.scanned.count, took = ?started.elapsed(), "walk finished");
     drop(index);
     report.errors.extend(detected.errors.iter().cloned());
     report.counts = Counts {
@@ -123,10 +127,11 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         return Ok(report);
     }
 
+    let started = std::time::Instant::now();
     let owed = store
         .record(&detected.changes)
         .context("cannot record the scan in the state store; nothing was sent")?;
-    tracing::debug!(assets = owed, "assets newly owed");
+    tracing::debug!(assets = owed, files = detected.changes.upserts.len(), took = ?started.elapsed(), "change set recorded");
 
     if let (Some(client), false) = (client.as_ref(), opts.baseline || api_down) {
         if let Err(e) = flush(store, client, &publisher, flush_opts, &mut flushed).await {

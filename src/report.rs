@@ -69,7 +69,7 @@ impl ScanReport {
     pub fn human(&self) -> String {
         let c = &self.counts;
         let mut out = format!(
-            "scanned {} files: {} changed, {} new, {} deleted, {} touched, {} unchanged\n",
+            "scanned {} file(s): {} changed, {} new, {} deleted, {} touched, {} unchanged\n",
             c.scanned, c.changed, c.new, c.deleted, c.touched, c.unchanged
         );
         if self.dry_run {
@@ -88,7 +88,7 @@ impl ScanReport {
         }
         let _ = writeln!(
             out,
-            "invalidated {} asset(s) in {} request(s); {} still owed",
+            "invalidated {} asset(s); {} API request(s); {} asset(s) still owed",
             c.invalidated, self.requests, c.pending
         );
         if let Some(token) = &self.token {

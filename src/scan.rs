@@ -8,6 +8,7 @@
 //! missing mount must never look like a deleted media library.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use ignore::{WalkBuilder, WalkState};
@@ -100,6 +101,9 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan) -> Detected {
     }
 
     let (tx, rx) = mpsc::channel::<Message>();
+    // Unchanged files are most files on most runs: without `--json` they are
+    // only counted, never sent to the collector.
+    let quiet_unchanged = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         if let Some((first, rest)) = roots.split_first() {
             let mut builder = WalkBuilder::new(first);
@@ -116,10 +120,12 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan) -> Detected {
                 e.depth() == 0 || !all_dirs.iter().any(|d| d.as_path() == e.path())
             });
             let walker = builder.build_parallel();
+            let quiet = &quiet_unchanged;
+            let keep = plan.keep_paths;
             scope.spawn(move || {
                 walker.run(|| {
                     let tx = tx.clone();
-                    Box::new(move |entry| visit(rules, index, entry, &tx))
+                    Box::new(move |entry| visit(rules, index, entry, keep, quiet, &tx))
                 })
             });
         } else {
@@ -137,6 +143,9 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan) -> Detected {
         }
     });
 
+    let quiet = quiet_unchanged.into_inner();
+    out.unchanged.count += quiet;
+    out.scanned.count += quiet;
     find_deletions(&mut out, rules, index, plan, &blind);
     for (i, rule) in rules.rules().iter().enumerate() {
         if plan.baseline[i] && !blind.contains(&rule.dir) {
@@ -163,6 +172,8 @@ fn visit(
     rules: &RuleSet,
     index: &FileIndex,
     entry: Result<ignore::DirEntry, ignore::Error>,
+    keep_paths: bool,
+    quiet_unchanged: &AtomicUsize,
     tx: &mpsc::Sender<Message>,
 ) -> WalkState {
     let entry = match entry {
@@ -197,6 +208,10 @@ fn visit(
     };
     if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
         entry.mark_seen();
+    }
+    if !keep_paths && matches!(observation, Observation::Unchanged) {
+        quiet_unchanged.fetch_add(1, Ordering::Relaxed);
+        return WalkState::Continue;
     }
     let found = Found {
         path: path.to_path_buf(),

@@ -240,3 +240,23 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     Ok(resolve(&cwd, path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_with_every_key() {
+        let text = include_str!("../../watcher.example.toml");
+        let cfg = Config::parse(text, Path::new("/etc/optiwatch/watcher.toml")).unwrap();
+        assert_eq!(cfg.state, PathBuf::from("/etc/optiwatch/optiwatch.db"));
+        assert_eq!(cfg.api.batch_size, 100);
+        assert_eq!(cfg.rules[0].also.len(), 1);
+        assert!(cfg.token.command.is_some());
+    }
+
+    #[test]
+    fn locate_counts_lines_and_columns_from_one() {
+        assert_eq!(locate("a = 1\nbb = 2\n", 8), "line 2, column 3");
+    }
+}

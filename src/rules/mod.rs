@@ -8,6 +8,7 @@
 
 pub mod encode;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -26,8 +27,50 @@ pub struct Rule {
     pub dir: PathBuf,
     /// `url` first, then every `also` prefix; none ends with `/`.
     pub prefixes: Vec<String>,
-    include: GlobSet,
-    exclude: GlobSet,
+    include: Filter,
+    exclude: Filter,
+}
+
+/// A compiled include or exclude list. Lists made only of `*.ext` patterns
+/// (the default, and most configs) are matched by a lowercase extension
+/// lookup: case-insensitive globs compile to regexes, which cost more per
+/// file than a whole stat call.
+#[derive(Debug)]
+enum Filter {
+    Extensions(Vec<Box<[u8]>>),
+    Globs(GlobSet),
+}
+
+impl Filter {
+    fn new(patterns: &[&str]) -> anyhow::Result<Filter> {
+        let extensions: Option<Vec<Box<[u8]>>> = patterns
+            .iter()
+            .map(|p| {
+                let ext = p.strip_prefix("*.")?;
+                ext.bytes()
+                    .all(|b| b.is_ascii_alphanumeric())
+                    .then(|| ext.to_ascii_lowercase().into_bytes().into_boxed_slice())
+            })
+            .collect();
+        match extensions {
+            Some(exts) => Ok(Filter::Extensions(exts)),
+            None => Ok(Filter::Globs(globs(patterns)?)),
+        }
+    }
+
+    fn is_match(&self, rel: &Path) -> bool {
+        match self {
+            Filter::Globs(set) => set.is_match(rel),
+            Filter::Extensions(exts) => {
+                let name = rel.file_name().map_or(&[][..], |n| n.as_bytes());
+                exts.iter().any(|ext| {
+                    name.len() > ext.len()
+                        && name[name.len() - ext.len() - 1] == b'.'
+                        && name[name.len() - ext.len()..].eq_ignore_ascii_case(ext)
+                })
+            }
+        }
+    }
 }
 
 /// Why a path does or does not map to URLs; what `urls` explains to a user.
@@ -66,9 +109,9 @@ impl RuleSet {
                 prefixes: std::iter::once(cfg.url.clone())
                     .chain(cfg.also.iter().cloned())
                     .collect(),
-                include: globs(&include)
+                include: Filter::new(&include)
                     .with_context(|| format!("rule for {}: include", cfg.dir.display()))?,
-                exclude: globs(&exclude)
+                exclude: Filter::new(&exclude)
                     .with_context(|| format!("rule for {}: exclude", cfg.dir.display()))?,
             });
         }
@@ -187,6 +230,25 @@ mod tests {
         assert_eq!(set.get(i).urls(rel), vec!["https://cdn.a.com/1.jpg"]);
         assert_eq!(set.owner(Path::new("/w/upx/1.jpg")), None);
         assert_eq!(set.nested_dirs(0), vec![PathBuf::from("/w/up/x")]);
+    }
+
+    #[test]
+    fn extension_lists_match_like_their_globs() {
+        let fast = Filter::new(&["*.jpg", "*.png"]).unwrap();
+        let slow = Filter::Globs(globs(&["*.jpg", "*.png"]).unwrap());
+        for name in [
+            "a.jpg",
+            "b/c.JPG",
+            ".jpg",
+            "x.jpeg",
+            "jpg",
+            "a.png.txt",
+            "d/.e.Png",
+            "f.jpgx",
+        ] {
+            let rel = Path::new(name);
+            assert_eq!(fast.is_match(rel), slow.is_match(rel), "{name}");
+        }
     }
 
     #[test]

@@ -188,6 +188,11 @@ impl FakeApi {
         s.tokens.clear();
     }
 
+    /// Drops every queued fault: the outage is over.
+    pub fn clear_faults(&self) {
+        lock(&self.state).faults.clear();
+    }
+
     pub fn push_fault(&self, f: Fault) {
         lock(&self.state).faults.push_back(f);
     }
