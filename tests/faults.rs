@@ -58,11 +58,17 @@ fn an_outage_longer_than_the_budget_keeps_everything_owed() {
     assert!(failed.stderr.contains("502"), "{failed}");
     assert!(site.api.token_requests().is_empty());
 
-    // The outage ends: the next run sends what was owed, then one token.
+    // The outage ends: the next run sends what was owed first, then what it
+    // finds itself, then one token.
     site.api.clear_faults();
     site.api.clear();
+    site.write("c.jpg", b"1");
+    site.scan(&["--baseline"]).expect(0);
+    site.write("c.jpg", b"2");
     let next = site.scan(&[]).expect(0);
-    assert_eq!(sorted(site.api.invalidated_assets()), both());
+    let sent = site.api.invalidate_requests();
+    assert_eq!(sorted(sent[0].assets.clone()), both(), "owed assets go first");
+    assert_eq!(sent[1].assets, vec![format!("{SITE_URL}/c.jpg")]);
     assert_eq!(site.api.token_requests().len(), 1);
     assert!(next.list("pending").is_empty());
 }
@@ -116,4 +122,26 @@ fn the_key_never_appears_in_logs_at_any_verbosity() {
     );
     assert!(!run.stderr.contains(GOOD_KEY), "{run}");
     assert!(!run.stdout.contains(GOOD_KEY));
+}
+
+#[test]
+fn a_token_that_could_not_be_fetched_stays_owed() {
+    let site = site_with_two_changes();
+    // The invalidation goes through, every token request fails.
+    site.api.push_fault(Fault::Delay(Duration::ZERO));
+    site.api.push_faults(Fault::Status(503), 1000);
+    let failed = site.scan(&[]).expect(1);
+    assert_eq!(sorted(site.api.invalidated_assets()), both());
+    assert!(failed.json()["token"].is_null());
+    assert!(failed.list("pending").is_empty());
+
+    site.api.clear_faults();
+    site.api.clear();
+    let next = site.scan(&[]).expect(0);
+    assert!(site.api.invalidate_requests().is_empty());
+    assert_eq!(site.api.token_requests().len(), 1, "the owed token is requested");
+    assert_eq!(next.json()["token"], site.api.tokens_issued()[0].as_str());
+    site.api.clear();
+    site.scan(&[]).expect(0);
+    assert!(site.api.requests().is_empty());
 }
