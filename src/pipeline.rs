@@ -1,6 +1,8 @@
-//! The one-shot pipeline behind `optiwatch scan`, in data-flow order:
-//! send what earlier runs still owe → walk and detect → record (hashes and
-//! outbox in one transaction) → flush in batches → token → publish.
+//! The pipeline, in data-flow order: send what earlier runs still owe →
+//! walk and detect → record (hashes and outbox in one transaction) → flush
+//! in batches → token → publish. `run_scan` is the one-shot `scan`; the
+//! `watch` daemon reuses [`plan`] and [`detect`] for its reconcile scans and
+//! file events, so both modes decide changes the same way.
 
 use std::collections::BTreeSet;
 
@@ -8,11 +10,11 @@ use anyhow::Context;
 
 use crate::api::Client;
 use crate::config::Config;
-use crate::flush::{flush, FlushOptions, Flushed};
+use crate::flush::{Flushed, Flusher};
 use crate::report::{show_paths, Counts, ScanReport};
 use crate::retry::RetryPolicy;
 use crate::rules::RuleSet;
-use crate::scan::{scan, ScanPlan};
+use crate::scan::{scan, Detected, ScanPlan, Scope};
 use crate::secret::ApiKey;
 use crate::state::{FileIndex, Store};
 use crate::token::Publisher;
@@ -23,6 +25,64 @@ pub struct ScanOptions {
     pub baseline: bool,
     /// List every path in the report (for `--json`).
     pub keep_paths: bool,
+}
+
+/// Decides per rule whether this pass is its baseline (its first scan, or
+/// forced), and how detection treats new files.
+pub fn plan(
+    store: Option<&Store>,
+    rules: &RuleSet,
+    config: &Config,
+    force_baseline: bool,
+    keep_paths: bool,
+) -> anyhow::Result<ScanPlan> {
+    let mut baseline = Vec::with_capacity(rules.rules().len());
+    for rule in rules.rules() {
+        let done = match store {
+            Some(store) => store.baselined(&rule.dir)?,
+            None => false,
+        };
+        baseline.push(force_baseline || !done);
+    }
+    Ok(ScanPlan {
+        baseline,
+        invalidate_new: config.invalidate_new,
+        keep_paths,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    })
+}
+
+/// Reads what the store knows about `scope` and walks it. Blocking: run it
+/// off the async threads.
+pub fn detect(
+    store: Option<&Store>,
+    rules: &RuleSet,
+    plan: &ScanPlan,
+    scope: &Scope,
+) -> anyhow::Result<Detected> {
+    let started = std::time::Instant::now();
+    let index = match (store, scope) {
+        (None, _) => Ok(FileIndex::default()),
+        (Some(store), Scope::All) => store.load_index(),
+        (Some(store), Scope::Paths(paths)) => store.load_index_under(paths),
+    }
+    .context("cannot read the state store")?;
+    tracing::debug!(files = index.len(), took = ?started.elapsed(), "state index loaded");
+    let started = std::time::Instant::now();
+    let detected = scan(rules, &index, plan, scope);
+    tracing::debug!(files = detected.scanned.count, took = ?started.elapsed(), "walk finished");
+    Ok(detected)
+}
+
+/// Records a detection pass: hashes, outbox and token owed in one
+/// transaction. Returns how many assets became owed.
+pub fn record(store: &mut Store, detected: &Detected) -> anyhow::Result<usize> {
+    let started = std::time::Instant::now();
+    let owed = store
+        .record(&detected.changes)
+        .context("cannot record the changes in the state store; nothing was sent")?;
+    tracing::debug!(assets = owed, files = detected.changes.upserts.len(), took = ?started.elapsed(), "changes recorded");
+    Ok(owed)
 }
 
 /// Runs one scan. `Err` means nothing could be attempted (config, key,
@@ -41,60 +101,69 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         Some(Client::new(&config.api, ApiKey::load(&config.api.key)?)?)
     };
     let publisher = Publisher::new(config.token.clone());
-    let flush_opts = FlushOptions {
-        batch_size: config.api.batch_size,
-        retry: RetryPolicy::bounded(config.api.retry_for),
-        with_token: true,
-    };
     let mut report = ScanReport {
         dry_run: opts.dry_run,
         ..ScanReport::default()
     };
     let mut flushed = Flushed::default();
+    let retry = RetryPolicy::bounded(config.api.retry_for);
     // After a failed flush the API is taken as down for this run: a second
     // attempt would only spend another retry budget.
-    let mut api_down = false;
+    let mut api_down = opts.dry_run || opts.baseline;
 
     // What earlier runs left owed goes out before the (possibly long) walk.
     // The token waits until after the walk, so one run asks for one token.
-    if let (Some(store), Some(client), false) = (store.as_mut(), client.as_ref(), opts.baseline) {
+    if let (Some(store), Some(client), false) = (store.as_mut(), &client, api_down) {
         if store.owed_count()? > 0 {
-            let early = FlushOptions {
-                with_token: false,
-                ..flush_opts
-            };
-            if let Err(e) = flush(store, client, &publisher, early, &mut flushed).await {
+            let mut flusher = Flusher::new(store, client, &publisher, &config.api, retry);
+            if let Err(e) = flusher.assets(false, &mut flushed).await {
                 report.errors.push(format!("{e:#}"));
                 api_down = true;
             }
         }
     }
 
-    let started = std::time::Instant::now();
-    let index = match &store {
-        Some(store) => store.load_index().context("cannot read the state store")?,
-        None => FileIndex::default(),
-    };
-    let mut baseline = Vec::with_capacity(rules.rules().len());
-    for rule in rules.rules() {
-        let done = match &store {
-            Some(store) => store.baselined(&rule.dir)?,
-            None => false,
-        };
-        baseline.push(opts.baseline || !done);
-    }
-    let plan = ScanPlan {
-        baseline,
-        invalidate_new: config.invalidate_new,
-        keep_paths: opts.keep_paths,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-    };
+    let plan = plan(
+        store.as_ref(),
+        &rules,
+        config,
+        opts.baseline,
+        opts.keep_paths,
+    )?;
     report.baseline = plan.baseline.iter().any(|b| *b);
-    tracing::debug!(files = index.len(), took = ?started.elapsed(), "state index loaded");
-    let started = std::time::Instant::now();
-    let detected = tokio::task::block_in_place(|| scan(&rules, &index, &plan));
-    tracing::debug!(files = detected.scanned.count, took = ?started.elapsed(), "walk finished");
-    drop(index);
+    let detected =
+        tokio::task::block_in_place(|| detect(store.as_ref(), &rules, &plan, &Scope::All))?;
+    fill(&mut report, &detected);
+
+    if opts.dry_run {
+        let mut would = match &store {
+            Some(store) => store.owed()?,
+            None => Vec::new(),
+        };
+        would.extend(detected.changes.assets.iter().cloned());
+        report.would_invalidate = unique(would);
+        report.pending = report.would_invalidate.clone();
+        report.counts.pending = report.pending.len();
+        return Ok(report);
+    }
+    let store = store.as_mut().expect("only a dry run goes without a store");
+    record(store, &detected)?;
+    if let (Some(client), false) = (&client, api_down) {
+        let mut flusher = Flusher::new(store, client, &publisher, &config.api, retry);
+        if let Err(e) = flusher.all(&mut flushed).await {
+            report.errors.push(format!("{e:#}"));
+        }
+    }
+    report.requests = client.as_ref().map_or(0, Client::requests);
+    report.invalidated = flushed.invalidated;
+    report.token = flushed.token;
+    report.pending = store.owed()?;
+    report.counts.invalidated = report.invalidated.len();
+    report.counts.pending = report.pending.len();
+    Ok(report)
+}
+
+fn fill(report: &mut ScanReport, detected: &Detected) {
     report.errors.extend(detected.errors.iter().cloned());
     report.counts = Counts {
         scanned: detected.scanned.count,
@@ -111,40 +180,6 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
     report.changed = show_paths(&detected.changed);
     report.new = show_paths(&detected.new);
     report.deleted = show_paths(&detected.deleted);
-
-    let Some(store) = store.as_mut() else {
-        report.would_invalidate = unique(detected.changes.assets);
-        report.pending = report.would_invalidate.clone();
-        report.counts.pending = report.pending.len();
-        return Ok(report);
-    };
-    if opts.dry_run {
-        let mut would = store.owed()?;
-        would.extend(detected.changes.assets);
-        report.would_invalidate = unique(would);
-        report.pending = report.would_invalidate.clone();
-        report.counts.pending = report.pending.len();
-        return Ok(report);
-    }
-
-    let started = std::time::Instant::now();
-    let owed = store
-        .record(&detected.changes)
-        .context("cannot record the scan in the state store; nothing was sent")?;
-    tracing::debug!(assets = owed, files = detected.changes.upserts.len(), took = ?started.elapsed(), "change set recorded");
-
-    if let (Some(client), false) = (client.as_ref(), opts.baseline || api_down) {
-        if let Err(e) = flush(store, client, &publisher, flush_opts, &mut flushed).await {
-            report.errors.push(format!("{e:#}"));
-        }
-    }
-    report.requests = client.as_ref().map_or(0, Client::requests);
-    report.invalidated = flushed.invalidated;
-    report.token = flushed.token;
-    report.pending = store.owed()?;
-    report.counts.invalidated = report.invalidated.len();
-    report.counts.pending = report.pending.len();
-    Ok(report)
 }
 
 /// Keeps the first occurrence of each asset, in order.

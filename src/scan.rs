@@ -54,9 +54,20 @@ pub struct Detected {
     pub changed: Tally,
     pub new: Tally,
     pub deleted: Tally,
+    /// Folders walked (rule folders included).
+    pub folders: usize,
     /// Problems that left part of the tree unexamined; the run must fail.
     pub errors: Vec<String>,
     pub changes: Changes,
+}
+
+/// Counted by walker threads without a message to the collector.
+#[derive(Default)]
+struct Counters {
+    /// Unchanged files are most files on most runs: without `--json` they
+    /// are only counted, never sent to the collector.
+    quiet_unchanged: AtomicUsize,
+    folders: AtomicUsize,
 }
 
 struct Found {
@@ -73,37 +84,26 @@ enum Message {
     },
 }
 
-/// Walks every rule folder and compares what is there with `index`.
-pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan) -> Detected {
+/// Which part of the tree a scan looks at.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Every rule folder. Recorded files outside every rule are forgotten.
+    All,
+    /// Just these files or folders (from file events), each inside a rule
+    /// folder. A path that no longer exists means its recorded files were
+    /// deleted; the index must hold the records under these paths.
+    Paths(Vec<PathBuf>),
+}
+
+/// Walks `scope` and compares what is there with `index`.
+pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan, scope: &Scope) -> Detected {
     let mut out = Detected::default();
     // Folders whose content is unknown this time: nothing under them counts
     // as deleted.
     let mut blind: Vec<PathBuf> = Vec::new();
-    let mut roots = Vec::new();
-    for rule in rules.rules() {
-        match std::fs::metadata(&rule.dir) {
-            Ok(meta) if meta.is_dir() => roots.push(rule.dir.clone()),
-            Ok(_) => {
-                out.errors.push(format!(
-                    "rule folder {} is not a folder: fix `dir` in the config",
-                    rule.dir.display()
-                ));
-                blind.push(rule.dir.clone());
-            }
-            Err(e) => {
-                out.errors.push(format!(
-                    "cannot open rule folder {}: {e}: check `dir` in the config and that it is mounted; its files were left as recorded",
-                    rule.dir.display()
-                ));
-                blind.push(rule.dir.clone());
-            }
-        }
-    }
-
+    let roots = roots(rules, scope, &mut out, &mut blind);
     let (tx, rx) = mpsc::channel::<Message>();
-    // Unchanged files are most files on most runs: without `--json` they are
-    // only counted, never sent to the collector.
-    let quiet_unchanged = AtomicUsize::new(0);
+    let counters = Counters::default();
     std::thread::scope(|scope| {
         if let Some((first, rest)) = roots.split_first() {
             let mut builder = WalkBuilder::new(first);
@@ -120,12 +120,12 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan) -> Detected {
                 e.depth() == 0 || !all_dirs.iter().any(|d| d.as_path() == e.path())
             });
             let walker = builder.build_parallel();
-            let quiet = &quiet_unchanged;
+            let counters = &counters;
             let keep = plan.keep_paths;
             scope.spawn(move || {
                 walker.run(|| {
                     let tx = tx.clone();
-                    Box::new(move |entry| visit(rules, index, entry, keep, quiet, &tx))
+                    Box::new(move |entry| visit(rules, index, entry, keep, counters, &tx))
                 })
             });
         } else {
@@ -143,12 +143,13 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan) -> Detected {
         }
     });
 
-    let quiet = quiet_unchanged.into_inner();
+    out.folders = counters.folders.into_inner();
+    let quiet = counters.quiet_unchanged.into_inner();
     out.unchanged.count += quiet;
     out.scanned.count += quiet;
     find_deletions(&mut out, rules, index, plan, &blind);
     for (i, rule) in rules.rules().iter().enumerate() {
-        if plan.baseline[i] && !blind.contains(&rule.dir) {
+        if matches!(scope, Scope::All) && plan.baseline[i] && !blind.contains(&rule.dir) {
             out.changes.baselined.push(rule.dir.clone());
         }
     }
@@ -167,13 +168,76 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan) -> Detected {
     out
 }
 
+/// The walk's starting points. A rule folder that cannot be opened makes
+/// everything under it blind (reported, never taken as deleted); a target
+/// path that is gone (or is now a symlink) is simply not walked, so what was
+/// recorded under it counts as deleted.
+fn roots(
+    rules: &RuleSet,
+    scope: &Scope,
+    out: &mut Detected,
+    blind: &mut Vec<PathBuf>,
+) -> Vec<PathBuf> {
+    let mut rule_ok: Vec<Option<bool>> = vec![None; rules.rules().len()];
+    let mut check_rule = |i: usize, out: &mut Detected| -> bool {
+        *rule_ok[i].get_or_insert_with(|| {
+            let dir = &rules.get(i).dir;
+            let problem = match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => return true,
+                Ok(_) => "it is not a folder: fix `dir` in the config".to_string(),
+                Err(e) => format!("{e}: check `dir` in the config and that it is mounted"),
+            };
+            out.errors.push(format!(
+                "cannot open rule folder {}: {problem}; its files were left as recorded",
+                dir.display()
+            ));
+            false
+        })
+    };
+    let mut roots: Vec<PathBuf> = Vec::new();
+    match scope {
+        Scope::All => {
+            for (i, rule) in rules.rules().iter().enumerate() {
+                if check_rule(i, out) {
+                    roots.push(rule.dir.clone());
+                } else {
+                    blind.push(rule.dir.clone());
+                }
+            }
+        }
+        Scope::Paths(paths) => {
+            let mut paths = paths.clone();
+            paths.sort();
+            for path in paths {
+                // Sorted by components, a folder comes right before what is
+                // in it: skip paths inside a root already taken.
+                if roots.last().is_some_and(|r| path.starts_with(r)) {
+                    continue;
+                }
+                let Some((rule, _)) = rules.owner(&path) else {
+                    continue;
+                };
+                if !check_rule(rule, out) {
+                    blind.push(path);
+                    continue;
+                }
+                match std::fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.is_dir() || meta.is_file() => roots.push(path),
+                    _ => {}
+                }
+            }
+        }
+    }
+    roots
+}
+
 /// One walker callback: filter, stat, detect, report.
 fn visit(
     rules: &RuleSet,
     index: &FileIndex,
     entry: Result<ignore::DirEntry, ignore::Error>,
     keep_paths: bool,
-    quiet_unchanged: &AtomicUsize,
+    counters: &Counters,
     tx: &mpsc::Sender<Message>,
 ) -> WalkState {
     let entry = match entry {
@@ -188,8 +252,13 @@ fn visit(
         }
     };
     // Symlinks are not followed, and sockets, FIFOs and devices are no images.
-    if !entry.file_type().is_some_and(|t| t.is_file()) {
-        return WalkState::Continue;
+    match entry.file_type() {
+        Some(t) if t.is_file() => {}
+        Some(t) if t.is_dir() => {
+            counters.folders.fetch_add(1, Ordering::Relaxed);
+            return WalkState::Continue;
+        }
+        _ => return WalkState::Continue,
     }
     let path = entry.path();
     let Some((rule, rel)) = rules.owner(path) else {
@@ -210,7 +279,7 @@ fn visit(
         entry.mark_seen();
     }
     if !keep_paths && matches!(observation, Observation::Unchanged) {
-        quiet_unchanged.fetch_add(1, Ordering::Relaxed);
+        counters.quiet_unchanged.fetch_add(1, Ordering::Relaxed);
         return WalkState::Continue;
     }
     let found = Found {

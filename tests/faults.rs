@@ -67,7 +67,11 @@ fn an_outage_longer_than_the_budget_keeps_everything_owed() {
     site.write("c.jpg", b"2");
     let next = site.scan(&[]).expect(0);
     let sent = site.api.invalidate_requests();
-    assert_eq!(sorted(sent[0].assets.clone()), both(), "owed assets go first");
+    assert_eq!(
+        sorted(sent[0].assets.clone()),
+        both(),
+        "owed assets go first"
+    );
     assert_eq!(sent[1].assets, vec![format!("{SITE_URL}/c.jpg")]);
     assert_eq!(site.api.token_requests().len(), 1);
     assert!(next.list("pending").is_empty());
@@ -139,7 +143,11 @@ fn a_token_that_could_not_be_fetched_stays_owed() {
     site.api.clear();
     let next = site.scan(&[]).expect(0);
     assert!(site.api.invalidate_requests().is_empty());
-    assert_eq!(site.api.token_requests().len(), 1, "the owed token is requested");
+    assert_eq!(
+        site.api.token_requests().len(),
+        1,
+        "the owed token is requested"
+    );
     assert_eq!(next.json()["token"], site.api.tokens_issued()[0].as_str());
     site.api.clear();
     site.scan(&[]).expect(0);

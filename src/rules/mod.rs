@@ -85,9 +85,34 @@ pub enum Verdict {
     Excluded {
         rule: usize,
     },
+    /// An editor's or uploader's temporary file: never invalidated.
+    Temporary {
+        rule: usize,
+    },
     Mapped {
         rule: usize,
     },
+}
+
+/// Names of files that exist only while something is being written: `.*.tmp`
+/// (atomic saves), rsync's `.name.XXXXXX`, `name~` backups and `.#name`
+/// editor locks. The final file arrives under its own name by a rename.
+pub fn is_temporary(rel: &Path) -> bool {
+    let Some(name) = rel.file_name().map(|n| n.as_bytes()) else {
+        return false;
+    };
+    if name.ends_with(b"~") || name.starts_with(b".#") {
+        return true;
+    }
+    if !name.starts_with(b".") {
+        return false;
+    }
+    let suffix = match name.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 => &name[dot + 1..],
+        _ => return false,
+    };
+    suffix.eq_ignore_ascii_case(b"tmp")
+        || (suffix.len() == 6 && suffix.iter().all(u8::is_ascii_alphanumeric))
 }
 
 #[derive(Debug)]
@@ -160,11 +185,13 @@ impl RuleSet {
 impl Rule {
     /// Include/exclude check on a path relative to this rule's folder.
     pub fn wants(&self, rel: &Path) -> bool {
-        self.include.is_match(rel) && !self.exclude.is_match(rel)
+        matches!(self.verdict(0, rel), Verdict::Mapped { .. })
     }
 
     fn verdict(&self, index: usize, rel: &Path) -> Verdict {
-        if !self.include.is_match(rel) {
+        if is_temporary(rel) {
+            Verdict::Temporary { rule: index }
+        } else if !self.include.is_match(rel) {
             Verdict::NotIncluded { rule: index }
         } else if self.exclude.is_match(rel) {
             Verdict::Excluded { rule: index }
@@ -230,6 +257,38 @@ mod tests {
         assert_eq!(set.get(i).urls(rel), vec!["https://cdn.a.com/1.jpg"]);
         assert_eq!(set.owner(Path::new("/w/upx/1.jpg")), None);
         assert_eq!(set.nested_dirs(0), vec![PathBuf::from("/w/up/x")]);
+    }
+
+    #[test]
+    fn temporary_files_are_recognised() {
+        for name in [
+            ".a.jpg.tmp",
+            ".a.jpg.Xa3b9z",
+            "a.jpg~",
+            ".#a.jpg",
+            "d/.b.png.TMP",
+        ] {
+            assert!(is_temporary(Path::new(name)), "{name}");
+        }
+        for name in [
+            "a.jpg",
+            ".hidden.jpg",
+            ".a.webp",
+            "tmp.jpg",
+            "a.tmp.jpg",
+            ".a.jpeg",
+        ] {
+            assert!(!is_temporary(Path::new(name)), "{name}");
+        }
+        let set = RuleSet::new(&[RuleConfig {
+            include: Some(vec!["*".into()]),
+            ..rule("/w", "https://a.com")
+        }])
+        .unwrap();
+        assert_eq!(
+            set.verdict(Path::new("/w/.x.jpg.tmp")),
+            Verdict::Temporary { rule: 0 }
+        );
     }
 
     #[test]

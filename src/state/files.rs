@@ -75,6 +75,30 @@ impl FileIndex {
     }
 }
 
+fn read_rows(mut rows: rusqlite::Rows<'_>, index: &mut FileIndex) -> anyhow::Result<()> {
+    while let Some(row) = rows.next()? {
+        let path: Vec<u8> = row.get(0)?;
+        let hash: Vec<u8> = row.get(4)?;
+        let hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("a stored hash is not 32 bytes: the store is damaged"))?;
+        let stat = Stat {
+            size: row.get::<_, i64>(1)? as u64,
+            mtime_ns: row.get(2)?,
+            inode: row.get::<_, i64>(3)? as u64,
+        };
+        index.map.insert(
+            path.into_boxed_slice(),
+            IndexEntry {
+                stat,
+                hash,
+                seen: AtomicBool::new(false),
+            },
+        );
+    }
+    Ok(())
+}
+
 /// Everything one detection pass decided, written in one transaction.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -89,33 +113,39 @@ pub struct Changes {
 }
 
 impl Store {
+    /// Every recorded file.
     pub fn load_index(&self) -> anyhow::Result<FileIndex> {
+        let mut index = FileIndex::default();
         let mut stmt = self
             .conn
             .prepare("SELECT path, size, mtime_ns, inode, hash FROM files")?;
-        let mut rows = stmt.query([])?;
-        let mut map = HashMap::new();
-        while let Some(row) = rows.next()? {
-            let path: Vec<u8> = row.get(0)?;
-            let hash: Vec<u8> = row.get(4)?;
-            let hash: [u8; 32] = hash.try_into().map_err(|_| {
-                anyhow::anyhow!("a stored hash is not 32 bytes: the store is damaged")
-            })?;
-            let stat = Stat {
-                size: row.get::<_, i64>(1)? as u64,
-                mtime_ns: row.get(2)?,
-                inode: row.get::<_, i64>(3)? as u64,
-            };
-            map.insert(
-                path.into_boxed_slice(),
-                IndexEntry {
-                    stat,
-                    hash,
-                    seen: AtomicBool::new(false),
-                },
-            );
+        read_rows(stmt.query([])?, &mut index)?;
+        Ok(index)
+    }
+
+    /// The recorded files at or below each of `paths`.
+    pub fn load_index_under(&self, paths: &[PathBuf]) -> anyhow::Result<FileIndex> {
+        let mut index = FileIndex::default();
+        // Everything below `p` sorts between `p/` and `p0` ('0' follows '/').
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT path, size, mtime_ns, inode, hash FROM files
+             WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
+        )?;
+        for path in paths {
+            let exact = path.as_os_str().as_bytes();
+            let low = [exact, b"/"].concat();
+            let high = [exact, b"0"].concat();
+            read_rows(stmt.query(rusqlite::params![exact, low, high])?, &mut index)?;
         }
-        Ok(FileIndex { map })
+        Ok(index)
+    }
+
+    /// How many files are recorded.
+    pub fn file_count(&self) -> anyhow::Result<usize> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM files", [], |r| r.get(0))?;
+        Ok(n as usize)
     }
 
     /// Rule folders that already had their baseline scan.
