@@ -54,6 +54,8 @@ pub struct Cli {
 pub enum Command {
     /// Find changed images, invalidate them at Optimole, publish a fresh token
     Scan(ScanArgs),
+    /// Run as a daemon: watch the rule folders and invalidate changes as they settle
+    Watch,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +113,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(&config_path)?;
     match cli.command {
         Command::Scan(args) => scan(&config, args).await,
+        Command::Watch => {
+            crate::watch::run(&config_path, config).await?;
+            Ok(ExitCode::Success)
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! cache token and hands it to the site.
 //!
 //! Modules follow the data flow:
-//! change source ([`scan`]) → detect ([`detect`], [`rules`]) → durable
+//! change source ([`scan`], [`watch`]) → detect ([`detect`], [`rules`]) → durable
 //! outbox ([`state`]) → API batches ([`flush`], [`api`], [`retry`]) →
 //! token ([`token`]). [`pipeline`] strings them together for one run;
 //! [`cli`] is the command line on top.
@@ -24,3 +24,4 @@ pub mod scan;
 pub mod secret;
 pub mod state;
 pub mod token;
+pub mod watch;

@@ -16,6 +16,11 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// One try, no retry: for callers that pace retries themselves.
+    pub fn once() -> RetryPolicy {
+        RetryPolicy::bounded(Duration::ZERO)
+    }
+
     /// For one-shot commands: give up after `budget`.
     pub fn bounded(budget: Duration) -> RetryPolicy {
         RetryPolicy {
@@ -52,7 +57,8 @@ where
         let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
         let wait = jittered.max(err.retry_after().unwrap_or_default());
         if started.elapsed() + wait > policy.budget {
-            tracing::warn!(what, failures, error = %err, "giving up for now; the work stays owed");
+            // The caller reports the error; saying it here too would double it.
+            tracing::debug!(what, failures, error = %err, "giving up for now; the work stays owed");
             return Err(err);
         }
         if failures == 1 {

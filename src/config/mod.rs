@@ -34,6 +34,30 @@ pub struct Config {
     pub api: ApiConfig,
     pub rules: Vec<RuleConfig>,
     pub token: TokenConfig,
+    pub watch: WatchConfig,
+}
+
+/// `[watch]`: how the daemon turns file events into flushes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// A path is acted on once it has been quiet this long.
+    pub debounce: Duration,
+    /// Minimum time between two token requests.
+    pub token_interval: Duration,
+    /// Poll every rule instead of using file events (NFS, SMB, FUSE).
+    pub poll: bool,
+    pub poll_interval: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            debounce: Duration::from_millis(500),
+            token_interval: Duration::from_secs(60),
+            poll: false,
+            poll_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +107,17 @@ struct RawConfig {
     rules: Option<Vec<Spanned<RawRule>>>,
     #[serde(default)]
     token: RawToken,
+    #[serde(default)]
+    watch: RawWatch,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    debounce: Option<HumanDuration>,
+    token_interval: Option<HumanDuration>,
+    poll: Option<bool>,
+    poll_interval: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -204,8 +239,28 @@ impl Config {
                 .command_timeout
                 .map_or(Duration::from_secs(60), |d| d.0),
         };
+        let defaults = WatchConfig::default();
+        let watch = WatchConfig {
+            debounce: raw.watch.debounce.map_or(defaults.debounce, |d| d.0),
+            token_interval: raw
+                .watch
+                .token_interval
+                .map_or(defaults.token_interval, |d| d.0),
+            poll: raw.watch.poll.unwrap_or(defaults.poll),
+            poll_interval: match raw.watch.poll_interval {
+                Some(d) if d.get_ref().0.is_zero() => {
+                    return Err(format!(
+                        "{}: watch.poll_interval must be more than zero",
+                        at(d.span())
+                    ))
+                }
+                Some(d) => d.into_inner().0,
+                None => defaults.poll_interval,
+            },
+        };
         Ok(Config {
             path: path.to_path_buf(),
+            watch,
             state: resolve(&base, raw.state.as_deref().unwrap_or("optiwatch.db")),
             invalidate_new: raw.invalidate_new,
             api,

@@ -12,6 +12,7 @@ use super::{set_meta, unix_now, Store};
 
 const TOKEN_STATE: &str = "token_state";
 const TOKEN_FETCHED: &str = "token_fetched";
+const TOKEN_REQUESTED_AT: &str = "token_requested_at";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenState {
@@ -77,6 +78,15 @@ impl Store {
         Ok(())
     }
 
+    /// When a token was last requested (kept across restarts, so a daemon
+    /// restarting in a loop cannot request tokens in a loop).
+    pub fn token_requested_at(&self) -> anyhow::Result<Option<std::time::SystemTime>> {
+        Ok(self
+            .meta(TOKEN_REQUESTED_AT)?
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)))
+    }
+
     pub fn token_state(&self) -> anyhow::Result<TokenState> {
         Ok(match self.meta(TOKEN_STATE)?.as_deref() {
             Some("owed") => TokenState::Owed,
@@ -92,6 +102,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         set_meta(&tx, TOKEN_STATE, "fetched")?;
         set_meta(&tx, TOKEN_FETCHED, token)?;
+        set_meta(&tx, TOKEN_REQUESTED_AT, &unix_now().to_string())?;
         tx.commit()?;
         Ok(())
     }

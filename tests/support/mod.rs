@@ -208,3 +208,110 @@ pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A running `optiwatch watch`, killed when dropped. Its stderr (the log)
+/// is collected line by line so tests can wait for log lines.
+pub struct Daemon {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Run {
+    /// Starts the command in the background (for `watch`).
+    pub fn spawn(mut self) -> Daemon {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = self
+            .command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the optiwatch binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+}
+
+impl Site {
+    /// `optiwatch watch` in the background, returned once it logs that it
+    /// is watching.
+    pub fn watch(&self) -> Daemon {
+        let daemon = self.optiwatch().arg("watch").spawn();
+        daemon.wait_log("watching", Duration::from_secs(20));
+        daemon
+    }
+}
+
+impl Daemon {
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`; panics with the log after
+    /// `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        self.wait_lines(timeout, &format!("a log line with {needle:?}"), |lines| {
+            lines.iter().any(|l| l.contains(needle))
+        });
+    }
+
+    /// Waits until `count` log lines contain `needle`.
+    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) {
+        self.wait_lines(
+            timeout,
+            &format!("{count} log lines with {needle:?}"),
+            |lines| lines.iter().filter(|l| l.contains(needle)).count() >= count,
+        );
+    }
+
+    fn wait_lines(&self, timeout: Duration, what: &str, done: impl Fn(&[String]) -> bool) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if done(&self.log.lock().unwrap()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}; log:\n{}", self.log());
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Sends `signal` and waits for the exit code.
+    pub fn stop_with(mut self, signal: i32, timeout: Duration) -> Option<i32> {
+        self.signal(signal);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "did not exit within {timeout:?} of signal {signal}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

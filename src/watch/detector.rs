@@ -1,0 +1,169 @@
+//! The daemon's detecting side: starts the file watches, reconciles the
+//! whole tree once (changes made while the daemon was down), then turns
+//! settled file events into change sets, exactly as `scan` would, and
+//! records them. Rescans replace any event that may have been lost.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, Interval};
+
+use super::events::{self, FsSignal, Overflow, WATCH_LIMIT_HELP};
+use super::sender::Pulse;
+use super::settle::Settler;
+use super::sleep_until;
+use crate::config::Config;
+use crate::pipeline;
+use crate::rules::RuleSet;
+use crate::scan::{Detected, Scope};
+use crate::state::Store;
+
+/// Room for bursts; when full, the watcher thread raises the overflow flag
+/// instead of blocking, and the daemon rescans.
+const CHANNEL_CAPACITY: usize = 4096;
+
+pub struct Detector {
+    store: Store,
+    rules: RuleSet,
+    config: Config,
+    pulse: watch::Sender<Pulse>,
+    settler: Settler,
+    /// Rules watched by polling (by config, or because watching failed).
+    polled: Vec<usize>,
+}
+
+impl Detector {
+    pub fn new(
+        store: Store,
+        config: Config,
+        pulse: watch::Sender<Pulse>,
+    ) -> anyhow::Result<Detector> {
+        Ok(Detector {
+            rules: RuleSet::new(&config.rules)?,
+            settler: Settler::new(config.watch.debounce),
+            store,
+            config,
+            pulse,
+            polled: Vec::new(),
+        })
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let overflow = Arc::new(Overflow::default());
+        // Watches start before the reconcile walk, so nothing that changes
+        // during the walk is missed.
+        let _source = if self.config.watch.poll {
+            self.polled = (0..self.rules.rules().len()).collect();
+            None
+        } else {
+            let source = events::start(&self.rules, tx, overflow.clone())?;
+            self.polled = source.unwatched.clone();
+            Some(source)
+        };
+        let detected = self.process(Scope::All)?;
+        tracing::info!(
+            folders = detected.folders,
+            files = self.store.file_count()?,
+            rules = self.rules.rules().len(),
+            polled = self.polled.len(),
+            "watching {} folders and {} files",
+            detected.folders,
+            self.store.file_count()?
+        );
+        let mut poll = self.poll_timer();
+        let mut rescan = false;
+        loop {
+            let deadline = self.settler.next_deadline();
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                signal = rx.recv() => match signal {
+                    Some(FsSignal::Paths(paths)) => {
+                        let now = Instant::now();
+                        for path in paths {
+                            tracing::trace!(path = %path.display(), "file event");
+                            self.settler.add(path, now);
+                        }
+                    }
+                    Some(FsSignal::Rescan) => rescan = true,
+                    Some(FsSignal::WatchLimit) => {
+                        tracing::error!("{WATCH_LIMIT_HELP}");
+                        self.polled = (0..self.rules.rules().len()).collect();
+                        poll = self.poll_timer();
+                        rescan = true;
+                    }
+                    None => return Ok(()),
+                },
+                _ = overflow.wake.notified() => {}
+                _ = sleep_until(deadline) => {
+                    let settled = self.settler.take_settled(Instant::now());
+                    if !settled.is_empty() {
+                        self.process(Scope::Paths(settled))?;
+                    }
+                }
+                _ = tick(&mut poll) => {
+                    let dirs: Vec<PathBuf> =
+                        self.polled.iter().map(|&i| self.rules.get(i).dir.clone()).collect();
+                    self.process(Scope::Paths(dirs))?;
+                }
+            }
+            if overflow.take() {
+                tracing::warn!("file events came faster than they were read; rescanning instead");
+                rescan = true;
+            }
+            if std::mem::take(&mut rescan) {
+                self.process(Scope::All)?;
+            }
+            let busy = !self.settler.is_empty();
+            self.pulse
+                .send_if_modified(|p| std::mem::replace(&mut p.busy, busy) != busy);
+        }
+    }
+
+    /// Detects and records the changes in `scope`, then tells the sender.
+    fn process(&mut self, scope: Scope) -> anyhow::Result<Detected> {
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        let plan = pipeline::plan(Some(&self.store), &self.rules, &self.config, false, debug)?;
+        let detected = tokio::task::block_in_place(|| {
+            pipeline::detect(Some(&self.store), &self.rules, &plan, &scope)
+        })?;
+        for error in &detected.errors {
+            tracing::warn!(error = %error, "part of the tree was not examined; it is tried again on the next event or rescan");
+        }
+        let owed = pipeline::record(&mut self.store, &detected)?;
+        for (what, tally) in [
+            ("changed", &detected.changed),
+            ("new", &detected.new),
+            ("deleted", &detected.deleted),
+            ("touched", &detected.touched),
+        ] {
+            for path in &tally.paths {
+                tracing::debug!(path = %crate::report::show_path(path), "{what}");
+            }
+        }
+        if owed > 0 || !detected.changes.assets.is_empty() {
+            self.pulse.send_modify(|p| p.recorded += 1);
+        }
+        Ok(detected)
+    }
+
+    fn poll_timer(&self) -> Option<Interval> {
+        if self.polled.is_empty() {
+            return None;
+        }
+        let every = self.config.watch.poll_interval;
+        let mut timer = tokio::time::interval_at(Instant::now() + every, every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Some(timer)
+    }
+}
+
+async fn tick(timer: &mut Option<Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

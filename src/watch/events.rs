@@ -1,0 +1,107 @@
+//! The file-event change source: notify's recommended watcher (inotify on
+//! Linux), recursive over every rule folder, bridged into tokio through a
+//! bounded channel.
+//!
+//! The bridge never blocks notify's thread and never drops a change
+//! silently: when the channel is full, an overflow flag is raised and the
+//! daemon rescans instead. Kernel queue overflows (notify's rescan flag) and
+//! watcher errors become rescans too.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::{ErrorKind, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, Notify};
+
+use crate::rules::RuleSet;
+
+/// Messages from the watcher thread to the daemon.
+#[derive(Debug)]
+pub enum FsSignal {
+    /// Something happened at these paths.
+    Paths(Vec<PathBuf>),
+    /// Events may have been lost: reconcile everything.
+    Rescan,
+    /// The kernel's inotify watch limit was reached: poll from now on.
+    WatchLimit,
+}
+
+/// Raised when the channel was full; read and cleared by the daemon.
+#[derive(Debug, Default)]
+pub struct Overflow {
+    flag: AtomicBool,
+    pub wake: Notify,
+}
+
+impl Overflow {
+    pub fn take(&self) -> bool {
+        self.flag.swap(false, Ordering::AcqRel)
+    }
+
+    fn raise(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+}
+
+/// Live watches; dropping it stops them.
+pub struct EventSource {
+    _watcher: notify::RecommendedWatcher,
+    /// Rules that could not be watched and must be polled instead.
+    pub unwatched: Vec<usize>,
+}
+
+pub const WATCH_LIMIT_HELP: &str =
+    "the kernel's inotify watch limit (fs.inotify.max_user_watches) is reached: \
+raise it with `sysctl fs.inotify.max_user_watches=1048576` (and in /etc/sysctl.d/ to keep it); \
+meanwhile the folder is polled";
+
+/// Starts watching every rule folder. Folders that cannot be watched are
+/// listed in `unwatched` with the reason logged.
+pub fn start(
+    rules: &RuleSet,
+    tx: mpsc::Sender<FsSignal>,
+    overflow: Arc<Overflow>,
+) -> anyhow::Result<EventSource> {
+    let handler = move |result: notify::Result<notify::Event>| {
+        let signal = match result {
+            Ok(event) if event.need_rescan() => FsSignal::Rescan,
+            Ok(event) if ignored(&event.kind) => return,
+            Ok(event) => FsSignal::Paths(event.paths),
+            Err(e) if matches!(e.kind, ErrorKind::MaxFilesWatch) => FsSignal::WatchLimit,
+            Err(e) => {
+                tracing::warn!(error = %e, "file watcher error; rescanning to be safe");
+                FsSignal::Rescan
+            }
+        };
+        match tx.try_send(signal) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => overflow.raise(),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    };
+    let mut watcher = notify::recommended_watcher(handler)?;
+    let mut unwatched = Vec::new();
+    for (i, rule) in rules.rules().iter().enumerate() {
+        if let Err(e) = watcher.watch(&rule.dir, RecursiveMode::Recursive) {
+            if matches!(e.kind, ErrorKind::MaxFilesWatch) {
+                tracing::error!(dir = %rule.dir.display(), "{WATCH_LIMIT_HELP}");
+            } else {
+                tracing::error!(dir = %rule.dir.display(), error = %e, "cannot watch rule folder; polling it instead");
+            }
+            unwatched.push(i);
+        }
+    }
+    Ok(EventSource {
+        _watcher: watcher,
+        unwatched,
+    })
+}
+
+/// Events that cannot mean a content change: reads, opens, closes after
+/// reading.
+fn ignored(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
+}

@@ -1,0 +1,117 @@
+//! `optiwatch watch`: the daemon beside the media folder.
+//!
+//! Two workers share the engine of `scan`: the detector (file events →
+//! settle → detect → record) and the sender (outbox → batches → token →
+//! publish), each with its own store connection, joined in a `JoinSet`.
+//! This module owns their lifetime: start, SIGTERM/SIGINT (stop; whatever
+//! was recorded stays in the outbox), SIGHUP (reload the config; a bad one is
+//! reported and the old one kept).
+
+mod detector;
+mod events;
+mod sender;
+mod settle;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::api::Client;
+use crate::config::Config;
+use crate::secret::ApiKey;
+use crate::state::Store;
+use detector::Detector;
+use sender::{Pulse, Sender};
+
+/// How long workers get to stop before they are aborted.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+enum Next {
+    Stop,
+    Restart(Box<Config>),
+}
+
+/// Runs until SIGTERM or SIGINT (Ok) or a worker fails (Err).
+pub async fn run(config_path: &Path, mut config: Config) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    loop {
+        // Everything that can be wrong with a config is checked before the
+        // running workers are touched.
+        let client = Client::new(&config.api, ApiKey::load(&config.api.key)?)?;
+        let detect_store = Store::open(&config.state)?;
+        let send_store = Store::open(&config.state)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (pulse_tx, pulse_rx) = watch::channel(Pulse::default());
+        let detector = Detector::new(detect_store, config.clone(), pulse_tx)?;
+        let sender = Sender::new(send_store, client, config.clone());
+        let mut workers = JoinSet::new();
+        workers.spawn(sender.run(pulse_rx, stop_rx.clone()));
+        workers.spawn(detector.run(stop_rx));
+
+        let next = loop {
+            tokio::select! {
+                _ = term.recv() => break Next::Stop,
+                _ = int.recv() => break Next::Stop,
+                _ = hup.recv() => match Config::load(config_path) {
+                    Ok(new) if new.state != config.state => tracing::error!(
+                        "config reload: `state` changed; restart optiwatch to move the store; keeping the old config"
+                    ),
+                    Ok(new) => {
+                        tracing::info!(config = %config_path.display(), "config reloaded");
+                        break Next::Restart(Box::new(new));
+                    }
+                    Err(e) => tracing::error!(error = format!("{e:#}"), "config reload failed; keeping the old config"),
+                },
+                Some(done) = workers.join_next() => {
+                    stop(&stop_tx, &mut workers).await;
+                    return match done {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e),
+                        Err(e) => Err(anyhow::anyhow!("a worker crashed: {e}")),
+                    };
+                }
+            }
+        };
+        stop(&stop_tx, &mut workers).await;
+        match next {
+            Next::Stop => {
+                tracing::info!("stopped");
+                return Ok(());
+            }
+            Next::Restart(new) => config = *new,
+        }
+    }
+}
+
+/// Asks workers to stop and waits a little; what they recorded is durable,
+/// so aborting a slow one loses nothing.
+async fn stop(stop_tx: &watch::Sender<bool>, workers: &mut JoinSet<anyhow::Result<()>>) {
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(STOP_GRACE, async {
+        while let Some(done) = workers.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::error!(error = format!("{e:#}"), "worker failed while stopping");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        workers.abort_all();
+        while workers.join_next().await.is_some() {}
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+pub(crate) async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,277 @@
+//! `optiwatch watch` end to end: the real binary as a daemon against the fake
+//! API and a temp folder. Every wait is on a condition with a deadline.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::fake_api::Recorded;
+use support::{sorted, Site, SITE_URL};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn url(rel: &str) -> String {
+    format!("{SITE_URL}/{rel}")
+}
+
+/// A site with fast settings for tests, its files baselined by a scan.
+fn site(files: &[&str]) -> Site {
+    let mut site = Site::new();
+    site.config.tail = "[watch]\ndebounce = \"200ms\"\ntoken_interval = \"1s\"\n".into();
+    for rel in files {
+        site.write(rel, b"v1");
+    }
+    site.scan(&[]).expect(0);
+    site
+}
+
+fn invalidated(rs: &[Recorded]) -> Vec<String> {
+    rs.iter()
+        .filter(|r| r.path == "/invalidate/asset" && r.status == 200)
+        .flat_map(|r| r.assets.clone())
+        .collect()
+}
+
+fn has_all(want: &[String]) -> impl Fn(&[Recorded]) -> bool + '_ {
+    move |rs| {
+        let got = invalidated(rs);
+        want.iter().all(|w| got.contains(w))
+    }
+}
+
+#[test]
+fn an_edit_is_invalidated_then_one_token_is_published() {
+    let mut site = site(&["a.jpg", "b.jpg"]);
+    site.config.tail.push_str("[token]\nfile = \"token.txt\"\n");
+    let daemon = site.watch();
+    site.write("a.jpg", b"v2");
+    let rs = site.api.wait_for("the edit and a token", WAIT, |rs| {
+        has_all(&[url("a.jpg")])(rs) && rs.iter().any(|r| r.path == "/token")
+    });
+    assert_eq!(invalidated(&rs), vec![url("a.jpg")]);
+    let token = site.api.tokens_issued()[0].clone();
+    daemon.wait_log("flushed", WAIT);
+    let file = site.root.path().join("token.txt");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), token);
+}
+
+#[test]
+fn a_touch_sends_nothing_while_an_edit_next_to_it_does() {
+    let site = site(&["a.jpg", "b.jpg"]);
+    let _daemon = site.watch();
+    site.touch("a.jpg");
+    site.write("b.jpg", b"v2");
+    let rs = site
+        .api
+        .wait_for("the edit", WAIT, has_all(&[url("b.jpg")]));
+    assert_eq!(
+        invalidated(&rs),
+        vec![url("b.jpg")],
+        "the touch sent nothing"
+    );
+}
+
+#[test]
+fn deletes_and_renames_invalidate_the_old_url() {
+    let site = site(&["a.jpg", "b.jpg", "c.jpg"]);
+    let _daemon = site.watch();
+    site.remove("a.jpg");
+    std::fs::rename(site.path("b.jpg"), site.path("renamed.jpg")).unwrap();
+    let rs = site.api.wait_for(
+        "delete and rename",
+        WAIT,
+        has_all(&[url("a.jpg"), url("b.jpg")]),
+    );
+    assert_eq!(sorted(invalidated(&rs)), vec![url("a.jpg"), url("b.jpg")]);
+    // The renamed file was recorded: editing it invalidates its new URL.
+    site.write("renamed.jpg", b"v2");
+    site.api
+        .wait_for("edit after rename", WAIT, has_all(&[url("renamed.jpg")]));
+}
+
+#[test]
+fn an_atomic_save_is_one_change_and_temp_files_are_never_sent() {
+    let mut site = site(&["a.jpg"]);
+    site.config.top.push_str("invalidate_new = true\n");
+    let _daemon = site.watch();
+    for temp in [".a.jpg.tmp", ".a.jpg.Xy12ab", "a.jpg~"] {
+        site.write(temp, b"v2");
+    }
+    std::fs::rename(site.path(".a.jpg.tmp"), site.path("a.jpg")).unwrap();
+    site.write("marker.jpg", b"new");
+    let rs = site.api.wait_for(
+        "the save",
+        WAIT,
+        has_all(&[url("a.jpg"), url("marker.jpg")]),
+    );
+    assert_eq!(
+        sorted(invalidated(&rs)),
+        vec![url("a.jpg"), url("marker.jpg")]
+    );
+}
+
+#[test]
+fn a_slow_writer_gives_one_invalidation_after_it_finishes() {
+    use std::io::Write;
+    let mut site = site(&["slow.jpg"]);
+    site.config.tail = "[watch]\ndebounce = \"500ms\"\ntoken_interval = \"1s\"\n".into();
+    let daemon = site.watch();
+    let mut file = std::fs::File::create(site.path("slow.jpg")).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        file.write_all(&chunk).unwrap();
+        file.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(file);
+    let finished = Instant::now();
+    let rs = site
+        .api
+        .wait_for("the slow file", WAIT, has_all(&[url("slow.jpg")]));
+    let sends: Vec<&Recorded> = rs
+        .iter()
+        .filter(|r| r.path == "/invalidate/asset")
+        .collect();
+    assert_eq!(sends.len(), 1, "exactly one invalidation");
+    assert!(
+        sends[0].at >= finished,
+        "sent only after the writer finished"
+    );
+    // The recorded hash is the final content's: a scan finds nothing new.
+    drop(daemon);
+    let scan = site.scan(&[]).expect(0);
+    assert_eq!(scan.list("unchanged").len(), 1, "{scan}");
+}
+
+#[test]
+fn a_burst_of_1000_edits_uses_at_most_10_requests() {
+    let names: Vec<String> = (0..1000).map(|n| format!("b/{n}.jpg")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut site = site(&refs);
+    site.config.tail = "[watch]\ndebounce = \"300ms\"\n".into(); // token_interval 60s
+    let _daemon = site.watch();
+    for name in &names {
+        site.write(name, b"v2");
+    }
+    let want: Vec<String> = names.iter().map(|n| url(n)).collect();
+    let rs = site
+        .api
+        .wait_for("1000 invalidations", WAIT, has_all(&want));
+    let sends = rs.iter().filter(|r| r.path == "/invalidate/asset").count();
+    assert!(sends <= 10, "{sends} invalidate requests");
+    assert_eq!(invalidated(&rs).len(), 1000, "each asset once");
+    site.api.wait_for("the token", WAIT, |rs| {
+        rs.iter().any(|r| r.path == "/token")
+    });
+    assert_eq!(
+        site.api.token_requests().len(),
+        1,
+        "one token within token_interval"
+    );
+}
+
+#[test]
+fn a_new_subfolder_with_files_is_watched() {
+    let mut site = site(&["a.jpg"]);
+    site.config.top.push_str("invalidate_new = true\n");
+    let _daemon = site.watch();
+    let want: Vec<String> = (0..20).map(|n| url(&format!("2026/12/{n}.jpg"))).collect();
+    for n in 0..20 {
+        site.write(format!("2026/12/{n}.jpg"), b"new");
+    }
+    site.api
+        .wait_for("files in the new folder", WAIT, has_all(&want));
+    // Files written later into the new folder are seen through its watch.
+    site.write("2026/12/later.jpg", b"new");
+    site.api
+        .wait_for("a later file", WAIT, has_all(&[url("2026/12/later.jpg")]));
+}
+
+#[test]
+fn polling_mode_finds_changes_without_events() {
+    let mut site = site(&["a.jpg"]);
+    site.config.tail =
+        "[watch]\npoll = true\npoll_interval = \"300ms\"\ntoken_interval = \"1s\"\n".into();
+    let daemon = site.watch();
+    site.write("a.jpg", b"v2");
+    site.api
+        .wait_for("the polled edit", WAIT, has_all(&[url("a.jpg")]));
+    assert!(daemon.log().contains("polled=1"), "{}", daemon.log());
+}
+
+#[test]
+fn sigterm_during_a_burst_loses_nothing() {
+    let names: Vec<String> = (0..400).map(|n| format!("{n}.jpg")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let site = site(&refs);
+    let daemon = site.watch();
+    for name in &names[..200] {
+        site.write(name, b"v2");
+    }
+    site.api
+        .wait_for("the burst to start arriving", WAIT, |rs| {
+            !invalidated(rs).is_empty()
+        });
+    for name in &names[200..] {
+        site.write(name, b"v2");
+    }
+    let started = Instant::now();
+    assert_eq!(
+        daemon.stop_with(libc::SIGTERM, Duration::from_secs(5)),
+        Some(0)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The next start sends the rest.
+    let _again = site.watch();
+    let want: Vec<String> = names.iter().map(|n| url(n)).collect();
+    site.api
+        .wait_for("every edit, across the restart", WAIT, has_all(&want));
+}
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_the_old_one_when_bad() {
+    let mut site = site(&["a.jpg", "b.jpg"]);
+    let daemon = site.watch();
+    site.config
+        .rules
+        .push_str("also = [\"https://www.example.com/uploads\"]\n");
+    site.write_config();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log_count("watching", 2, WAIT);
+    site.write("a.jpg", b"v2");
+    site.api.wait_for(
+        "both prefixes",
+        WAIT,
+        has_all(&[url("a.jpg"), "https://www.example.com/uploads/a.jpg".into()]),
+    );
+
+    std::fs::write(site.config_path(), "this is = not [valid toml").unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("keeping the old config", WAIT);
+    site.write("b.jpg", b"v2");
+    site.api
+        .wait_for("edit under the old config", WAIT, has_all(&[url("b.jpg")]));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let site = site(&["a.jpg"]);
+    let daemon = site
+        .optiwatch()
+        .args(&["--log-format", "json", "watch"])
+        .spawn();
+    daemon.wait_log("watching", WAIT);
+    site.write("a.jpg", b"v2");
+    daemon.wait_log("flushed", WAIT);
+    for line in daemon.log().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string());
+    }
+    let log = daemon.log();
+    let flushed = log.lines().find(|l| l.contains("\"flushed\"")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(flushed).unwrap();
+    assert_eq!(v["assets"], 1);
+    assert!(v["requests"].as_u64().unwrap() >= 1);
+}
