@@ -4,13 +4,13 @@
 //! runs the real `optiwatch scan` binary around an edit, and shows what
 //! Optimole received and the token the site got. Nothing leaves the machine.
 
-#[path = "../tests/support/fake_api.rs"]
-mod fake_api;
+mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use fake_api::{FakeApi, GOOD_KEY};
+use common::build_optiwatch;
+use common::fake_api::{FakeApi, GOOD_KEY};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let binary = build_optiwatch()?;
@@ -117,24 +117,4 @@ fn show_requests(api: &FakeApi) {
 fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(path.parent().expect("file paths have a folder"))?;
     std::fs::write(path, bytes)
-}
-
-/// Builds the real binary with the same cargo that runs this example, so the
-/// demo exercises exactly what a user installs.
-fn build_optiwatch() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--bin", "optiwatch"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()?;
-    if !status.success() {
-        return Err("cargo build --bin optiwatch failed".into());
-    }
-    // target/debug/examples/demo -> target/debug/optiwatch
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target folder")?;
-    Ok(dir.join("optiwatch"))
 }

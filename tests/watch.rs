@@ -275,3 +275,47 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(v["assets"], 1);
     assert!(v["requests"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn an_overflowing_event_queue_turns_into_a_rescan() {
+    let names: Vec<String> = (0..300).map(|n| format!("{n}.jpg")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut site = site(&refs);
+    site.config.tail.push_str("event_queue = 1\n");
+    let daemon = site.watch();
+    for name in &names {
+        site.write(name, b"v2");
+    }
+    let want: Vec<String> = names.iter().map(|n| url(n)).collect();
+    let rs = site
+        .api
+        .wait_for("every edit despite the overflow", WAIT, has_all(&want));
+    assert!(daemon.log().contains("rescanning"), "{}", daemon.log());
+    assert_eq!(invalidated(&rs).len(), 300, "each asset once");
+}
+
+#[test]
+fn running_out_of_inotify_watches_names_the_limit_and_falls_back_to_polling() {
+    let mut site = site(&["a/1.jpg", "b/1.jpg", "c/1.jpg", "d/1.jpg", "e/1.jpg"]);
+    site.config.tail.push_str("poll_interval = \"300ms\"\n");
+    // A user namespace of its own, whose inotify watch limit (3) is lower
+    // than the folders to watch (6); the rest of the machine is unaffected.
+    let launcher = [
+        "unshare",
+        "-Ur",
+        "sh",
+        "-c",
+        "echo 3 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"",
+    ];
+    let daemon = site.optiwatch_via(&launcher).arg("watch").spawn();
+    daemon.wait_log("watching", WAIT);
+    let log = daemon.log();
+    assert!(
+        log.contains("fs.inotify.max_user_watches") && log.contains("sysctl"),
+        "{log}"
+    );
+    assert!(log.contains("polled=1"), "{log}");
+    site.write("e/1.jpg", b"v2");
+    site.api
+        .wait_for("the polled edit", WAIT, has_all(&[url("e/1.jpg")]));
+}

@@ -47,6 +47,9 @@ pub struct WatchConfig {
     /// Poll every rule instead of using file events (NFS, SMB, FUSE).
     pub poll: bool,
     pub poll_interval: Duration,
+    /// File events buffered between the watcher thread and the daemon;
+    /// beyond it, events turn into a rescan.
+    pub event_queue: usize,
 }
 
 impl Default for WatchConfig {
@@ -56,6 +59,7 @@ impl Default for WatchConfig {
             token_interval: Duration::from_secs(60),
             poll: false,
             poll_interval: Duration::from_secs(30),
+            event_queue: 4096,
         }
     }
 }
@@ -118,6 +122,7 @@ struct RawWatch {
     token_interval: Option<HumanDuration>,
     poll: Option<bool>,
     poll_interval: Option<Spanned<HumanDuration>>,
+    event_queue: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -257,6 +262,16 @@ impl Config {
                 Some(d) => d.into_inner().0,
                 None => defaults.poll_interval,
             },
+            event_queue: match raw.watch.event_queue {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(format!(
+                        "{}: watch.event_queue must be at least 1",
+                        at(n.span())
+                    ))
+                }
+                Some(n) => n.into_inner(),
+                None => defaults.event_queue,
+            },
         };
         Ok(Config {
             path: path.to_path_buf(),
@@ -308,6 +323,7 @@ mod tests {
         assert_eq!(cfg.api.batch_size, 100);
         assert_eq!(cfg.rules[0].also.len(), 1);
         assert!(cfg.token.command.is_some());
+        assert_eq!(cfg.watch, WatchConfig::default());
     }
 
     #[test]

@@ -19,10 +19,6 @@ use crate::rules::RuleSet;
 use crate::scan::{Detected, Scope};
 use crate::state::Store;
 
-/// Room for bursts; when full, the watcher thread raises the overflow flag
-/// instead of blocking, and the daemon rescans.
-const CHANNEL_CAPACITY: usize = 4096;
-
 pub struct Detector {
     store: Store,
     rules: RuleSet,
@@ -50,7 +46,9 @@ impl Detector {
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+        // Room for bursts; when full, the watcher thread raises the overflow
+        // flag instead of blocking, and the daemon rescans.
+        let (tx, mut rx) = mpsc::channel(self.config.watch.event_queue);
         let overflow = Arc::new(Overflow::default());
         // Watches start before the reconcile walk, so nothing that changes
         // during the walk is missed.

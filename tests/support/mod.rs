@@ -98,7 +98,13 @@ impl Site {
     }
 
     pub fn optiwatch(&self) -> Run {
-        Run::new(self)
+        Run::new(self, &[])
+    }
+
+    /// Runs the binary through a launcher, e.g. `["unshare", "-Ur", ...]`:
+    /// the launcher gets the binary's path and arguments after its own.
+    pub fn optiwatch_via(&self, launcher: &[&str]) -> Run {
+        Run::new(self, launcher)
     }
 
     /// `optiwatch scan --json` with extra args; asserts nothing.
@@ -113,9 +119,17 @@ pub struct Run {
 }
 
 impl Run {
-    fn new(site: &Site) -> Run {
+    fn new(site: &Site, launcher: &[&str]) -> Run {
         site.write_config();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_optiwatch"));
+        let binary = env!("CARGO_BIN_EXE_optiwatch");
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         command
             .current_dir(site.root.path())
             .env_remove("OPTIWATCH_CONFIG")
