@@ -23,6 +23,9 @@ pub enum Observation {
     Changed { stat: Stat, hash: [u8; 32] },
     /// Never recorded before.
     New { stat: Stat, hash: [u8; 32] },
+    /// Modified moments ago and maybe still being written: not read now,
+    /// handed back to be looked at once it settles.
+    Hot,
     /// Gone between listing and opening: handled like a deletion.
     Vanished,
     /// Could not be read (permissions, I/O error): left as it was recorded
@@ -32,11 +35,23 @@ pub enum Observation {
 
 /// Examines `path`, whose stat data the caller already has (from the walk),
 /// against what the store recorded.
-pub fn examine(path: &Path, stat: Stat, known: Option<&IndexEntry>) -> Observation {
+///
+/// `hot_after`: a file modified after this (mtime in ns) is reported as
+/// [`Observation::Hot`] instead of being read: the daemon's rescans use it
+/// so a file in the middle of being written is left to settle first.
+pub fn examine(
+    path: &Path,
+    stat: Stat,
+    known: Option<&IndexEntry>,
+    hot_after: Option<i64>,
+) -> Observation {
     if let Some(entry) = known {
         if entry.stat == stat {
             return Observation::Unchanged;
         }
+    }
+    if hot_after.is_some_and(|t| stat.mtime_ns > t) {
+        return Observation::Hot;
     }
     let (stat, hash) = match hash_file(path) {
         Ok(pair) => pair,

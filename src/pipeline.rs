@@ -48,6 +48,7 @@ pub fn plan(
         baseline,
         invalidate_new: config.invalidate_new,
         keep_paths,
+        hot_after: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
     })
 }

@@ -26,6 +26,9 @@ pub struct ScanPlan {
     pub invalidate_new: bool,
     /// Keep every path for the report (`--json`); counts only otherwise.
     pub keep_paths: bool,
+    /// Files modified after this (mtime, ns since the epoch) are not read
+    /// but listed in [`Detected::hot`] (see [`detect::examine`]).
+    pub hot_after: Option<i64>,
     pub threads: usize,
 }
 
@@ -54,6 +57,9 @@ pub struct Detected {
     pub changed: Tally,
     pub new: Tally,
     pub deleted: Tally,
+    /// Files left alone because they were being modified (only with
+    /// [`ScanPlan::hot_after`]).
+    pub hot: Vec<PathBuf>,
     /// Folders walked (rule folders included).
     pub folders: usize,
     /// Problems that left part of the tree unexamined; the run must fail.
@@ -121,11 +127,10 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan, scope: &Scope) 
             });
             let walker = builder.build_parallel();
             let counters = &counters;
-            let keep = plan.keep_paths;
             scope.spawn(move || {
                 walker.run(|| {
                     let tx = tx.clone();
-                    Box::new(move |entry| visit(rules, index, entry, keep, counters, &tx))
+                    Box::new(move |entry| visit(rules, index, entry, plan, counters, &tx))
                 })
             });
         } else {
@@ -236,7 +241,7 @@ fn visit(
     rules: &RuleSet,
     index: &FileIndex,
     entry: Result<ignore::DirEntry, ignore::Error>,
-    keep_paths: bool,
+    plan: &ScanPlan,
     counters: &Counters,
     tx: &mpsc::Sender<Message>,
 ) -> WalkState {
@@ -269,7 +274,7 @@ fn visit(
     }
     let known = index.get(path);
     let observation = match entry.metadata() {
-        Ok(meta) => detect::examine(path, Stat::of(&meta), known),
+        Ok(meta) => detect::examine(path, Stat::of(&meta), known, plan.hot_after),
         Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
             Observation::Vanished
         }
@@ -278,7 +283,7 @@ fn visit(
     if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
         entry.mark_seen();
     }
-    if !keep_paths && matches!(observation, Observation::Unchanged) {
+    if !plan.keep_paths && matches!(observation, Observation::Unchanged) {
         counters.quiet_unchanged.fetch_add(1, Ordering::Relaxed);
         return WalkState::Continue;
     }
@@ -306,6 +311,10 @@ fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
     };
     match observation {
         Observation::Vanished => return,
+        Observation::Hot => {
+            out.hot.push(path);
+            return;
+        }
         Observation::Unreadable(e) => {
             out.errors.push(format!(
                 "cannot read {}: {e}; it will be tried again next run",

@@ -60,7 +60,7 @@ impl Detector {
             self.polled = source.unwatched.clone();
             Some(source)
         };
-        let detected = self.process(Scope::All)?;
+        let detected = self.process(Scope::All, false)?;
         tracing::info!(
             folders = detected.folders,
             files = self.store.file_count()?,
@@ -97,13 +97,13 @@ impl Detector {
                 _ = sleep_until(deadline) => {
                     let settled = self.settler.take_settled(Instant::now());
                     if !settled.is_empty() {
-                        self.process(Scope::Paths(settled))?;
+                        self.process(Scope::Paths(settled), true)?;
                     }
                 }
                 _ = tick(&mut poll) => {
                     let dirs: Vec<PathBuf> =
                         self.polled.iter().map(|&i| self.rules.get(i).dir.clone()).collect();
-                    self.process(Scope::Paths(dirs))?;
+                    self.process(Scope::Paths(dirs), false)?;
                 }
             }
             if overflow.take() {
@@ -111,7 +111,7 @@ impl Detector {
                 rescan = true;
             }
             if std::mem::take(&mut rescan) {
-                self.process(Scope::All)?;
+                self.process(Scope::All, false)?;
             }
             let busy = !self.settler.is_empty();
             self.pulse
@@ -120,9 +120,22 @@ impl Detector {
     }
 
     /// Detects and records the changes in `scope`, then tells the sender.
-    fn process(&mut self, scope: Scope) -> anyhow::Result<Detected> {
+    /// `settled`: the paths come from the settler, already quiet; otherwise
+    /// (rescans, polls) files modified moments ago are deferred to it.
+    fn process(&mut self, scope: Scope, settled: bool) -> anyhow::Result<Detected> {
         let debug = tracing::enabled!(tracing::Level::DEBUG);
-        let plan = pipeline::plan(Some(&self.store), &self.rules, &self.config, false, debug)?;
+        let mut plan = pipeline::plan(Some(&self.store), &self.rules, &self.config, false, debug)?;
+        // A rescan must not hash a file in the middle of a write: files
+        // modified within the debounce time go through the settler instead.
+        // (Never for settled paths: a file with an mtime in the future would
+        // be deferred forever.)
+        if !settled {
+            let hot_since = std::time::SystemTime::now() - self.config.watch.debounce;
+            plan.hot_after = hot_since
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_nanos() as i64);
+        }
         let detected = tokio::task::block_in_place(|| {
             pipeline::detect(Some(&self.store), &self.rules, &plan, &scope)
         })?;
@@ -130,6 +143,10 @@ impl Detector {
             tracing::warn!(error = %error, "part of the tree was not examined; it is tried again on the next event or rescan");
         }
         let owed = pipeline::record(&mut self.store, &detected)?;
+        let now = Instant::now();
+        for path in &detected.hot {
+            self.settler.add(path.clone(), now);
+        }
         for (what, tally) in [
             ("changed", &detected.changed),
             ("new", &detected.new),
