@@ -77,10 +77,12 @@ impl<'a> Flusher<'a> {
             .await
             {
                 Ok(()) => {
+                    crate::failpoint::pause_at("invalidated");
                     self.store.settle(&batch).context(
                         "optimole accepted a batch but the state store could not record it; it will be sent again",
                     )?;
-                    tracing::info!(assets = batch.len(), "invalidated");
+                    tracing::debug!(assets = batch.len(), "invalidated");
+                    crate::failpoint::pause_at("settled");
                     done.invalidated.extend(batch);
                 }
                 Err(ApiError::TooManyAssets { .. }) if batch.len() > 1 => {
@@ -120,6 +122,7 @@ impl<'a> Flusher<'a> {
                     .map_err(|e| anyhow!(e))
                     .context("requesting a cache token failed; it stays owed")?;
                 self.store.token_fetched(&token)?;
+                crate::failpoint::pause_at("token-fetched");
                 tracing::info!(token = %token, "cache token received");
                 token
             }
@@ -128,6 +131,7 @@ impl<'a> Flusher<'a> {
         self.publisher.publish(&token).await.context(
             "publishing the cache token failed; it stays owed and is published again next time",
         )?;
+        crate::failpoint::pause_at("published");
         self.store.token_published(&token)?;
         Ok(())
     }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod exit_codes;
+pub mod failpoint;
 pub mod flush;
 pub mod logging;
 pub mod pipeline;

@@ -16,7 +16,7 @@ use crate::retry::RetryPolicy;
 use crate::rules::RuleSet;
 use crate::scan::{scan, Detected, ScanPlan, Scope};
 use crate::secret::ApiKey;
-use crate::state::{FileIndex, Store};
+use crate::state::{FileIndex, Store, StoreLock};
 use crate::token::Publisher;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,11 +78,15 @@ pub fn detect(
 /// Records a detection pass: hashes, outbox and token owed in one
 /// transaction. Returns how many assets became owed.
 pub fn record(store: &mut Store, detected: &Detected) -> anyhow::Result<usize> {
+    crate::failpoint::pause_at("walked");
     let started = std::time::Instant::now();
     let owed = store
         .record(&detected.changes)
         .context("cannot record the changes in the state store; nothing was sent")?;
     tracing::debug!(assets = owed, files = detected.changes.upserts.len(), took = ?started.elapsed(), "changes recorded");
+    if !detected.changes.assets.is_empty() {
+        crate::failpoint::pause_at("recorded");
+    }
     Ok(owed)
 }
 
@@ -90,7 +94,12 @@ pub fn record(store: &mut Store, detected: &Detected) -> anyhow::Result<usize> {
 /// store); failures after that are in the report's `errors`.
 pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<ScanReport> {
     let rules = RuleSet::new(&config.rules)?;
-    // A dry run must not even create the store.
+    // A dry run only reads: it needs no lock and must not create the store.
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(StoreLock::acquire(&config.state)?)
+    };
     let mut store = if opts.dry_run && !config.state.exists() {
         None
     } else {

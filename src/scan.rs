@@ -327,6 +327,7 @@ fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
             out.changes.upserts.push((path.clone(), stat, hash));
         }
         Observation::Changed { stat, hash } => {
+            crate::failpoint::pause_at("walking");
             out.changed.add(&path, keep);
             if !plan.baseline[rule] {
                 out.changes.assets.extend(urls(&path));

@@ -31,6 +31,7 @@ impl Publisher {
                 format!("cannot write token file {} ([token] file)", file.display())
             })?;
             tracing::info!(file = %file.display(), "token written");
+            crate::failpoint::pause_at("token-written");
         }
         if let Some(argv) = &self.cfg.command {
             self.run(argv, token).await?;

@@ -9,6 +9,7 @@
 //! power cut.
 
 mod files;
+mod lock;
 mod outbox;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
 pub use files::{Changes, FileIndex, IndexEntry, Stat};
+pub use lock::StoreLock;
 pub use outbox::TokenState;
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
@@ -55,14 +57,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the store, creating it when the file does not exist yet.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                bail!(
-                    "folder {} for the state store does not exist: create it or change `state` in the config",
-                    parent.display()
-                );
-            }
-        }
+        ensure_folder(path)?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -138,6 +133,19 @@ impl Store {
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
     }
+}
+
+/// The store's folder must exist; optiwatch does not guess where to make it.
+fn ensure_folder(path: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!(
+                "folder {} for the state store does not exist: create it or change `state` in the config",
+                parent.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {

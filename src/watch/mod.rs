@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::api::Client;
 use crate::config::Config;
 use crate::secret::ApiKey;
-use crate::state::Store;
+use crate::state::{Store, StoreLock};
 use detector::Detector;
 use sender::{Pulse, Sender};
 
@@ -41,6 +41,8 @@ pub async fn run(config_path: &Path, mut config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    // Held across reloads (a reload cannot move the store).
+    let _lock = StoreLock::acquire(&config.state)?;
     loop {
         // Everything that can be wrong with a config is checked before the
         // running workers are touched.

@@ -323,6 +323,47 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has stopped itself (a crash-test pause point);
+    /// `None` once it has exited.
+    pub fn is_stopped(&mut self) -> Option<bool> {
+        if self.child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+        Some(state == "T")
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit, returning its exit code.
+    pub fn wait(mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("did not exit within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
