@@ -60,6 +60,8 @@ pub struct Detected {
     /// Files left alone because they were being modified (only with
     /// [`ScanPlan::hot_after`]).
     pub hot: Vec<PathBuf>,
+    /// Rule folders that could not be opened (missing, unmounted).
+    pub unavailable: Vec<usize>,
     /// Folders walked (rule folders included).
     pub folders: usize,
     /// Problems that left part of the tree unexamined; the run must fail.
@@ -196,6 +198,7 @@ fn roots(
                 "cannot open rule folder {}: {problem}; its files were left as recorded",
                 dir.display()
             ));
+            out.unavailable.push(i);
             false
         })
     };

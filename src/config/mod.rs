@@ -50,6 +50,8 @@ pub struct WatchConfig {
     /// File events buffered between the watcher thread and the daemon;
     /// beyond it, events turn into a rescan.
     pub event_queue: usize,
+    /// The longest pause between two tries while Optimole is unreachable.
+    pub max_backoff: Duration,
 }
 
 impl Default for WatchConfig {
@@ -60,6 +62,7 @@ impl Default for WatchConfig {
             poll: false,
             poll_interval: Duration::from_secs(30),
             event_queue: 4096,
+            max_backoff: Duration::from_secs(300),
         }
     }
 }
@@ -123,6 +126,7 @@ struct RawWatch {
     poll: Option<bool>,
     poll_interval: Option<Spanned<HumanDuration>>,
     event_queue: Option<Spanned<usize>>,
+    max_backoff: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -272,6 +276,7 @@ impl Config {
                 Some(n) => n.into_inner(),
                 None => defaults.event_queue,
             },
+            max_backoff: raw.watch.max_backoff.map_or(defaults.max_backoff, |d| d.0),
         };
         Ok(Config {
             path: path.to_path_buf(),

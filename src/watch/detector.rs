@@ -3,13 +3,14 @@
 //! settled file events into change sets, exactly as `scan` would, and
 //! records them. Rescans replace any event that may have been lost.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval};
 
-use super::events::{self, FsSignal, Overflow, WATCH_LIMIT_HELP};
+use super::events::{self, EventSource, FsSignal, Overflow, WATCH_LIMIT_HELP};
 use super::sender::Pulse;
 use super::settle::Settler;
 use super::sleep_until;
@@ -27,6 +28,10 @@ pub struct Detector {
     settler: Settler,
     /// Rules watched by polling (by config, or because watching failed).
     polled: Vec<usize>,
+    /// Rule folders that vanished (unmounted, moved): checked at every poll
+    /// tick and watched again when they are back.
+    missing: BTreeSet<usize>,
+    source: Option<EventSource>,
 }
 
 impl Detector {
@@ -42,6 +47,8 @@ impl Detector {
             config,
             pulse,
             polled: Vec::new(),
+            missing: BTreeSet::new(),
+            source: None,
         })
     }
 
@@ -52,14 +59,13 @@ impl Detector {
         let overflow = Arc::new(Overflow::default());
         // Watches start before the reconcile walk, so nothing that changes
         // during the walk is missed.
-        let _source = if self.config.watch.poll {
+        if self.config.watch.poll {
             self.polled = (0..self.rules.rules().len()).collect();
-            None
         } else {
             let source = events::start(&self.rules, tx, overflow.clone())?;
             self.polled = source.unwatched.clone();
-            Some(source)
-        };
+            self.source = Some(source);
+        }
         let detected = self.process(Scope::All, false)?;
         tracing::info!(
             folders = detected.folders,
@@ -100,11 +106,7 @@ impl Detector {
                         self.process(Scope::Paths(settled), true)?;
                     }
                 }
-                _ = tick(&mut poll) => {
-                    let dirs: Vec<PathBuf> =
-                        self.polled.iter().map(|&i| self.rules.get(i).dir.clone()).collect();
-                    self.process(Scope::Paths(dirs), false)?;
-                }
+                _ = tick(&mut poll) => self.poll()?,
             }
             if overflow.take() {
                 tracing::warn!("file events came faster than they were read; rescanning instead");
@@ -112,6 +114,9 @@ impl Detector {
             }
             if std::mem::take(&mut rescan) {
                 self.process(Scope::All, false)?;
+            }
+            if poll.is_none() && !self.missing.is_empty() {
+                poll = self.poll_timer();
             }
             let busy = !self.settler.is_empty();
             self.pulse
@@ -139,9 +144,18 @@ impl Detector {
         let detected = tokio::task::block_in_place(|| {
             pipeline::detect(Some(&self.store), &self.rules, &plan, &scope)
         })?;
+        let known = detected
+            .unavailable
+            .iter()
+            .all(|i| self.missing.contains(i));
         for error in &detected.errors {
-            tracing::warn!(error = %error, "part of the tree was not examined; it is tried again on the next event or rescan");
+            if known && !detected.unavailable.is_empty() {
+                tracing::debug!(error = %error, "still unavailable");
+            } else {
+                tracing::warn!(error = %error, "part of the tree was not examined; it is tried again on the next event or rescan");
+            }
         }
+        self.vanished(&detected);
         let owed = pipeline::record(&mut self.store, &detected)?;
         let now = Instant::now();
         for path in &detected.hot {
@@ -163,8 +177,58 @@ impl Detector {
         Ok(detected)
     }
 
+    /// A poll tick: rescans polled rules, and brings back vanished folders.
+    fn poll(&mut self) -> anyhow::Result<()> {
+        let back: Vec<usize> = self
+            .missing
+            .iter()
+            .copied()
+            .filter(|&i| self.rules.get(i).dir.is_dir())
+            .collect();
+        for &i in &back {
+            self.missing.remove(&i);
+            let dir = &self.rules.get(i).dir;
+            let watched = match &mut self.source {
+                Some(source) if !self.polled.contains(&i) => source.rewatch(dir),
+                _ => true,
+            };
+            if watched {
+                tracing::info!(dir = %dir.display(), "rule folder is back; watched again");
+            } else {
+                self.missing.insert(i);
+            }
+        }
+        let dirs: Vec<PathBuf> = self
+            .polled
+            .iter()
+            .chain(&back)
+            .map(|&i| self.rules.get(i).dir.clone())
+            .collect();
+        if !dirs.is_empty() {
+            self.process(Scope::Paths(dirs), false)?;
+        }
+        Ok(())
+    }
+
+    /// Notes rule folders a pass could not open; says so once per folder.
+    fn vanished(&mut self, detected: &Detected) {
+        for &i in &detected.unavailable {
+            if self.missing.insert(i) {
+                let dir = &self.rules.get(i).dir;
+                if let Some(source) = &mut self.source {
+                    source.unwatch(dir);
+                }
+                tracing::warn!(
+                    dir = %dir.display(),
+                    every = ?self.config.watch.poll_interval,
+                    "rule folder is unavailable; its files are kept as recorded and it is checked until it is back"
+                );
+            }
+        }
+    }
+
     fn poll_timer(&self) -> Option<Interval> {
-        if self.polled.is_empty() {
+        if self.polled.is_empty() && self.missing.is_empty() {
             return None;
         }
         let every = self.config.watch.poll_interval;

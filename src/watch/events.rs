@@ -7,7 +7,7 @@
 //! daemon rescans instead. Kernel queue overflows (notify's rescan flag) and
 //! watcher errors become rescans too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -48,9 +48,29 @@ impl Overflow {
 
 /// Live watches; dropping it stops them.
 pub struct EventSource {
-    _watcher: notify::RecommendedWatcher,
+    watcher: notify::RecommendedWatcher,
     /// Rules that could not be watched and must be polled instead.
     pub unwatched: Vec<usize>,
+}
+
+impl EventSource {
+    /// Watches a rule folder again (it came back after vanishing).
+    pub fn rewatch(&mut self, dir: &Path) -> bool {
+        let _ = self.watcher.unwatch(dir);
+        match self.watcher.watch(dir, RecursiveMode::Recursive) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch rule folder yet");
+                false
+            }
+        }
+    }
+
+    /// Drops the watch of a vanished folder: if it was moved away, its
+    /// events would otherwise keep arriving under its old name.
+    pub fn unwatch(&mut self, dir: &Path) {
+        let _ = self.watcher.unwatch(dir);
+    }
 }
 
 pub const WATCH_LIMIT_HELP: &str =
@@ -94,10 +114,7 @@ pub fn start(
             unwatched.push(i);
         }
     }
-    Ok(EventSource {
-        _watcher: watcher,
-        unwatched,
-    })
+    Ok(EventSource { watcher, unwatched })
 }
 
 /// Events that cannot mean a content change: reads, opens, closes after

@@ -29,7 +29,6 @@ pub struct Pulse {
 /// long for more changes to fill it.
 const MAX_HOLD: Duration = Duration::from_secs(2);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// After a fatal answer (refused key) the key is not tried again for this
 /// long, or until SIGHUP.
 const FATAL_PAUSE: Duration = Duration::from_secs(3600);
@@ -179,9 +178,12 @@ impl Sender {
             tracing::debug!(error = format!("{err:#}"), "still failing");
         }
         self.failing = true;
-        let jittered = self.backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+        let jittered = self
+            .backoff
+            .min(self.config.watch.max_backoff)
+            .mul_f64(0.5 + fastrand::f64() / 2.0);
         let pause = jittered.max(api.and_then(ApiError::retry_after).unwrap_or_default());
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.backoff = (self.backoff * 2).min(self.config.watch.max_backoff);
         pause
     }
 }

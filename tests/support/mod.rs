@@ -36,6 +36,11 @@ pub struct Site {
 
 impl Site {
     pub fn new() -> Site {
+        Site::with_api(FakeApi::start())
+    }
+
+    /// A site talking to a fake API set up by the caller.
+    pub fn with_api(api: FakeApi) -> Site {
         let root = tempfile::Builder::new()
             .prefix("optiwatch-test")
             .tempdir()
@@ -49,7 +54,7 @@ impl Site {
         Site {
             root,
             media,
-            api: FakeApi::start(),
+            api,
             config,
             key: GOOD_KEY.to_string(),
         }
