@@ -44,6 +44,7 @@ pub fn examine(
     stat: Stat,
     known: Option<&IndexEntry>,
     hot_after: Option<i64>,
+    follow_symlinks: bool,
 ) -> Observation {
     if let Some(entry) = known {
         if entry.stat == stat {
@@ -53,7 +54,7 @@ pub fn examine(
     if hot_after.is_some_and(|t| stat.mtime_ns > t) {
         return Observation::Hot;
     }
-    let (stat, hash) = match hash_file(path) {
+    let (stat, hash) = match hash_file(path, follow_symlinks) {
         Ok(pair) => pair,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Observation::Vanished,
         Err(e) => return Observation::Unreadable(e),
@@ -69,13 +70,15 @@ pub fn examine(
 /// *before* reading. If the file changes while it is read, the recorded stat
 /// is older than the content, so the next pass sees a different stat and
 /// hashes again: a write during hashing can cause a re-hash, never a miss.
-pub fn hash_file(path: &Path) -> io::Result<(Stat, [u8; 32])> {
+pub fn hash_file(path: &Path, follow_symlinks: bool) -> io::Result<(Stat, [u8; 32])> {
     // O_NOFOLLOW: a file swapped for a symlink after the walk must not lead
-    // out of the rule folder; O_NONBLOCK: one swapped for a FIFO must not
-    // hang the scan. Neither changes how a regular file is read.
+    // out of the rule folder (unless the rule follows symlinks on purpose);
+    // O_NONBLOCK: one swapped for a FIFO must not hang the scan. Neither
+    // changes how a regular file is read.
+    let nofollow = if follow_symlinks { 0 } else { libc::O_NOFOLLOW };
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(nofollow | libc::O_NONBLOCK)
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {

@@ -82,7 +82,12 @@ pub fn record(store: &mut Store, detected: &Detected) -> anyhow::Result<usize> {
     let started = std::time::Instant::now();
     let owed = store
         .record(&detected.changes)
-        .context("cannot record the changes in the state store; nothing was sent")?;
+        .with_context(|| {
+            format!(
+                "cannot record the changes in the state store {}; nothing was sent, and the store is as before",
+                store.path().display()
+            )
+        })?;
     tracing::debug!(assets = owed, files = detected.changes.upserts.len(), took = ?started.elapsed(), "changes recorded");
     if !detected.changes.assets.is_empty() {
         crate::failpoint::pause_at("recorded");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use ignore::{WalkBuilder, WalkState};
+use ignore::{WalkBuilder, WalkParallel, WalkState};
 
 use crate::detect::{self, Observation};
 use crate::rules::{RuleSet, Verdict};
@@ -112,32 +112,27 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan, scope: &Scope) 
     let roots = roots(rules, scope, &mut out, &mut blind);
     let (tx, rx) = mpsc::channel::<Message>();
     let counters = Counters::default();
+    // Rules that follow symlinks need a walker that does; the rest (the
+    // default) get one that never does.
+    let (follow, stay): (Vec<PathBuf>, Vec<PathBuf>) = roots.iter().cloned().partition(|root| {
+        rules
+            .owner(root)
+            .is_some_and(|(i, _)| rules.get(i).follow_symlinks)
+    });
     std::thread::scope(|scope| {
-        if let Some((first, rest)) = roots.split_first() {
-            let mut builder = WalkBuilder::new(first);
-            for root in rest {
-                builder.add(root);
+        let counters = &counters;
+        scope.spawn(move || {
+            for (group, follow) in [(stay, false), (follow, true)] {
+                if let Some(walker) = walker(rules, &group, follow, plan.threads) {
+                    walker.run(|| {
+                        let tx = tx.clone();
+                        Box::new(move |entry| {
+                            visit(rules, index, entry, plan, follow, counters, &tx)
+                        })
+                    });
+                }
             }
-            builder
-                .standard_filters(false)
-                .follow_links(false)
-                .threads(plan.threads.max(1));
-            let all_dirs: Vec<PathBuf> = rules.rules().iter().map(|r| r.dir.clone()).collect();
-            // Another rule's folder inside this one is walked as its own root.
-            builder.filter_entry(move |e| {
-                e.depth() == 0 || !all_dirs.iter().any(|d| d.as_path() == e.path())
-            });
-            let walker = builder.build_parallel();
-            let counters = &counters;
-            scope.spawn(move || {
-                walker.run(|| {
-                    let tx = tx.clone();
-                    Box::new(move |entry| visit(rules, index, entry, plan, counters, &tx))
-                })
-            });
-        } else {
-            drop(tx);
-        }
+        });
         for message in rx {
             match message {
                 Message::Found(found) => collect(&mut out, rules, plan, found),
@@ -173,6 +168,29 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan, scope: &Scope) 
         }
     }
     out
+}
+
+/// A parallel walker over `roots`, or `None` when there are none.
+fn walker(
+    rules: &RuleSet,
+    roots: &[PathBuf],
+    follow: bool,
+    threads: usize,
+) -> Option<WalkParallel> {
+    let (first, rest) = roots.split_first()?;
+    let mut builder = WalkBuilder::new(first);
+    for root in rest {
+        builder.add(root);
+    }
+    builder
+        .standard_filters(false)
+        .follow_links(follow)
+        .threads(threads.max(1));
+    let all_dirs: Vec<PathBuf> = rules.rules().iter().map(|r| r.dir.clone()).collect();
+    // Another rule's folder inside this one is walked as its own root.
+    builder
+        .filter_entry(move |e| e.depth() == 0 || !all_dirs.iter().any(|d| d.as_path() == e.path()));
+    Some(builder.build_parallel())
 }
 
 /// The walk's starting points. A rule folder that cannot be opened makes
@@ -245,6 +263,7 @@ fn visit(
     index: &FileIndex,
     entry: Result<ignore::DirEntry, ignore::Error>,
     plan: &ScanPlan,
+    follow: bool,
     counters: &Counters,
     tx: &mpsc::Sender<Message>,
 ) -> WalkState {
@@ -259,7 +278,9 @@ fn visit(
             return WalkState::Continue;
         }
     };
-    // Symlinks are not followed, and sockets, FIFOs and devices are no images.
+    // Symlinks are not followed (unless the rule says so: then the walker
+    // reports their targets' types), and sockets, FIFOs and devices are no
+    // images.
     match entry.file_type() {
         Some(t) if t.is_file() => {}
         Some(t) if t.is_dir() => {
@@ -277,7 +298,7 @@ fn visit(
     }
     let known = index.get(path);
     let observation = match entry.metadata() {
-        Ok(meta) => detect::examine(path, Stat::of(&meta), known, plan.hot_after),
+        Ok(meta) => detect::examine(path, Stat::of(&meta), known, plan.hot_after, follow),
         Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
             Observation::Vanished
         }

@@ -94,6 +94,9 @@ pub struct RuleConfig {
     /// `None` means the default image extensions.
     pub include: Option<Vec<String>>,
     pub exclude: Vec<String>,
+    /// Follow symbolic links (off: a link must not pull files from outside
+    /// the folder into hashing and invalidations).
+    pub follow_symlinks: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -150,6 +153,8 @@ struct RawRule {
     include: Option<Vec<Pattern>>,
     #[serde(default)]
     exclude: Vec<Pattern>,
+    #[serde(default)]
+    follow_symlinks: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -216,6 +221,7 @@ impl Config {
                 also: raw.also.into_iter().map(|p| p.0).collect(),
                 include: raw.include.map(|v| v.into_iter().map(|p| p.0).collect()),
                 exclude: raw.exclude.into_iter().map(|p| p.0).collect(),
+                follow_symlinks: raw.follow_symlinks,
             });
         }
 

@@ -25,6 +25,7 @@ pub const DEFAULT_INCLUDE: &[&str] = &[
 #[derive(Debug)]
 pub struct Rule {
     pub dir: PathBuf,
+    pub follow_symlinks: bool,
     /// `url` first, then every `also` prefix; none ends with `/`.
     pub prefixes: Vec<String>,
     include: Filter,
@@ -131,6 +132,7 @@ impl RuleSet {
             let exclude: Vec<&str> = cfg.exclude.iter().map(String::as_str).collect();
             rules.push(Rule {
                 dir: cfg.dir.clone(),
+                follow_symlinks: cfg.follow_symlinks,
                 prefixes: std::iter::once(cfg.url.clone())
                     .chain(cfg.also.iter().cloned())
                     .collect(),
@@ -242,6 +244,7 @@ mod tests {
             also: vec![],
             include: None,
             exclude: vec!["**/cache/**".into()],
+            follow_symlinks: false,
         }
     }
 

@@ -375,3 +375,15 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `done` every 10 ms; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,261 @@
+//! Hostile and odd input: names a stranger can upload, symlinks, files that
+//! cannot be read or vanish, sizes and depths.
+
+mod support;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use support::{sorted, Site, SITE_URL};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn url(rel: &str) -> String {
+    format!("{SITE_URL}/{rel}")
+}
+
+/// Names that would do harm if anything passed them to a shell or pasted
+/// them into a URL unescaped, with the URL path each must map to.
+const HOSTILE: &[(&[u8], &str)] = &[
+    (b"$(touch pwned).jpg", "$(touch%20pwned).jpg"),
+    (b"`touch pwned`.jpg", "%60touch%20pwned%60.jpg"),
+    (b"a;touch pwned;.jpg", "a;touch%20pwned;.jpg"),
+    (b"quote\"s'.jpg", "quote%22s'.jpg"),
+    (b"new\nline.jpg", "new%0Aline.jpg"),
+    (b"tab\there.jpg", "tab%09here.jpg"),
+    (b"<script>.jpg", "%3Cscript%3E.jpg"),
+    (b"..%2f..%2fetc.jpg", "..%252f..%252fetc.jpg"),
+    (b"back\\slash.jpg", "back%5Cslash.jpg"),
+    (b"{brace}|pipe.jpg", "%7Bbrace%7D|pipe.jpg"),
+    (b"\xff\xfe\xfd.jpg", "%FF%FE%FD.jpg"),
+    (
+        "日本語 ファイル.png".as_bytes(),
+        "%E6%97%A5%E6%9C%AC%E8%AA%9E%20%E3%83%95%E3%82%A1%E3%82%A4%E3%83%AB.png",
+    ),
+    (b"-rf.jpg", "-rf.jpg"),
+    (b"--config=x.jpg", "--config=x.jpg"),
+];
+
+#[test]
+fn hostile_names_are_data_in_scan_watch_and_the_token_command() {
+    let mut site = Site::new();
+    let out = site.root.path().join("argv");
+    // The token command receives the token as one argv item; file names
+    // never reach it.
+    site.config.tail = format!(
+        "[token]\ncommand = [\"sh\", \"-c\", \"printf '%s' \\\"$1\\\" > {}\", \"sh\", \"{{token}}\"]\n\
+         [watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n",
+        out.display()
+    );
+    for (name, _) in HOSTILE {
+        site.write(OsStr::from_bytes(name), b"v1");
+    }
+    site.scan(&[]).expect(0);
+    for (name, _) in HOSTILE {
+        site.write(OsStr::from_bytes(name), b"v2");
+    }
+    site.scan(&[]).expect(0);
+    let want = sorted(HOSTILE.iter().map(|(_, u)| url(u)).collect());
+    assert_eq!(sorted(site.api.invalidated_assets()), want);
+
+    site.api.clear();
+    let _daemon = site.watch();
+    for (name, _) in HOSTILE {
+        site.write(OsStr::from_bytes(name), b"v3");
+    }
+    site.api
+        .wait_for("every hostile name in watch mode", WAIT, |_| {
+            site.api.invalidated_assets().len() >= HOSTILE.len()
+        });
+    assert_eq!(sorted(site.api.invalidated_assets()), want);
+    assert!(!site.root.path().join("pwned").exists());
+    assert!(!site.media.join("pwned").exists());
+    site.api
+        .wait_for("a token", WAIT, |rs| rs.iter().any(|r| r.path == "/token"));
+    let token = site.api.tokens_issued().last().unwrap().clone();
+    support::wait_until("the token command ran", WAIT, || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t == token)
+    });
+}
+
+#[test]
+fn symlinks_are_not_followed_unless_a_rule_asks() {
+    let mut site = Site::new();
+    let outside = site.root.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret.jpg"), b"not yours").unwrap();
+    std::os::unix::fs::symlink(&outside, site.media.join("linked-dir")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.jpg"), site.media.join("linked.jpg")).unwrap();
+    site.write("real.jpg", b"1");
+    let run = site.scan(&[]).expect(0);
+    assert_eq!(
+        run.list("scanned"),
+        vec![site.path("real.jpg").display().to_string()]
+    );
+
+    site.config.rules.push_str("follow_symlinks = true\n");
+    let followed = site.scan(&[]).expect(0);
+    assert_eq!(followed.list("scanned").len(), 3, "{followed}");
+    std::fs::write(outside.join("secret.jpg"), b"changed").unwrap();
+    site.scan(&[]).expect(0);
+    assert_eq!(
+        sorted(site.api.invalidated_assets()),
+        vec![url("linked-dir/secret.jpg"), url("linked.jpg")]
+    );
+}
+
+#[test]
+fn unreadable_files_are_reported_and_retried_later() {
+    let site = Site::new();
+    site.write("a.jpg", b"1");
+    site.write("b.jpg", b"1");
+    // Run as an unprivileged user, so file permissions really apply.
+    let as_nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let open = std::fs::Permissions::from_mode(0o777);
+    std::fs::set_permissions(site.root.path(), open.clone()).unwrap();
+    std::fs::set_permissions(&site.media, open).unwrap();
+    let scan = || {
+        site.optiwatch_via(&as_nobody)
+            .args(&["scan", "--json"])
+            .run()
+    };
+    scan().expect(0);
+    site.write("a.jpg", b"2");
+    site.write("b.jpg", b"2");
+    std::fs::set_permissions(site.path("b.jpg"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let failed = scan().expect(1);
+    assert!(
+        failed.stderr.contains("b.jpg") && failed.stderr.contains("ermission denied"),
+        "{failed}"
+    );
+    assert_eq!(site.api.invalidated_assets(), vec![url("a.jpg")]);
+
+    std::fs::set_permissions(site.path("b.jpg"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    scan().expect(0);
+    assert_eq!(
+        sorted(site.api.invalidated_assets()),
+        vec![url("a.jpg"), url("b.jpg")]
+    );
+}
+
+#[test]
+fn files_that_vanish_and_churn_do_not_stop_the_daemon() {
+    let mut site = Site::new();
+    site.config.tail = "[watch]\ndebounce = \"50ms\"\ntoken_interval = \"1s\"\n".into();
+    site.write("keep.jpg", b"1");
+    site.scan(&[]).expect(0);
+    let daemon = site.watch();
+    for round in 0..200 {
+        site.write(format!("churn/{}.jpg", round % 7), b"x");
+        let _ = std::fs::remove_file(site.path(format!("churn/{}.jpg", (round + 3) % 7)));
+        if round % 50 == 0 {
+            let _ = std::fs::remove_dir_all(site.path("churn"));
+        }
+    }
+    site.write("keep.jpg", b"2");
+    site.api.wait_for("the daemon still works", WAIT, |_| {
+        site.api.invalidated_assets().contains(&url("keep.jpg"))
+    });
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
+
+#[test]
+fn empty_large_and_deeply_nested_files() {
+    let site = Site::new();
+    let deep: String = (0..60).map(|n| format!("d{n}/")).collect::<String>() + "deep.jpg";
+    site.write("empty.jpg", b"");
+    site.write(&deep, b"1");
+    let big = std::fs::File::create(site.path("big.tif")).unwrap();
+    big.set_len(64 << 20).unwrap(); // 64 MiB, sparse: hashed in full
+    drop(big);
+    site.scan(&[]).expect(0);
+    site.write("empty.jpg", b"now with content");
+    site.write(&deep, b"2");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(site.path("big.tif"))
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    site.scan(&[]).expect(0);
+    assert_eq!(
+        sorted(site.api.invalidated_assets()),
+        vec![url("big.tif"), url(&deep), url("empty.jpg")]
+    );
+}
+
+/// Runs `script` (sh) in a user and mount namespace of its own, as root of
+/// that namespace, with `"$0" "$@"` the optiwatch binary and its
+/// `--config` arguments.
+fn in_namespace(site: &Site, script: &str) -> support::Outcome {
+    site.optiwatch_via(&["unshare", "-Urm", "sh", "-c", script])
+        .run()
+}
+
+#[test]
+fn a_full_disk_fails_clearly_and_leaves_the_store_consistent() {
+    let mut site = Site::new();
+    let store_dir = site.root.path().join("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    site.config.top = "state = \"store/optiwatch.db\"\n".into();
+    for n in 0..5 {
+        site.write(format!("{n}.jpg"), b"1");
+    }
+    // A 320 KiB disk holds the first store, not the 4,000 new rows.
+    let script = format!(
+        "mount -t tmpfs -o size=320k tmpfs {store} || exit 99
+         \"$0\" \"$@\" scan >/dev/null 2>&1 || exit 98
+         mkdir {media}/many && (cd {media}/many && seq -f '%0120g.jpg' 1 4000 | xargs touch) || exit 97
+         \"$0\" \"$@\" scan --json > full.json 2> full.err; echo $? > full.rc
+         rm -rf {media}/many
+         \"$0\" \"$@\" scan --json > after.json 2> after.err; echo $? > after.rc",
+        store = store_dir.display(),
+        media = site.media.display(),
+    );
+    let run = in_namespace(
+        &site,
+        &format!("cd {} && {script}", site.root.path().display()),
+    );
+    assert_eq!(run.code, 0, "{run}");
+    let read = |name: &str| std::fs::read_to_string(site.root.path().join(name)).unwrap();
+    assert_eq!(read("full.rc").trim(), "1", "{}", read("full.err"));
+    assert!(
+        read("full.err").contains("disk is full"),
+        "{}",
+        read("full.err")
+    );
+    assert!(
+        read("full.err").contains("optiwatch.db"),
+        "{}",
+        read("full.err")
+    );
+    // The same store, after space came back, still knows the 5 files.
+    assert_eq!(read("after.rc").trim(), "0", "{}", read("after.err"));
+    let after: serde_json::Value = serde_json::from_str(&read("after.json")).unwrap();
+    assert_eq!(after["counts"]["unchanged"], 5, "{after}");
+}
+
+#[test]
+fn a_read_only_store_folder_fails_clearly() {
+    let mut site = Site::new();
+    let store_dir = site.root.path().join("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    site.config.top = "state = \"store/optiwatch.db\"\n".into();
+    site.write("a.jpg", b"1");
+    let script = format!(
+        "mount --bind {d} {d} && mount -o remount,bind,ro {d} || exit 99
+         exec \"$0\" \"$@\" scan",
+        d = store_dir.display()
+    );
+    let run = in_namespace(&site, &script);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("Read-only file system"), "{run}");
+    assert!(run.stderr.contains("optiwatch.db"), "{run}");
+}
