@@ -227,24 +227,3 @@ proptest! {
         }
     }
 }
-#[test]
-fn zz_stats() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::TestRunner;
-    let mut r = TestRunner::default();
-    let (mut nonutf8, mut temp, mut special, mut total) = (0, 0, 0, 0);
-    for _ in 0..2000 {
-        let segs = rel_path().new_tree(&mut r).unwrap().current();
-        let p = to_path(&segs);
-        total += 1;
-        if std::str::from_utf8(&segs.concat()).is_err() { nonutf8 += 1; }
-        if is_temporary(&p) { temp += 1; }
-        if segs.concat().iter().any(|b| b"%#? ".contains(b)) { special += 1; }
-    }
-    let mut coll = 0;
-    for _ in 0..2000 {
-        let (a, b) = rel_path().prop_flat_map(neighbour).new_tree(&mut r).unwrap().current();
-        if a != b && relative(&to_path(&a)).len() == relative(&to_path(&b)).len() { coll += 1; }
-    }
-    eprintln!("total {total} nonutf8 {nonutf8} temp {temp} special {special} samelen-pairs {coll}");
-}
