@@ -86,6 +86,18 @@ impl Client {
             .map(drop)
     }
 
+    /// `POST /invalidate/domain`: every cached image of one origin domain.
+    pub async fn invalidate_domain(&self, domain: &str) -> Result<(), ApiError> {
+        self.post("invalidate/domain", Some(json!({ "domain": domain })))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /invalidate/all`: every cached image of the account.
+    pub async fn invalidate_all(&self) -> Result<(), ApiError> {
+        self.post("invalidate/all", None).await.map(drop)
+    }
+
     /// `POST /token`: a fresh cache token.
     pub async fn token(&self) -> Result<String, ApiError> {
         let answer = self.post("token", None).await?;

@@ -10,13 +10,16 @@
 //! [`cli`] is the command line on top.
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod exit_codes;
+pub mod explain;
 pub mod failpoint;
 pub mod flush;
 pub mod logging;
+pub mod manual;
 pub mod pipeline;
 pub mod report;
 pub mod retry;
@@ -24,5 +27,6 @@ pub mod rules;
 pub mod scan;
 pub mod secret;
 pub mod state;
+pub mod status;
 pub mod token;
 pub mod watch;

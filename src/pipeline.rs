@@ -173,6 +173,9 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
     report.invalidated = flushed.invalidated;
     report.token = flushed.token;
     report.pending = store.owed()?;
+    if !report.errors.is_empty() {
+        store.note_error(&report.errors.join("; "));
+    }
     report.counts.invalidated = report.invalidated.len();
     report.counts.pending = report.pending.len();
     Ok(report)

@@ -26,6 +26,8 @@ pub const DEFAULT_INCLUDE: &[&str] = &[
 pub struct Rule {
     pub dir: PathBuf,
     pub follow_symlinks: bool,
+    /// No `include` in the config: the default image extensions apply.
+    pub default_include: bool,
     /// `url` first, then every `also` prefix; none ends with `/`.
     pub prefixes: Vec<String>,
     include: Filter,
@@ -133,6 +135,7 @@ impl RuleSet {
             rules.push(Rule {
                 dir: cfg.dir.clone(),
                 follow_symlinks: cfg.follow_symlinks,
+                default_include: cfg.include.is_none(),
                 prefixes: std::iter::once(cfg.url.clone())
                     .chain(cfg.also.iter().cloned())
                     .collect(),

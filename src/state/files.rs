@@ -140,6 +140,19 @@ impl Store {
         Ok(index)
     }
 
+    /// How many files are recorded at or below `dir`.
+    pub fn file_count_under(&self, dir: &Path) -> anyhow::Result<usize> {
+        let exact = dir.as_os_str().as_bytes();
+        let low = [exact, b"/"].concat();
+        let high = [exact, b"0"].concat();
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM files WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
+            rusqlite::params![exact, low, high],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
     /// How many files are recorded.
     pub fn file_count(&self) -> anyhow::Result<usize> {
         let n: i64 = self

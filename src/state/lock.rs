@@ -56,6 +56,19 @@ impl StoreLock {
     }
 }
 
+/// Who holds the store's lock, if anyone (for `status`); takes no lock.
+pub fn holder(state: &Path) -> Option<String> {
+    match StoreLock::acquire(state) {
+        Ok(_released_on_drop) => None,
+        Err(e) => {
+            let text = e.to_string();
+            let start = text.find('(')? + 1;
+            let end = text.find(") is using")?;
+            Some(text[start..end].to_string())
+        }
+    }
+}
+
 /// "pid 123: optiwatch --config x watch", from the pid the holder wrote.
 fn describe(pid: &str) -> String {
     let Ok(pid) = pid.parse::<u32>() else {

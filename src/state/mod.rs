@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
 pub use files::{Changes, FileIndex, IndexEntry, Stat};
-pub use lock::StoreLock;
+pub use lock::{holder as lock_holder, StoreLock};
 pub use outbox::TokenState;
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
@@ -124,6 +124,29 @@ impl Store {
         ))?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Remembers the latest failure for `status`.
+    pub fn note_error(&mut self, message: &str) {
+        let stamp = unix_now().to_string();
+        let result = set_meta(&self.conn, "last_error", message)
+            .and_then(|()| set_meta(&self.conn, "last_error_at", &stamp));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot note the error in the state store");
+        }
+    }
+
+    /// Size of the store's files (database and write-ahead log).
+    pub fn size_bytes(&self) -> u64 {
+        ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut name = self.path.as_os_str().to_owned();
+                name.push(suffix);
+                std::fs::metadata(name).ok()
+            })
+            .map(|m| m.len())
+            .sum()
     }
 
     pub(crate) fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {

@@ -57,6 +57,13 @@ impl Store {
         Ok(assets)
     }
 
+    /// When the oldest owed asset became owed (unix seconds).
+    pub fn oldest_owed_at(&self) -> anyhow::Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT min(added_at) FROM outbox", [], |r| r.get(0))?)
+    }
+
     pub fn owed_count(&self) -> anyhow::Result<usize> {
         let n: i64 = self
             .conn
@@ -96,6 +103,16 @@ impl Store {
             },
             _ => TokenState::Settled,
         })
+    }
+
+    /// A token is owed without any asset (an explicit `token` command, or a
+    /// domain or account-wide invalidation).
+    pub fn owe_token(&mut self) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        set_meta(&tx, TOKEN_STATE, "owed")?;
+        tx.execute("DELETE FROM meta WHERE key = ?1", [TOKEN_FETCHED])?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn token_fetched(&mut self, token: &str) -> anyhow::Result<()> {

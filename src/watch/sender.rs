@@ -159,6 +159,7 @@ impl Sender {
 
     /// Logs a failure once per change of state and says how long to pause.
     fn failed(&mut self, err: &anyhow::Error) -> Duration {
+        self.store.note_error(&format!("{err:#}"));
         let api = err.chain().find_map(|c| c.downcast_ref::<ApiError>());
         if let Some(ApiError::Unauthorized { .. } | ApiError::Rejected { .. }) = api {
             tracing::error!(

@@ -1,0 +1,204 @@
+//! `optiwatch check`: everything that can be verified before a run — the
+//! config (already parsed strictly by then), the rule folders, the key, the
+//! store and the token destinations — and with `--online` one harmless
+//! authenticated request.
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde::Serialize;
+
+use crate::api::Client;
+use crate::config::{Config, KeySource};
+use crate::report::show_path;
+use crate::retry::{retry, RetryPolicy};
+use crate::secret::ApiKey;
+use crate::state::{lock_holder, Store};
+
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub ok: bool,
+    pub what: String,
+    pub detail: String,
+}
+
+/// Runs every check; the caller exits 1 when any is not ok.
+pub async fn check(config: &Config, online: bool) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut note = |ok: bool, what: &str, detail: String| {
+        out.push(Finding {
+            ok,
+            what: what.into(),
+            detail,
+        })
+    };
+    note(
+        true,
+        "config",
+        format!("{} is valid", show_path(&config.path)),
+    );
+    for (i, rule) in config.rules.iter().enumerate() {
+        let what = format!("rule {}", i + 1);
+        match std::fs::read_dir(&rule.dir) {
+            Ok(_) => note(
+                true,
+                &what,
+                format!("{} is a readable folder", show_path(&rule.dir)),
+            ),
+            Err(e) => note(
+                false,
+                &what,
+                format!(
+                    "{}: {e}: fix `dir` or mount the folder",
+                    show_path(&rule.dir)
+                ),
+            ),
+        }
+    }
+    let key = ApiKey::load(&config.api.key);
+    match (&key, &config.api.key) {
+        (Err(e), _) => note(false, "api key", e.to_string()),
+        (Ok(_), KeySource::Env(var)) => note(
+            true,
+            "api key",
+            format!("read from environment variable {var}"),
+        ),
+        (Ok(_), KeySource::File(path)) => {
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0);
+            if mode & 0o077 != 0 {
+                note(
+                    false,
+                    "api key",
+                    format!(
+                        "{} is readable by other users (mode {mode:o}): chmod 600 it",
+                        show_path(path)
+                    ),
+                );
+            } else {
+                note(
+                    true,
+                    "api key",
+                    format!("read from {} (mode {mode:o})", show_path(path)),
+                );
+            }
+        }
+    }
+    if config.state.exists() {
+        match Store::open(&config.state).and_then(|s| s.file_count().map(|n| (s, n))) {
+            Ok((_, files)) => {
+                let user = lock_holder(&config.state)
+                    .map_or(String::new(), |h| format!("; in use by {h}"));
+                note(
+                    true,
+                    "state store",
+                    format!("{} holds {files} files{user}", show_path(&config.state)),
+                );
+            }
+            Err(e) => note(false, "state store", format!("{e:#}")),
+        }
+    } else {
+        let folder = config.state.parent().filter(|p| p.is_dir());
+        note(
+            folder.is_some(),
+            "state store",
+            match folder {
+                Some(_) => format!(
+                    "{} will be created by the first scan",
+                    show_path(&config.state)
+                ),
+                None => format!(
+                    "the folder of {} does not exist: create it",
+                    show_path(&config.state)
+                ),
+            },
+        );
+    }
+    if let Some(file) = &config.token.file {
+        let folder = file.parent().filter(|p| p.is_dir());
+        note(
+            folder.is_some(),
+            "token file",
+            match folder {
+                Some(_) => format!("{} can be written into its folder", show_path(file)),
+                None => format!("the folder of {} does not exist", show_path(file)),
+            },
+        );
+    }
+    if let Some(argv) = &config.token.command {
+        let found = which(&argv[0]);
+        note(
+            found.is_some(),
+            "token command",
+            match found {
+                Some(path) => format!("{} found at {}", argv[0], show_path(&path)),
+                None => format!("{:?} is not an executable file nor on PATH", argv[0]),
+            },
+        );
+    }
+    if online {
+        match key {
+            Ok(key) => {
+                let detail = online_check(config, key).await;
+                note(detail.is_ok(), "online", detail.unwrap_or_else(|e| e));
+            }
+            Err(_) => note(false, "online", "skipped: no API key".into()),
+        }
+    }
+    out
+}
+
+/// One invalidation of a URL that cannot be cached (a name no file has), so
+/// it proves the key and base_url work while invalidating nothing.
+async fn online_check(config: &Config, key: ApiKey) -> Result<String, String> {
+    let client = Client::new(&config.api, key).map_err(|e| e.to_string())?;
+    let probe = format!(
+        "{}/.optiwatch-check-{}",
+        config.rules[0].url,
+        std::process::id()
+    );
+    retry(RetryPolicy::bounded(config.api.timeout), "check", || {
+        client.invalidate_assets(std::slice::from_ref(&probe))
+    })
+    .await
+    .map(|()| {
+        format!(
+            "{} accepted an invalidation of {probe}",
+            config.api.base_url
+        )
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = std::path::PathBuf::from(program);
+        return executable(&path).then_some(path);
+    }
+    std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| executable(p))
+}
+
+pub fn human(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{}  {:<14} {}\n",
+                if f.ok { "ok  " } else { "FAIL" },
+                f.what,
+                f.detail
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,156 @@
+//! `optiwatch status`: what the state store says, for a person or a
+//! monitoring script. Read-only: it runs beside a daemon and never creates
+//! the store.
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::report::show_path;
+use crate::state::{lock_holder, Store, TokenState};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub config: String,
+    pub state: String,
+    /// Whether the store exists yet (it is made by the first scan).
+    pub exists: bool,
+    pub state_bytes: u64,
+    /// The process using the store now, if any (e.g. the daemon).
+    pub running: Option<String>,
+    pub rules: Vec<RuleStatus>,
+    pub assets_owed: usize,
+    /// Unix seconds.
+    pub oldest_owed_at: Option<i64>,
+    /// "settled", "owed" or "fetched" (received, not yet published).
+    pub token: &'static str,
+    pub last_flush_at: Option<i64>,
+    pub last_token: Option<String>,
+    pub last_token_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleStatus {
+    pub dir: String,
+    pub url: String,
+    pub files: usize,
+}
+
+pub fn status(config: &Config) -> anyhow::Result<Status> {
+    let mut status = Status {
+        config: show_path(&config.path),
+        state: show_path(&config.state),
+        exists: config.state.exists(),
+        state_bytes: 0,
+        running: None,
+        rules: Vec::new(),
+        assets_owed: 0,
+        oldest_owed_at: None,
+        token: "settled",
+        last_flush_at: None,
+        last_token: None,
+        last_token_at: None,
+        last_error: None,
+        last_error_at: None,
+    };
+    let store = if status.exists {
+        status.running = lock_holder(&config.state);
+        Some(Store::open(&config.state)?)
+    } else {
+        None
+    };
+    for rule in &config.rules {
+        status.rules.push(RuleStatus {
+            dir: show_path(&rule.dir),
+            url: rule.url.clone(),
+            files: match &store {
+                Some(store) => store.file_count_under(&rule.dir)?,
+                None => 0,
+            },
+        });
+    }
+    let Some(store) = store else {
+        return Ok(status);
+    };
+    let number = |key: &str| -> anyhow::Result<Option<i64>> {
+        Ok(store.meta(key)?.and_then(|v| v.parse().ok()))
+    };
+    status.state_bytes = store.size_bytes();
+    status.assets_owed = store.owed_count()?;
+    status.oldest_owed_at = store.oldest_owed_at()?;
+    status.token = match store.token_state()? {
+        TokenState::Settled => "settled",
+        TokenState::Owed => "owed",
+        TokenState::Fetched(_) => "fetched",
+    };
+    status.last_flush_at = number("last_flush_at")?;
+    status.last_token = store.meta("last_token")?;
+    status.last_token_at = number("last_token_at")?;
+    status.last_error = store.meta("last_error")?;
+    status.last_error_at = number("last_error_at")?;
+    Ok(status)
+}
+
+impl Status {
+    pub fn human(&self) -> String {
+        let when = |t: Option<i64>| match t {
+            Some(secs) => humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
+            )
+            .to_string(),
+            None => "never".into(),
+        };
+        let mut out = format!("config       {}\n", self.config);
+        if !self.exists {
+            out.push_str(&format!(
+                "state store  {} (not created yet: run `optiwatch scan`)\n",
+                self.state
+            ));
+        } else {
+            out.push_str(&format!(
+                "state store  {} ({} KiB)\n",
+                self.state,
+                self.state_bytes / 1024
+            ));
+        }
+        out.push_str(&format!(
+            "running      {}\n",
+            self.running
+                .as_deref()
+                .unwrap_or("no optiwatch process uses the store")
+        ));
+        for (i, rule) in self.rules.iter().enumerate() {
+            out.push_str(&format!(
+                "rule {}       {} -> {} ({} files tracked)\n",
+                i + 1,
+                rule.dir,
+                rule.url,
+                rule.files
+            ));
+        }
+        out.push_str(&format!(
+            "owed         {} asset(s){}; token {}\n",
+            self.assets_owed,
+            match self.oldest_owed_at {
+                Some(t) => format!(", oldest since {}", when(Some(t))),
+                None => String::new(),
+            },
+            self.token
+        ));
+        out.push_str(&format!("last flush   {}\n", when(self.last_flush_at)));
+        out.push_str(&format!(
+            "last token   {} at {}\n",
+            self.last_token.as_deref().unwrap_or("none"),
+            when(self.last_token_at)
+        ));
+        if let Some(error) = &self.last_error {
+            out.push_str(&format!(
+                "last error   {} at {}\n",
+                error,
+                when(self.last_error_at)
+            ));
+        }
+        out
+    }
+}

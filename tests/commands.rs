@@ -1,0 +1,270 @@
+//! The operator's commands: invalidate, token, urls, status, check,
+//! completions and man.
+
+mod support;
+
+use support::fake_api::Fault;
+use support::{sorted, Site, SITE_URL};
+
+fn url(rel: &str) -> String {
+    format!("{SITE_URL}/{rel}")
+}
+
+fn site() -> Site {
+    let mut site = Site::new();
+    site.config.tail = "[token]\nfile = \"token.txt\"\n".into();
+    site.write("a.jpg", b"1");
+    site.write("b b.png", b"1");
+    site.scan(&[]).expect(0);
+    site
+}
+
+#[test]
+fn invalidate_takes_paths_urls_and_hashes_in_one_batch_then_a_token() {
+    let site = site();
+    let hash = "0123456789abcdef0123456789ABCDEF";
+    let run = site
+        .optiwatch()
+        .args(&[
+            "invalidate",
+            "media/a.jpg",
+            "media/b b.png",
+            "https://cdn.example.com/x.jpg",
+            hash,
+        ])
+        .run()
+        .expect(0);
+    let sent = site.api.invalidate_requests();
+    assert_eq!(sent.len(), 1, "{run}");
+    assert_eq!(
+        sorted(sent[0].assets.clone()),
+        sorted(vec![
+            url("a.jpg"),
+            url("b%20b.png"),
+            "https://cdn.example.com/x.jpg".into(),
+            hash.into()
+        ])
+    );
+    assert_eq!(site.api.token_requests().len(), 1);
+    let token = std::fs::read_to_string(site.root.path().join("token.txt")).unwrap();
+    assert!(run.stdout.contains(&token), "{run}");
+}
+
+#[test]
+fn invalidate_dry_run_and_unmapped_paths_send_nothing() {
+    let site = site();
+    let dry = site
+        .optiwatch()
+        .args(&["invalidate", "--dry-run", "media/a.jpg"])
+        .run()
+        .expect(0);
+    assert!(dry.stdout.contains(&url("a.jpg")), "{dry}");
+    let unmapped = site
+        .optiwatch()
+        .args(&["invalidate", "elsewhere/a.jpg"])
+        .run()
+        .expect(2);
+    assert!(unmapped.stderr.contains("no rule covers it"), "{unmapped}");
+    let excluded = site
+        .optiwatch()
+        .args(&["invalidate", "media/notes.txt"])
+        .run()
+        .expect(2);
+    assert!(
+        excluded.stderr.contains("does not include it"),
+        "{excluded}"
+    );
+    site.optiwatch().args(&["invalidate"]).run().expect(2);
+    assert!(site.api.requests().is_empty());
+}
+
+#[test]
+fn invalidate_domain_and_all() {
+    let site = site();
+    site.optiwatch()
+        .args(&["invalidate", "--domain", "example.com"])
+        .run()
+        .expect(0);
+    let rs = site.api.requests();
+    assert_eq!(rs[0].path, "/invalidate/domain");
+    assert_eq!(rs[0].body.as_ref().unwrap()["domain"], "example.com");
+    assert_eq!(rs[1].path, "/token");
+
+    // --all on no terminal needs --yes.
+    let refused = site
+        .optiwatch()
+        .args(&["invalidate", "--all"])
+        .run()
+        .expect(2);
+    assert!(refused.stderr.contains("--yes"), "{refused}");
+    site.api.clear();
+    site.optiwatch()
+        .args(&["invalidate", "--all", "--yes"])
+        .run()
+        .expect(0);
+    let rs = site.api.requests();
+    assert_eq!(
+        (rs[0].path.as_str(), rs[1].path.as_str()),
+        ("/invalidate/all", "/token")
+    );
+}
+
+#[test]
+fn invalidate_keeps_what_failed_owed() {
+    let site = site();
+    site.api.push_faults(Fault::Status(503), 1000);
+    let failed = site
+        .optiwatch()
+        .args(&["invalidate", "--json", "media/a.jpg"])
+        .run()
+        .expect(1);
+    let json = failed.json();
+    assert_eq!(json["pending"][0], url("a.jpg").as_str(), "{failed}");
+    site.api.clear_faults();
+    site.scan(&[]).expect(0);
+    assert_eq!(site.api.invalidated_assets(), vec![url("a.jpg")]);
+}
+
+#[test]
+fn token_prints_and_publishes_a_fresh_token() {
+    let site = site();
+    let run = site.optiwatch().arg("token").run().expect(0);
+    let token = site.api.tokens_issued()[0].clone();
+    assert_eq!(run.stdout.trim(), token);
+    assert_eq!(
+        std::fs::read_to_string(site.root.path().join("token.txt")).unwrap(),
+        token
+    );
+    assert!(site.api.invalidate_requests().is_empty());
+}
+
+#[test]
+fn urls_explains_each_path() {
+    let mut site = site();
+    site.config.rules.push_str("exclude = [\"**/cache/**\"]\n");
+    let run = site
+        .optiwatch()
+        .args(&[
+            "urls",
+            "media/2024/a b.jpg",
+            "media/cache/x.jpg",
+            "media/.x.jpg.tmp",
+            "media/readme.txt",
+            "/etc/passwd",
+        ])
+        .run()
+        .expect(1);
+    let out = &run.stdout;
+    assert!(out.contains(&url("2024/a%20b.jpg")), "{run}");
+    assert!(out.contains("rule 1"), "{run}");
+    assert!(out.contains("excludes it"), "{run}");
+    assert!(out.contains("temporary file"), "{run}");
+    assert!(
+        out.contains("does not include it") && out.contains("*.webp"),
+        "{run}"
+    );
+    assert!(out.contains("no rule covers it"), "{run}");
+    let json = site
+        .optiwatch()
+        .args(&["urls", "--json", "media/a.jpg"])
+        .run()
+        .expect(0)
+        .json();
+    assert_eq!(json[0]["urls"][0], url("a.jpg").as_str());
+    assert_eq!(json[0]["rule"], 1);
+}
+
+#[test]
+fn status_reports_the_store() {
+    let site = site();
+    site.write("a.jpg", b"2");
+    site.api.push_faults(Fault::Status(500), 1000);
+    site.scan(&[]).expect(1);
+    site.api.clear_faults();
+    let status = site
+        .optiwatch()
+        .args(&["status", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert_eq!(status["rules"][0]["files"], 2);
+    assert_eq!(status["assets_owed"], 1);
+    assert_eq!(status["token"], "owed");
+    assert!(
+        status["last_error"].as_str().unwrap().contains("500"),
+        "{status}"
+    );
+    assert!(status["state_bytes"].as_u64().unwrap() > 0);
+    assert!(status["running"].is_null());
+
+    site.scan(&[]).expect(0);
+    let daemon = site.watch();
+    let status = site
+        .optiwatch()
+        .args(&["status", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert_eq!(status["assets_owed"], 0);
+    assert_eq!(status["token"], "settled");
+    assert_eq!(status["last_token"], site.api.tokens_issued()[0].as_str());
+    assert!(
+        status["running"]
+            .as_str()
+            .unwrap()
+            .contains(&daemon.pid().to_string()),
+        "{status}"
+    );
+    let human = site.optiwatch().arg("status").run().expect(0);
+    assert!(human.stdout.contains("2 files tracked"), "{human}");
+}
+
+#[test]
+fn check_finds_problems_and_can_go_online() {
+    let mut site = site();
+    let ok = site
+        .optiwatch()
+        .args(&["check", "--online"])
+        .run()
+        .expect(0);
+    assert!(!ok.stdout.contains("FAIL"), "{ok}");
+    let probe = site.api.invalidate_requests();
+    assert_eq!(probe.len(), 1);
+    assert!(probe[0].assets[0].contains(".optiwatch-check"), "{probe:?}");
+
+    site.config
+        .rules
+        .push_str("[[rules]]\ndir = \"missing\"\nurl = \"https://x.example.com\"\n");
+    site.key = "opt_revoked_key".into();
+    let bad = site
+        .optiwatch()
+        .args(&["check", "--online"])
+        .run()
+        .expect(1);
+    assert!(bad.stdout.contains("FAIL  rule 2"), "{bad}");
+    assert!(bad.stdout.contains("User not found"), "{bad}");
+    assert!(!bad.stdout.contains("opt_revoked_key"));
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    let site = Site::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = site
+            .optiwatch()
+            .args(&["completions", shell])
+            .run()
+            .expect(0);
+        assert!(
+            run.stdout.contains("invalidate") && run.stdout.contains("dry-run"),
+            "{shell}"
+        );
+    }
+    let man = site.optiwatch().arg("man").run().expect(0);
+    assert!(
+        man.stdout.starts_with(".ie") || man.stdout.contains(".TH"),
+        "{}",
+        &man.stdout[..200]
+    );
+    assert!(man.stdout.contains("optiwatch"));
+}
