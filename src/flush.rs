@@ -1,17 +1,22 @@
-//! Flushing: outbox → API batches → commit → token → publish.
+//! Flushing: outbox → API batches → commit → token → publish, per Optimole
+//! account.
 //!
 //! Assets leave the outbox in batches of at most `batch_size`; each batch is
 //! removed from the store only after Optimole accepted it. A batch the
-//! server calls too large is split in halves. Once nothing is owed and a
-//! token is, exactly one token is requested, remembered, then published.
+//! server calls too large is split in halves. When one flush owes more than
+//! `[api] domain_threshold` assets of one domain, a single domain
+//! invalidation replaces them. Once an account owes no assets but a token,
+//! exactly one token is requested, remembered, then published. Accounts are
+//! flushed one after the other and a failure of one never stops the others.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use anyhow::{anyhow, Context};
 
 use crate::api::{ApiError, Client};
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, Config};
 use crate::retry::{retry, RetryPolicy};
+use crate::secret::ApiKey;
 use crate::state::{Store, TokenState};
 use crate::token::Publisher;
 
@@ -20,37 +25,116 @@ use crate::token::Publisher;
 pub struct Flushed {
     /// Assets Optimole accepted.
     pub invalidated: Vec<String>,
+    /// Domains invalidated whole instead of asset by asset.
+    pub domains: Vec<String>,
     /// The token requested (or re-published) by this flush.
     pub token: Option<String>,
 }
 
-/// The parts a flush works with, borrowed for its duration.
+/// Everything needed to talk to one Optimole account.
+#[derive(Debug)]
+pub struct Lane {
+    /// The account's name in the store (`""`: the `[api]` key's).
+    pub account: String,
+    pub client: Client,
+    pub publisher: Publisher,
+}
+
+/// One lane per account of the config. Every key is read now, so a missing
+/// one is reported before anything is sent.
+pub fn lanes(config: &Config) -> anyhow::Result<Vec<Lane>> {
+    config
+        .accounts()
+        .into_iter()
+        .map(|account| {
+            Ok(Lane {
+                client: Client::new(&config.api, ApiKey::load(&account.key)?)?,
+                publisher: Publisher::new(account.tokens),
+                account: account.id,
+            })
+        })
+        .collect()
+}
+
+/// Assets owed to accounts the config no longer has go to the `[api]`
+/// account: they must not stay owed forever.
+pub fn adopt_orphans(store: &mut Store, lanes: &[Lane]) -> anyhow::Result<()> {
+    let known: Vec<&str> = lanes.iter().map(|l| l.account.as_str()).collect();
+    store.adopt_orphans(&known)
+}
+
+/// A failed account and what went wrong.
+#[derive(Debug)]
+pub struct LaneError {
+    pub account: String,
+    pub message: String,
+}
+
+/// Flushes every account that has work, except those in `skip`; returns
+/// one error per account that failed.
+pub async fn flush_lanes(
+    store: &mut Store,
+    lanes: &[Lane],
+    api: &ApiConfig,
+    retry: RetryPolicy,
+    with_token: bool,
+    skip: &[LaneError],
+    done: &mut Flushed,
+) -> anyhow::Result<Vec<LaneError>> {
+    let mut errors = Vec::new();
+    for account in store.accounts_with_work()? {
+        let Some(lane) = lanes.iter().find(|l| l.account == account) else {
+            continue;
+        };
+        if skip.iter().any(|e| e.account == account) {
+            continue;
+        }
+        let mut flusher = Flusher::new(store, lane, api, retry);
+        let result = match with_token {
+            true => flusher.all(done).await,
+            false => flusher.assets(false, done).await,
+        };
+        if let Err(e) = result {
+            let who = if account.is_empty() {
+                String::new()
+            } else {
+                format!("account {account}: ")
+            };
+            errors.push(LaneError {
+                message: format!("{who}{e:#}"),
+                account,
+            });
+        }
+    }
+    Ok(errors)
+}
+
+/// The parts a flush of one account works with.
 pub struct Flusher<'a> {
     pub store: &'a mut Store,
-    pub client: &'a Client,
-    pub publisher: &'a Publisher,
+    pub lane: &'a Lane,
     pub batch_size: usize,
+    pub domain_threshold: Option<usize>,
     pub retry: RetryPolicy,
 }
 
 impl<'a> Flusher<'a> {
     pub fn new(
         store: &'a mut Store,
-        client: &'a Client,
-        publisher: &'a Publisher,
+        lane: &'a Lane,
         api: &ApiConfig,
         retry: RetryPolicy,
     ) -> Flusher<'a> {
         Flusher {
             store,
-            client,
-            publisher,
+            lane,
             batch_size: api.batch_size,
+            domain_threshold: api.domain_threshold,
             retry,
         }
     }
 
-    /// Sends what the outbox owes, then settles an owed token.
+    /// Sends what the account owes, then settles an owed token.
     pub async fn all(&mut self, done: &mut Flushed) -> anyhow::Result<()> {
         self.assets(false, done).await?;
         self.token(done).await
@@ -61,16 +145,18 @@ impl<'a> Flusher<'a> {
     /// Stops at the first failure that outlasts its retries; whatever was
     /// not accepted stays owed.
     pub async fn assets(&mut self, full_only: bool, done: &mut Flushed) -> anyhow::Result<()> {
+        let mut owed = self.store.owed_by(&self.lane.account)?;
+        if !full_only {
+            owed = self.escalate(owed, done).await?;
+        }
         let size = self.batch_size.max(1);
-        let mut queue: VecDeque<Vec<String>> = self
-            .store
-            .owed()?
+        let mut queue: VecDeque<Vec<String>> = owed
             .chunks(size)
             .filter(|chunk| !full_only || chunk.len() == size)
             .map(<[String]>::to_vec)
             .collect();
+        let client = &self.lane.client;
         while let Some(batch) = queue.pop_front() {
-            let client = self.client;
             match retry(self.retry, "invalidate", || {
                 client.invalidate_assets(&batch)
             })
@@ -108,31 +194,78 @@ impl<'a> Flusher<'a> {
         Ok(())
     }
 
-    /// Requests one token if one is owed and nothing else is, and publishes
-    /// it (or publishes the one fetched earlier and not yet published).
+    /// Replaces the assets of any domain owing more than the threshold by
+    /// one domain invalidation; returns the assets still to send.
+    async fn escalate(
+        &mut self,
+        owed: Vec<String>,
+        done: &mut Flushed,
+    ) -> anyhow::Result<Vec<String>> {
+        let Some(threshold) = self.domain_threshold else {
+            return Ok(owed);
+        };
+        let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut rest = Vec::new();
+        for asset in owed {
+            match url::Url::parse(&asset)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+            {
+                Some(host) => by_domain.entry(host).or_default().push(asset),
+                None => rest.push(asset),
+            }
+        }
+        let client = &self.lane.client;
+        for (domain, assets) in by_domain {
+            if assets.len() <= threshold {
+                rest.extend(assets);
+                continue;
+            }
+            retry(self.retry, "invalidate domain", || {
+                client.invalidate_domain(&domain)
+            })
+            .await
+            .map_err(|e| anyhow!(e))
+            .with_context(|| {
+                format!("invalidating domain {domain} failed; its assets stay owed")
+            })?;
+            self.store.settle(&assets)?;
+            tracing::info!(domain = %domain, assets = assets.len(), threshold, "escalated to one domain invalidation");
+            done.domains.push(domain);
+            done.invalidated.extend(assets);
+        }
+        Ok(rest)
+    }
+
+    /// Requests one token if one is owed and no asset is, and publishes it
+    /// (or publishes the one fetched earlier and not yet published).
     pub async fn token(&mut self, done: &mut Flushed) -> anyhow::Result<()> {
-        let token = match self.store.token_state()? {
+        let account = self.lane.account.as_str();
+        let token = match self.store.token_state(account)? {
             TokenState::Settled => return Ok(()),
-            TokenState::Owed if self.store.owed_count()? > 0 => return Ok(()),
+            TokenState::Owed if self.store.owed_count_by(account)? > 0 => return Ok(()),
             TokenState::Fetched(token) => token,
             TokenState::Owed => {
-                let client = self.client;
+                let client = &self.lane.client;
                 let token = retry(self.retry, "token", || client.token())
                     .await
                     .map_err(|e| anyhow!(e))
                     .context("requesting a cache token failed; it stays owed")?;
-                self.store.token_fetched(&token)?;
+                if !self.store.token_fetched(account, &token)? {
+                    // New changes arrived meanwhile; their token comes later.
+                    return Ok(());
+                }
                 crate::failpoint::pause_at("token-fetched");
                 tracing::info!(token = %token, "cache token received");
                 token
             }
         };
         done.token = Some(token.clone());
-        self.publisher.publish(&token).await.context(
+        self.lane.publisher.publish(&token).await.context(
             "publishing the cache token failed; it stays owed and is published again next time",
         )?;
         crate::failpoint::pause_at("published");
-        self.store.token_published(&token)?;
+        self.store.token_published(account, &token)?;
         Ok(())
     }
 }

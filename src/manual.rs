@@ -12,15 +12,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use serde::Serialize;
 
-use crate::api::Client;
 use crate::config::Config;
 use crate::exit_codes::UsageError;
-use crate::flush::{Flushed, Flusher};
+use crate::flush::{adopt_orphans, flush_lanes, lanes, Flushed, Lane};
 use crate::retry::{retry, RetryPolicy};
 use crate::rules::{RuleSet, Verdict};
-use crate::secret::ApiKey;
-use crate::state::{Changes, Store, StoreLock};
-use crate::token::Publisher;
+use crate::state::{Changes, Owed, Store, StoreLock};
 
 #[derive(Debug, Default)]
 pub struct InvalidateRequest {
@@ -46,8 +43,10 @@ pub struct ManualReport {
     pub errors: Vec<String>,
 }
 
-/// Resolves every target to assets; a path no rule maps is a usage error.
-pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<Vec<String>> {
+/// Resolves every target to owed assets; a path no rule maps is a usage
+/// error. A URL goes to the account of the rule serving it (the `[api]`
+/// account if none does), a hash to the `[api]` account.
+pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<Vec<Owed>> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let mut assets = Vec::new();
     for target in targets {
@@ -57,9 +56,25 @@ pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<
         if is_url && !path.exists() {
             url::Url::parse(text)
                 .map_err(|e| UsageError(format!("{text:?} is not a valid URL: {e}")))?;
-            assets.push(text.to_string());
+            let account = rules
+                .rules()
+                .iter()
+                .find(|r| {
+                    r.prefixes
+                        .iter()
+                        .any(|p| text.starts_with(&format!("{p}/")))
+                })
+                .map(|r| r.account.clone())
+                .unwrap_or_default();
+            assets.push(Owed {
+                asset: text.to_string(),
+                account,
+            });
         } else if is_asset_hash(text) && !path.exists() {
-            assets.push(text.to_string());
+            assets.push(Owed {
+                asset: text.to_string(),
+                account: String::new(),
+            });
         } else {
             assets.extend(urls_of(rules, &path)?);
         }
@@ -72,12 +87,12 @@ fn is_asset_hash(text: &str) -> bool {
     text.len() == 32 && text.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-fn urls_of(rules: &RuleSet, path: &Path) -> anyhow::Result<Vec<String>> {
+fn urls_of(rules: &RuleSet, path: &Path) -> anyhow::Result<Vec<Owed>> {
     let path = normalize(path);
     match rules.verdict(&path) {
         Verdict::Mapped { rule } => {
             let r = rules.get(rule);
-            Ok(r.urls(path.strip_prefix(&r.dir).unwrap_or(&path)))
+            Ok(r.owed(path.strip_prefix(&r.dir).unwrap_or(&path)))
         }
         other => Err(UsageError(format!(
             "{}: {}; run `optiwatch urls` on it for details",
@@ -104,8 +119,9 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
         .into());
     }
     let rules = RuleSet::new(&config.rules)?;
+    let owed = resolve_targets(&rules, &req.targets)?;
     let mut report = ManualReport {
-        assets: resolve_targets(&rules, &req.targets)?,
+        assets: owed.iter().map(|o| o.asset.clone()).collect(),
         domains: req.domains.clone(),
         all: req.all,
         dry_run: req.dry_run,
@@ -117,13 +133,12 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
     if req.all && !req.yes {
         confirm_all()?;
     }
-    let _lock = StoreLock::acquire(&config.state)?;
-    let mut store = Store::open(&config.state)?;
-    let client = Client::new(&config.api, ApiKey::load(&config.api.key)?)?;
+    let (_lock, mut store, lanes) = open(config)?;
+    let client = &lanes[0].client;
     let policy = RetryPolicy::bounded(config.api.retry_for);
     // Named assets become owed first, so a failure below keeps them.
     store.record(&Changes {
-        assets: report.assets.clone(),
+        assets: owed,
         ..Changes::default()
     })?;
     let mut wide = Vec::new();
@@ -147,43 +162,50 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
     }
     for result in wide {
         match result {
-            Ok(()) => store.owe_token()?,
+            Ok(()) => store.owe_token("")?,
             Err(e) => report.errors.push(format!("{e:#}")),
         }
     }
-    flush_and_report(&mut store, &client, config, policy, &mut report).await?;
+    flush_and_report(&mut store, &lanes, config, policy, &mut report).await?;
     Ok(report)
+}
+
+/// The lock, the store and a lane per account, for a manual command.
+fn open(config: &Config) -> anyhow::Result<(StoreLock, Store, Vec<Lane>)> {
+    let lock = StoreLock::acquire(&config.state)?;
+    let mut store = Store::open(&config.state)?;
+    let lanes = lanes(config)?;
+    adopt_orphans(&mut store, &lanes)?;
+    Ok((lock, store, lanes))
 }
 
 /// `optiwatch token`: a fresh token, published as configured. Anything
 /// still owed is sent first, so the token comes after it.
+/// (Every account's: each site gets its own fresh token.)
 pub async fn token(config: &Config) -> anyhow::Result<ManualReport> {
-    let _lock = StoreLock::acquire(&config.state)?;
-    let mut store = Store::open(&config.state)?;
-    let client = Client::new(&config.api, ApiKey::load(&config.api.key)?)?;
-    store.owe_token()?;
+    let (_lock, mut store, lanes) = open(config)?;
+    for lane in &lanes {
+        store.owe_token(&lane.account)?;
+    }
     let mut report = ManualReport::default();
     let policy = RetryPolicy::bounded(config.api.retry_for);
-    flush_and_report(&mut store, &client, config, policy, &mut report).await?;
+    flush_and_report(&mut store, &lanes, config, policy, &mut report).await?;
     Ok(report)
 }
 
 async fn flush_and_report(
     store: &mut Store,
-    client: &Client,
+    lanes: &[Lane],
     config: &Config,
     policy: RetryPolicy,
     report: &mut ManualReport,
 ) -> anyhow::Result<()> {
-    let publisher = Publisher::new(config.token.clone());
     let mut flushed = Flushed::default();
-    let mut flusher = Flusher::new(store, client, &publisher, &config.api, policy);
-    if let Err(e) = flusher.all(&mut flushed).await {
-        report.errors.push(format!("{e:#}"));
-    }
+    let failed = flush_lanes(store, lanes, &config.api, policy, true, &[], &mut flushed).await?;
+    report.errors.extend(failed.into_iter().map(|e| e.message));
     report.invalidated = flushed.invalidated;
     report.token = flushed.token;
-    report.requests = client.requests();
+    report.requests = lanes.iter().map(|l| l.client.requests()).sum();
     report.pending = store.owed()?;
     Ok(())
 }

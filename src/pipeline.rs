@@ -8,16 +8,13 @@ use std::collections::BTreeSet;
 
 use anyhow::Context;
 
-use crate::api::Client;
 use crate::config::Config;
-use crate::flush::{Flushed, Flusher};
+use crate::flush::{adopt_orphans, flush_lanes, lanes, Flushed};
 use crate::report::{show_paths, Counts, ScanReport};
 use crate::retry::RetryPolicy;
 use crate::rules::RuleSet;
 use crate::scan::{scan, Detected, ScanPlan, Scope};
-use crate::secret::ApiKey;
 use crate::state::{FileIndex, Store, StoreLock};
-use crate::token::Publisher;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScanOptions {
@@ -110,31 +107,30 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
     } else {
         Some(Store::open(&config.state)?)
     };
-    let client = if opts.dry_run {
-        None
+    let lanes = if opts.dry_run {
+        Vec::new()
     } else {
-        Some(Client::new(&config.api, ApiKey::load(&config.api.key)?)?)
+        lanes(config)?
     };
-    let publisher = Publisher::new(config.token.clone());
+    if let Some(store) = store.as_mut().filter(|_| !opts.dry_run) {
+        adopt_orphans(store, &lanes)?;
+    }
     let mut report = ScanReport {
         dry_run: opts.dry_run,
         ..ScanReport::default()
     };
     let mut flushed = Flushed::default();
     let retry = RetryPolicy::bounded(config.api.retry_for);
-    // After a failed flush the API is taken as down for this run: a second
-    // attempt would only spend another retry budget.
-    let mut api_down = opts.dry_run || opts.baseline;
+    // An account whose flush failed is taken as down for this run: a
+    // second attempt would only spend another retry budget.
+    let mut down = Vec::new();
+    let send = !opts.dry_run && !opts.baseline;
 
     // What earlier runs left owed goes out before the (possibly long) walk.
-    // The token waits until after the walk, so one run asks for one token.
-    if let (Some(store), Some(client), false) = (store.as_mut(), &client, api_down) {
+    // Tokens wait until after the walk, so one run asks for one per account.
+    if let (Some(store), true) = (store.as_mut(), send) {
         if store.owed_count()? > 0 {
-            let mut flusher = Flusher::new(store, client, &publisher, &config.api, retry);
-            if let Err(e) = flusher.assets(false, &mut flushed).await {
-                report.errors.push(format!("{e:#}"));
-                api_down = true;
-            }
+            down = flush_lanes(store, &lanes, &config.api, retry, false, &[], &mut flushed).await?;
         }
     }
 
@@ -155,7 +151,7 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
             Some(store) => store.owed()?,
             None => Vec::new(),
         };
-        would.extend(detected.changes.assets.iter().cloned());
+        would.extend(detected.changes.assets.iter().map(|o| o.asset.clone()));
         report.would_invalidate = unique(would);
         report.pending = report.would_invalidate.clone();
         report.counts.pending = report.pending.len();
@@ -163,13 +159,13 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
     }
     let store = store.as_mut().expect("only a dry run goes without a store");
     record(store, &detected)?;
-    if let (Some(client), false) = (&client, api_down) {
-        let mut flusher = Flusher::new(store, client, &publisher, &config.api, retry);
-        if let Err(e) = flusher.all(&mut flushed).await {
-            report.errors.push(format!("{e:#}"));
-        }
+    if send {
+        let failed =
+            flush_lanes(store, &lanes, &config.api, retry, true, &down, &mut flushed).await?;
+        down.extend(failed);
     }
-    report.requests = client.as_ref().map_or(0, Client::requests);
+    report.errors.extend(down.into_iter().map(|e| e.message));
+    report.requests = lanes.iter().map(|l| l.client.requests()).sum();
     report.invalidated = flushed.invalidated;
     report.token = flushed.token;
     report.pending = store.owed()?;

@@ -329,9 +329,9 @@ fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
         observation,
     } = found;
     let keep = plan.keep_paths;
-    let urls = |path: &Path| -> Vec<String> {
+    let urls = |path: &Path| {
         let rule_ref = rules.get(rule);
-        rule_ref.urls(path.strip_prefix(&rule_ref.dir).unwrap_or(path))
+        rule_ref.owed(path.strip_prefix(&rule_ref.dir).unwrap_or(path))
     };
     match observation {
         Observation::Vanished => return,
@@ -387,7 +387,7 @@ fn find_deletions(
                     let r = rules.get(rule);
                     out.changes
                         .assets
-                        .extend(r.urls(path.strip_prefix(&r.dir).unwrap_or(path)));
+                        .extend(r.owed(path.strip_prefix(&r.dir).unwrap_or(path)));
                 }
             }
             // No longer covered by any rule (config changed): forget quietly;

@@ -79,7 +79,7 @@ pub fn status(config: &Config) -> anyhow::Result<Status> {
     status.state_bytes = store.size_bytes();
     status.assets_owed = store.owed_count()?;
     status.oldest_owed_at = store.oldest_owed_at()?;
-    status.token = match store.token_state()? {
+    status.token = match store.token_state("")? {
         TokenState::Settled => "settled",
         TokenState::Owed => "owed",
         TokenState::Fetched(_) => "fetched",

@@ -15,31 +15,49 @@ use anyhow::{bail, Context};
 
 use crate::config::TokenConfig;
 
+/// Where one account's tokens go: the `[token]` tables of its rules.
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    cfg: TokenConfig,
+    destinations: Vec<TokenConfig>,
 }
 
 impl Publisher {
-    pub fn new(cfg: TokenConfig) -> Publisher {
-        Publisher { cfg }
+    pub fn new(destinations: Vec<TokenConfig>) -> Publisher {
+        Publisher { destinations }
     }
 
+    /// Publishes to every destination; the first failure is returned after
+    /// all were tried.
     pub async fn publish(&self, token: &str) -> anyhow::Result<()> {
-        if let Some(file) = &self.cfg.file {
+        let mut first_error = None;
+        for cfg in &self.destinations {
+            if let Err(e) = publish_to(cfg, token).await {
+                tracing::warn!(error = format!("{e:#}"), "token publishing failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn publish_to(cfg: &TokenConfig, token: &str) -> anyhow::Result<()> {
+    {
+        if let Some(file) = &cfg.file {
             write_atomically(file, token).with_context(|| {
                 format!("cannot write token file {} ([token] file)", file.display())
             })?;
             tracing::info!(file = %file.display(), "token written");
             crate::failpoint::pause_at("token-written");
         }
-        if let Some(argv) = &self.cfg.command {
-            self.run(argv, token).await?;
+        if let Some(argv) = &cfg.command {
+            run(cfg, argv, token).await?;
         }
         Ok(())
     }
+}
 
-    async fn run(&self, argv: &[String], token: &str) -> anyhow::Result<()> {
+async fn run(cfg: &TokenConfig, argv: &[String], token: &str) -> anyhow::Result<()> {
+    {
         let args: Vec<String> = argv.iter().map(|a| a.replace("{token}", token)).collect();
         let mut command = tokio::process::Command::new(&args[0]);
         command
@@ -54,13 +72,13 @@ impl Publisher {
         let child = command.spawn().with_context(|| {
             format!("cannot start token command {:?} ([token] command)", args[0])
         })?;
-        let output = tokio::time::timeout(self.cfg.command_timeout, child.wait_with_output())
+        let output = tokio::time::timeout(cfg.command_timeout, child.wait_with_output())
             .await
             .map_err(|_| {
                 anyhow::anyhow!(
                     "token command {:?} did not finish within {:?} ([token] command_timeout); it was killed",
                     args[0],
-                    self.cfg.command_timeout
+                    cfg.command_timeout
                 )
             })?
             .with_context(|| format!("waiting for token command {:?}", args[0]))?;

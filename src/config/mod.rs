@@ -76,6 +76,9 @@ pub struct ApiConfig {
     /// How long one run keeps retrying transient API failures before giving
     /// up and leaving the work owed.
     pub retry_for: Duration,
+    /// Above this many assets of one domain in one flush, one domain
+    /// invalidation replaces them (opt-in).
+    pub domain_threshold: Option<usize>,
 }
 
 /// Where the API key comes from. The key itself is read only when needed, so
@@ -97,9 +100,67 @@ pub struct RuleConfig {
     /// Follow symbolic links (off: a link must not pull files from outside
     /// the folder into hashing and invalidations).
     pub follow_symlinks: bool,
+    /// The Optimole account this rule's assets go to: `""` for the `[api]`
+    /// key, else the identity of the rule's own `key_env`/`key_file`.
+    pub account: String,
+    /// The rule's own key, when it has one.
+    pub key: Option<KeySource>,
+    /// The rule's own `[rules.token]`; `None` means the global `[token]`.
+    pub token: Option<TokenConfig>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// One Optimole account: its key and where its tokens go.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub key: KeySource,
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl KeySource {
+    /// A stable name for the account behind this key, kept in the store.
+    pub fn id(&self) -> String {
+        match self {
+            KeySource::Env(var) => format!("env:{var}"),
+            KeySource::File(path) => format!("file:{}", path.display()),
+        }
+    }
+}
+
+impl Config {
+    /// Every account: the `[api]` one first, then those of rules with their
+    /// own key. Each lists the token destinations of its rules.
+    pub fn accounts(&self) -> Vec<Account> {
+        let mut accounts = vec![Account {
+            id: String::new(),
+            key: self.api.key.clone(),
+            tokens: Vec::new(),
+        }];
+        for rule in &self.rules {
+            let index = match accounts.iter().position(|a| a.id == rule.account) {
+                Some(i) => i,
+                None => {
+                    accounts.push(Account {
+                        id: rule.account.clone(),
+                        key: rule.key.clone().unwrap_or_else(|| self.api.key.clone()),
+                        tokens: Vec::new(),
+                    });
+                    accounts.len() - 1
+                }
+            };
+            let token = rule.token.clone().unwrap_or_else(|| self.token.clone());
+            if !accounts[index].tokens.contains(&token) {
+                accounts[index].tokens.push(token);
+            }
+        }
+        if accounts[0].tokens.is_empty() {
+            accounts[0].tokens.push(self.token.clone());
+        }
+        accounts
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenConfig {
     pub file: Option<PathBuf>,
     pub command: Option<Vec<String>>,
@@ -141,6 +202,7 @@ struct RawApi {
     batch_size: Option<BatchSize>,
     timeout: Option<HumanDuration>,
     retry_for: Option<HumanDuration>,
+    domain_threshold: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +217,9 @@ struct RawRule {
     exclude: Vec<Pattern>,
     #[serde(default)]
     follow_symlinks: bool,
+    key_env: Option<String>,
+    key_file: Option<Spanned<String>>,
+    token: Option<RawToken>,
 }
 
 #[derive(Deserialize, Default)]
@@ -215,8 +280,22 @@ impl Config {
                     dir.display()
                 ));
             }
+            let key = match (raw.key_env, raw.key_file) {
+                (Some(_), Some(file)) => {
+                    return Err(format!(
+                        "{}: rules.key_env and rules.key_file are both set: keep one",
+                        at(file.span())
+                    ))
+                }
+                (_, Some(file)) => Some(KeySource::File(resolve(&base, file.get_ref()))),
+                (Some(env), None) => Some(KeySource::Env(env)),
+                (None, None) => None,
+            };
             rules.push(RuleConfig {
                 dir,
+                account: key.as_ref().map(KeySource::id).unwrap_or_default(),
+                key,
+                token: raw.token.map(|t| token_config(&base, t)),
                 url: raw.url.0,
                 also: raw.also.into_iter().map(|p| p.0).collect(),
                 include: raw.include.map(|v| v.into_iter().map(|p| p.0).collect()),
@@ -245,15 +324,15 @@ impl Config {
             batch_size: raw.api.batch_size.map_or(MAX_BATCH, |b| b.0),
             timeout: raw.api.timeout.map_or(Duration::from_secs(30), |d| d.0),
             retry_for: raw.api.retry_for.map_or(Duration::from_secs(120), |d| d.0),
+            domain_threshold: raw.api.domain_threshold,
         };
-        let token = TokenConfig {
-            file: raw.token.file.map(|f| resolve(&base, &f)),
-            command: raw.token.command.map(|a| a.0),
-            command_timeout: raw
-                .token
-                .command_timeout
-                .map_or(Duration::from_secs(60), |d| d.0),
-        };
+        // A rule key equal to the [api] key is the same account.
+        for rule in &mut rules {
+            if rule.key.as_ref() == Some(&api.key) {
+                rule.account.clear();
+            }
+        }
+        let token = token_config(&base, raw.token);
         let defaults = WatchConfig::default();
         let watch = WatchConfig {
             debounce: raw.watch.debounce.map_or(defaults.debounce, |d| d.0),
@@ -293,6 +372,14 @@ impl Config {
             rules,
             token,
         })
+    }
+}
+
+fn token_config(base: &Path, raw: RawToken) -> TokenConfig {
+    TokenConfig {
+        file: raw.file.map(|f| resolve(base, &f)),
+        command: raw.command.map(|a| a.0),
+        command_timeout: raw.command_timeout.map_or(Duration::from_secs(60), |d| d.0),
     }
 }
 

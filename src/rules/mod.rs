@@ -15,6 +15,7 @@ use anyhow::Context;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::config::RuleConfig;
+use crate::state::Owed;
 
 /// Image types a web site serves, used when a rule has no `include`.
 pub const DEFAULT_INCLUDE: &[&str] = &[
@@ -28,6 +29,8 @@ pub struct Rule {
     pub follow_symlinks: bool,
     /// No `include` in the config: the default image extensions apply.
     pub default_include: bool,
+    /// The Optimole account its assets are owed to.
+    pub account: String,
     /// `url` first, then every `also` prefix; none ends with `/`.
     pub prefixes: Vec<String>,
     include: Filter,
@@ -136,6 +139,7 @@ impl RuleSet {
                 dir: cfg.dir.clone(),
                 follow_symlinks: cfg.follow_symlinks,
                 default_include: cfg.include.is_none(),
+                account: cfg.account.clone(),
                 prefixes: std::iter::once(cfg.url.clone())
                     .chain(cfg.also.iter().cloned())
                     .collect(),
@@ -205,6 +209,17 @@ impl Rule {
         }
     }
 
+    /// Every URL of the file at `rel`, owed to this rule's account.
+    pub fn owed(&self, rel: &Path) -> Vec<Owed> {
+        self.urls(rel)
+            .into_iter()
+            .map(|asset| Owed {
+                asset,
+                account: self.account.clone(),
+            })
+            .collect()
+    }
+
     /// Every URL the file at `rel` is served under.
     pub fn urls(&self, rel: &Path) -> Vec<String> {
         let encoded = encode::relative(rel);
@@ -248,6 +263,9 @@ mod tests {
             include: None,
             exclude: vec!["**/cache/**".into()],
             follow_symlinks: false,
+            account: String::new(),
+            key: None,
+            token: None,
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
-use super::{outbox, Store};
+use super::{outbox, Owed, Store};
 
 /// The stat data of the quick-check: a file whose size, mtime (to the
 /// nanosecond) and inode are unchanged is taken as unchanged without hashing.
@@ -107,7 +107,7 @@ pub struct Changes {
     /// Files no longer tracked (deleted, or no longer covered by a rule).
     pub removals: Vec<PathBuf>,
     /// Assets to add to the outbox.
-    pub assets: Vec<String>,
+    pub assets: Vec<Owed>,
     /// Rule folders whose first scan (their baseline) this pass completes.
     pub baselined: Vec<PathBuf>,
 }

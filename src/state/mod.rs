@@ -20,14 +20,14 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use files::{Changes, FileIndex, IndexEntry, Stat};
 pub use lock::{holder as lock_holder, StoreLock};
-pub use outbox::TokenState;
+pub use outbox::{Owed, TokenState};
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
 const APPLICATION_ID: i32 = 0x4F50_5457;
 /// Bumped on every schema change; older binaries refuse newer stores.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
-const SCHEMA_V1: &str = "
+const SCHEMA: &str = "
     CREATE TABLE files (
         path     BLOB PRIMARY KEY,
         size     INTEGER NOT NULL,
@@ -37,7 +37,8 @@ const SCHEMA_V1: &str = "
     ) WITHOUT ROWID;
     CREATE TABLE outbox (
         asset    TEXT NOT NULL UNIQUE,
-        added_at INTEGER NOT NULL
+        added_at INTEGER NOT NULL,
+        account  TEXT NOT NULL DEFAULT ''
     );
     CREATE TABLE rules_seen (dir BLOB PRIMARY KEY) WITHOUT ROWID;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -89,6 +90,8 @@ impl Store {
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if app_id == 0 && version == 0 && tables == 0 {
             self.create()?;
+        } else if app_id == APPLICATION_ID && version < SCHEMA_VERSION {
+            self.migrate(version)?;
         } else if app_id != APPLICATION_ID {
             bail!("this SQLite file is not an optiwatch state store; it was left untouched: point `state` at another path");
         } else if version > SCHEMA_VERSION {
@@ -116,9 +119,22 @@ impl Store {
         Ok((app_id, version))
     }
 
+    /// Brings an older store up to date in one transaction.
+    fn migrate(&mut self, from: i32) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        if from < 2 {
+            // v2: assets are owed per Optimole account (per-rule keys).
+            tx.execute_batch("ALTER TABLE outbox ADD COLUMN account TEXT NOT NULL DEFAULT '';")?;
+        }
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
+        tx.commit()?;
+        tracing::info!(from, to = SCHEMA_VERSION, "state store schema upgraded");
+        Ok(())
+    }
+
     fn create(&mut self) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute_batch(SCHEMA_V1)?;
+        tx.execute_batch(SCHEMA)?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
         ))?;

@@ -21,9 +21,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::api::Client;
 use crate::config::Config;
-use crate::secret::ApiKey;
+use crate::flush::{adopt_orphans, lanes};
 use crate::state::{Store, StoreLock};
 use detector::Detector;
 use sender::{Pulse, Sender};
@@ -46,13 +45,14 @@ pub async fn run(config_path: &Path, mut config: Config) -> anyhow::Result<()> {
     loop {
         // Everything that can be wrong with a config is checked before the
         // running workers are touched.
-        let client = Client::new(&config.api, ApiKey::load(&config.api.key)?)?;
+        let lanes = lanes(&config)?;
         let detect_store = Store::open(&config.state)?;
-        let send_store = Store::open(&config.state)?;
+        let mut send_store = Store::open(&config.state)?;
+        adopt_orphans(&mut send_store, &lanes)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (pulse_tx, pulse_rx) = watch::channel(Pulse::default());
         let detector = Detector::new(detect_store, config.clone(), pulse_tx)?;
-        let sender = Sender::new(send_store, client, config.clone());
+        let sender = Sender::new(send_store, lanes, config.clone());
         let mut workers = JoinSet::new();
         workers.spawn(sender.run(pulse_rx, stop_rx.clone()));
         workers.spawn(detector.run(stop_rx));

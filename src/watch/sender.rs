@@ -1,7 +1,9 @@
 //! The daemon's sending side: flushes the outbox whenever the detector
 //! records something, paces token requests by `[watch] token_interval`, and
-//! backs off while Optimole is unreachable. It has its own connection to
-//! the state store, so detection never waits for the network.
+//! backs off while Optimole is unreachable. Each Optimole account is its own
+//! lane with its own backoff, so one site's revoked key never holds up the
+//! others. It has its own connection to the state store, so detection never
+//! waits for the network.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,12 +11,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::sleep_until;
-use crate::api::{ApiError, Client};
+use crate::api::ApiError;
 use crate::config::Config;
-use crate::flush::{Flushed, Flusher};
+use crate::flush::{Flushed, Flusher, Lane};
 use crate::retry::RetryPolicy;
 use crate::state::{Store, TokenState};
-use crate::token::Publisher;
 
 /// What the detector tells the sender.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,28 +34,36 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// long, or until SIGHUP.
 const FATAL_PAUSE: Duration = Duration::from_secs(3600);
 
-pub struct Sender {
-    store: Store,
-    client: Client,
-    publisher: Publisher,
-    config: Config,
+/// One account's sending state.
+struct LaneState {
+    lane: Lane,
     hold_since: Option<Instant>,
     not_before: Option<Instant>,
     backoff: Duration,
     failing: bool,
 }
 
+pub struct Sender {
+    store: Store,
+    lanes: Vec<LaneState>,
+    config: Config,
+}
+
 impl Sender {
-    pub fn new(store: Store, client: Client, config: Config) -> Sender {
+    pub fn new(store: Store, lanes: Vec<Lane>, config: Config) -> Sender {
         Sender {
             store,
-            client,
-            publisher: Publisher::new(config.token.clone()),
+            lanes: lanes
+                .into_iter()
+                .map(|lane| LaneState {
+                    lane,
+                    hold_since: None,
+                    not_before: None,
+                    backoff: FIRST_BACKOFF,
+                    failing: false,
+                })
+                .collect(),
             config,
-            hold_since: None,
-            not_before: None,
-            backoff: FIRST_BACKOFF,
-            failing: false,
         }
     }
 
@@ -65,7 +74,12 @@ impl Sender {
     ) -> anyhow::Result<()> {
         loop {
             let busy = pulse.borrow_and_update().busy;
-            let wake = self.cycle(busy).await;
+            let mut wake: Option<Instant> = None;
+            for i in 0..self.lanes.len() {
+                if let Some(at) = self.cycle(i, busy).await {
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                }
+            }
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
                 changed = pulse.changed() => if changed.is_err() { return Ok(()) },
@@ -74,39 +88,46 @@ impl Sender {
         }
     }
 
-    /// One round of sending; returns when to come back on its own.
-    async fn cycle(&mut self, busy: bool) -> Option<Instant> {
+    /// One round of sending for one account; returns when to come back on
+    /// its own.
+    async fn cycle(&mut self, i: usize, busy: bool) -> Option<Instant> {
         let now = Instant::now();
-        if let Some(at) = self.not_before.filter(|at| *at > now) {
+        let state = &self.lanes[i];
+        if let Some(at) = state.not_before.filter(|at| *at > now) {
             return Some(at);
         }
-        let hold_expired = self.hold_since.is_some_and(|t| now - t >= MAX_HOLD);
+        let hold_expired = state.hold_since.is_some_and(|t| now - t >= MAX_HOLD);
         let full_only = busy && !hold_expired;
-        let requests_before = self.client.requests();
+        let requests_before = state.lane.client.requests();
         let mut done = Flushed::default();
         let mut wake = None;
-        let result = self.send(full_only, &mut done, &mut wake).await;
+        let result = self.send(i, full_only, &mut done, &mut wake).await;
+        let state = &mut self.lanes[i];
         if !done.invalidated.is_empty() || done.token.is_some() {
             tracing::info!(
+                account = %display(&state.lane.account),
                 assets = done.invalidated.len(),
-                requests = self.client.requests() - requests_before,
+                domains = ?done.domains,
+                requests = state.lane.client.requests() - requests_before,
                 token = done.token.as_deref().unwrap_or("-"),
+                outcome = if result.is_ok() { "ok" } else { "partial" },
                 "flushed"
             );
         }
         match result {
             Ok(()) => {
-                if self.failing {
-                    tracing::info!("optimole accepts requests again");
+                if state.failing {
+                    tracing::info!(account = %display(&state.lane.account), "optimole accepts requests again");
                 }
-                self.failing = false;
-                self.backoff = FIRST_BACKOFF;
-                self.not_before = None;
+                state.failing = false;
+                state.backoff = FIRST_BACKOFF;
+                state.not_before = None;
             }
             Err(err) => {
-                let pause = self.failed(&err);
-                self.not_before = Some(Instant::now() + pause);
-                wake = Some(Instant::now() + pause);
+                let pause = self.failed(i, &err);
+                let at = Instant::now() + pause;
+                self.lanes[i].not_before = Some(at);
+                wake = Some(at);
             }
         }
         wake
@@ -114,32 +135,34 @@ impl Sender {
 
     async fn send(
         &mut self,
+        i: usize,
         full_only: bool,
         done: &mut Flushed,
         wake: &mut Option<Instant>,
     ) -> anyhow::Result<()> {
+        let state = &mut self.lanes[i];
+        let account = state.lane.account.clone();
         let mut flusher = Flusher::new(
             &mut self.store,
-            &self.client,
-            &self.publisher,
+            &state.lane,
             &self.config.api,
             RetryPolicy::once(),
         );
         flusher.assets(full_only, done).await?;
-        if self.store.owed_count()? > 0 {
-            let since = *self.hold_since.get_or_insert_with(Instant::now);
+        if self.store.owed_count_by(&account)? > 0 {
+            let since = *state.hold_since.get_or_insert_with(Instant::now);
             *wake = Some(since + MAX_HOLD);
             return Ok(());
         }
-        self.hold_since = None;
+        state.hold_since = None;
         if full_only {
             // The burst is still settling: its token comes after it.
             return Ok(());
         }
-        if self.store.token_state()? == TokenState::Owed {
+        if self.store.token_state(&account)? == TokenState::Owed {
             let since = self
                 .store
-                .token_requested_at()?
+                .token_requested_at(&account)?
                 .and_then(|t| SystemTime::now().duration_since(t).ok());
             let interval = self.config.watch.token_interval;
             if let Some(since) = since.filter(|s| *s < interval) {
@@ -149,8 +172,7 @@ impl Sender {
         }
         let mut flusher = Flusher::new(
             &mut self.store,
-            &self.client,
-            &self.publisher,
+            &state.lane,
             &self.config.api,
             RetryPolicy::once(),
         );
@@ -158,33 +180,43 @@ impl Sender {
     }
 
     /// Logs a failure once per change of state and says how long to pause.
-    fn failed(&mut self, err: &anyhow::Error) -> Duration {
+    fn failed(&mut self, i: usize, err: &anyhow::Error) -> Duration {
         self.store.note_error(&format!("{err:#}"));
+        let max_backoff = self.config.watch.max_backoff;
+        let state = &mut self.lanes[i];
+        let account = display(&state.lane.account);
         let api = err.chain().find_map(|c| c.downcast_ref::<ApiError>());
         if let Some(ApiError::Unauthorized { .. } | ApiError::Rejected { .. }) = api {
             tracing::error!(
+                account = %account,
                 error = format!("{err:#}"),
                 pause = ?FATAL_PAUSE,
                 "optimole refuses requests; changes keep being collected; fix the key or config, then send SIGHUP"
             );
-            self.failing = true;
+            state.failing = true;
             return FATAL_PAUSE;
         }
-        if !self.failing {
-            tracing::warn!(
-                error = format!("{err:#}"),
-                "sending failed; retrying with backoff, changes stay owed"
-            );
+        if !state.failing {
+            tracing::warn!(account = %account, error = format!("{err:#}"), "sending failed; retrying with backoff, changes stay owed");
         } else {
-            tracing::debug!(error = format!("{err:#}"), "still failing");
+            tracing::debug!(account = %account, error = format!("{err:#}"), "still failing");
         }
-        self.failing = true;
-        let jittered = self
+        state.failing = true;
+        let jittered = state
             .backoff
-            .min(self.config.watch.max_backoff)
+            .min(max_backoff)
             .mul_f64(0.5 + fastrand::f64() / 2.0);
         let pause = jittered.max(api.and_then(ApiError::retry_after).unwrap_or_default());
-        self.backoff = (self.backoff * 2).min(self.config.watch.max_backoff);
+        state.backoff = (state.backoff * 2).min(max_backoff);
         pause
+    }
+}
+
+/// An account as logs show it: `default` for the `[api]` key's.
+fn display(account: &str) -> &str {
+    if account.is_empty() {
+        "default"
+    } else {
+        account
     }
 }
