@@ -10,6 +10,7 @@
 //! flushed one after the other and a failure of one never stops the others.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{anyhow, Context};
 
@@ -17,7 +18,7 @@ use crate::api::{ApiError, Client};
 use crate::config::{ApiConfig, Config};
 use crate::retry::{retry, RetryPolicy};
 use crate::secret::ApiKey;
-use crate::state::{Store, TokenState};
+use crate::state::{Pending, Store, TokenState};
 use crate::token::Publisher;
 
 /// What flushing achieved so far.
@@ -38,6 +39,25 @@ pub struct Lane {
     pub account: String,
     pub client: Client,
     pub publisher: Publisher,
+    /// The largest batch the server has not refused as too many assets;
+    /// kept for the lane's life so a low server limit costs one refusal,
+    /// not one per flush.
+    batch_limit: AtomicUsize,
+}
+
+impl Lane {
+    fn batch_limit(&self) -> usize {
+        self.batch_limit.load(Ordering::Relaxed)
+    }
+
+    fn lower_batch_limit(&self, below: usize) {
+        self.batch_limit.fetch_min(below.max(1), Ordering::Relaxed);
+    }
+}
+
+fn halves(mut batch: Vec<Pending>) -> (Vec<Pending>, Vec<Pending>) {
+    let second = batch.split_off(batch.len() / 2);
+    (batch, second)
 }
 
 /// One lane per account of the config. Every key is read now, so a missing
@@ -49,8 +69,9 @@ pub fn lanes(config: &Config) -> anyhow::Result<Vec<Lane>> {
         .map(|account| {
             Ok(Lane {
                 client: Client::new(&config.api, ApiKey::load(&account.key)?)?,
-                publisher: Publisher::new(account.tokens),
+                publisher: Publisher::new(account.tokens, config.key_env_vars()),
                 account: account.id,
+                batch_limit: AtomicUsize::new(usize::MAX),
             })
         })
         .collect()
@@ -149,16 +170,17 @@ impl<'a> Flusher<'a> {
         if !full_only {
             owed = self.escalate(owed, done).await?;
         }
-        let size = self.batch_size.max(1);
-        let mut queue: VecDeque<Vec<String>> = owed
+        let size = self.batch_size.min(self.lane.batch_limit()).max(1);
+        let mut queue: VecDeque<Vec<Pending>> = owed
             .chunks(size)
             .filter(|chunk| !full_only || chunk.len() == size)
-            .map(<[String]>::to_vec)
+            .map(<[Pending]>::to_vec)
             .collect();
         let client = &self.lane.client;
         while let Some(batch) = queue.pop_front() {
+            let assets: Vec<String> = batch.iter().map(|p| p.asset.clone()).collect();
             match retry(self.retry, "invalidate", || {
-                client.invalidate_assets(&batch)
+                client.invalidate_assets(&assets)
             })
             .await
             {
@@ -169,18 +191,41 @@ impl<'a> Flusher<'a> {
                     )?;
                     tracing::debug!(assets = batch.len(), "invalidated");
                     crate::failpoint::pause_at("settled");
-                    done.invalidated.extend(batch);
+                    done.invalidated.extend(assets);
                 }
                 Err(ApiError::TooManyAssets { .. }) if batch.len() > 1 => {
-                    // The server's limit is below ours: halve and go on.
-                    let mut first = batch;
-                    let second = first.split_off(first.len() / 2);
+                    // The server's limit is below ours: halve, remember the
+                    // size that is refused, and go on.
+                    self.lane.lower_batch_limit(batch.len() / 2);
+                    let limit = self.lane.batch_limit();
+                    let rest: Vec<Pending> = queue.drain(..).flatten().collect();
+                    queue.extend(rest.chunks(limit).map(<[Pending]>::to_vec));
+                    let (first, second) = halves(batch);
                     tracing::warn!(
                         sizes = ?(first.len(), second.len()),
                         "optimole refused the batch size; splitting it (lower [api] batch_size to avoid this)"
                     );
                     queue.push_front(second);
                     queue.push_front(first);
+                }
+                Err(ApiError::Rejected { message, status }) if batch.len() > 1 => {
+                    // Something in the batch is refused for good: bisect to
+                    // find it, so it cannot hold up the rest forever.
+                    tracing::debug!(status, message = %message, "batch rejected; bisecting");
+                    let (first, second) = halves(batch);
+                    queue.push_front(second);
+                    queue.push_front(first);
+                }
+                Err(ApiError::Rejected { message, status }) => {
+                    tracing::error!(
+                        asset = %batch[0].asset, status, message = %message,
+                        "optimole rejects this asset for good; it is dropped from the outbox"
+                    );
+                    self.store.note_error(&format!(
+                        "optimole rejected {} (HTTP {status}): {message}; dropped",
+                        batch[0].asset
+                    ));
+                    self.store.settle(&batch)?;
                 }
                 Err(err) => {
                     let owed = batch.len() + queue.iter().map(Vec::len).sum::<usize>();
@@ -198,21 +243,21 @@ impl<'a> Flusher<'a> {
     /// one domain invalidation; returns the assets still to send.
     async fn escalate(
         &mut self,
-        owed: Vec<String>,
+        owed: Vec<Pending>,
         done: &mut Flushed,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Vec<Pending>> {
         let Some(threshold) = self.domain_threshold else {
             return Ok(owed);
         };
-        let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut by_domain: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
         let mut rest = Vec::new();
-        for asset in owed {
-            match url::Url::parse(&asset)
+        for pending in owed {
+            match url::Url::parse(&pending.asset)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string))
             {
-                Some(host) => by_domain.entry(host).or_default().push(asset),
-                None => rest.push(asset),
+                Some(host) => by_domain.entry(host).or_default().push(pending),
+                None => rest.push(pending),
             }
         }
         let client = &self.lane.client;
@@ -232,7 +277,7 @@ impl<'a> Flusher<'a> {
             self.store.settle(&assets)?;
             tracing::info!(domain = %domain, assets = assets.len(), threshold, "escalated to one domain invalidation");
             done.domains.push(domain);
-            done.invalidated.extend(assets);
+            done.invalidated.extend(assets.into_iter().map(|p| p.asset));
         }
         Ok(rest)
     }

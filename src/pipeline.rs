@@ -34,18 +34,22 @@ pub fn plan(
     keep_paths: bool,
 ) -> anyhow::Result<ScanPlan> {
     let mut baseline = Vec::with_capacity(rules.rules().len());
+    let mut devices = Vec::with_capacity(rules.rules().len());
     for rule in rules.rules() {
-        let done = match store {
-            Some(store) => store.baselined(&rule.dir)?,
-            None => false,
+        let (done, device) = match store {
+            Some(store) => (store.baselined(&rule.dir)?, store.rule_device(&rule.dir)?),
+            None => (false, None),
         };
         baseline.push(force_baseline || !done);
+        devices.push(device);
     }
     Ok(ScanPlan {
         baseline,
         invalidate_new: config.invalidate_new,
         keep_paths,
         hot_after: None,
+        devices,
+        cancel: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
     })
 }

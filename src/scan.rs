@@ -7,9 +7,11 @@
 //! deletions, unless they lie under a folder the walk could not read: a
 //! missing mount must never look like a deleted media library.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 
 use ignore::{WalkBuilder, WalkParallel, WalkState};
 
@@ -29,6 +31,13 @@ pub struct ScanPlan {
     /// Files modified after this (mtime, ns since the epoch) are not read
     /// but listed in [`Detected::hot`] (see [`detect::examine`]).
     pub hot_after: Option<i64>,
+    /// Per rule: the file system (`st_dev`) its folder was on when its files
+    /// were recorded; a different one now means "unmounted", not "deleted".
+    pub devices: Vec<Option<u64>>,
+    /// Raised to abandon the walk (the daemon is stopping). An abandoned
+    /// walk is marked [`Detected::cancelled`] and must not be recorded: its
+    /// unvisited files would look deleted.
+    pub cancel: Option<Arc<AtomicBool>>,
     pub threads: usize,
 }
 
@@ -60,6 +69,8 @@ pub struct Detected {
     /// Files left alone because they were being modified (only with
     /// [`ScanPlan::hot_after`]).
     pub hot: Vec<PathBuf>,
+    /// The walk was abandoned part-way ([`ScanPlan::cancel`]).
+    pub cancelled: bool,
     /// Rule folders that could not be opened (missing, unmounted).
     pub unavailable: Vec<usize>,
     /// Folders walked (rule folders included).
@@ -109,7 +120,7 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan, scope: &Scope) 
     // Folders whose content is unknown this time: nothing under them counts
     // as deleted.
     let mut blind: Vec<PathBuf> = Vec::new();
-    let roots = roots(rules, scope, &mut out, &mut blind);
+    let roots = roots(rules, plan, scope, &mut out, &mut blind);
     let (tx, rx) = mpsc::channel::<Message>();
     let counters = Counters::default();
     // Rules that follow symlinks need a walker that does; the rest (the
@@ -145,6 +156,10 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan, scope: &Scope) 
         }
     });
 
+    out.cancelled = plan
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed));
     out.folders = counters.folders.into_inner();
     let quiet = counters.quiet_unchanged.into_inner();
     out.unchanged.count += quiet;
@@ -199,6 +214,7 @@ fn walker(
 /// recorded under it counts as deleted.
 fn roots(
     rules: &RuleSet,
+    plan: &ScanPlan,
     scope: &Scope,
     out: &mut Detected,
     blind: &mut Vec<PathBuf>,
@@ -207,13 +223,31 @@ fn roots(
     let mut check_rule = |i: usize, out: &mut Detected| -> bool {
         *rule_ok[i].get_or_insert_with(|| {
             let dir = &rules.get(i).dir;
+            let recorded = plan.devices.get(i).copied().flatten();
             let problem = match std::fs::metadata(dir) {
-                Ok(meta) if meta.is_dir() => return true,
+                // On another file system than when its files were recorded:
+                // most likely an empty mount point, which must not read as a
+                // deleted library.
+                Ok(meta)
+                    if meta.is_dir()
+                        && recorded.is_some_and(|d| d != meta.dev())
+                        && !plan.baseline[i] =>
+                {
+                    "it is on another file system than when its files were recorded (unmounted?): \
+                     mount it, or if it really moved run `optiwatch scan --baseline`"
+                        .to_string()
+                }
+                Ok(meta) if meta.is_dir() => {
+                    if recorded != Some(meta.dev()) {
+                        out.changes.devices.push((dir.clone(), meta.dev()));
+                    }
+                    return true;
+                }
                 Ok(_) => "it is not a folder: fix `dir` in the config".to_string(),
                 Err(e) => format!("{e}: check `dir` in the config and that it is mounted"),
             };
             out.errors.push(format!(
-                "cannot open rule folder {}: {problem}; its files were left as recorded",
+                "cannot use rule folder {}: {problem}; its files were left as recorded",
                 dir.display()
             ));
             out.unavailable.push(i);
@@ -233,28 +267,68 @@ fn roots(
         }
         Scope::Paths(paths) => {
             let mut paths = paths.clone();
+            // A walk skips other rules' folders inside it: they are walked
+            // as roots of their own, or their files would look deleted.
+            let nested: Vec<PathBuf> = rules
+                .rules()
+                .iter()
+                .map(|r| r.dir.clone())
+                .filter(|d| paths.iter().any(|p| d != p && d.starts_with(p)))
+                .collect();
+            paths.extend(nested);
             paths.sort();
+            paths.dedup();
+            // Taken roots that hold the current path (sorted by components,
+            // a folder comes right before what is in it), with their rules.
+            let mut holding: Vec<(PathBuf, usize)> = Vec::new();
             for path in paths {
-                // Sorted by components, a folder comes right before what is
-                // in it: skip paths inside a root already taken.
-                if roots.last().is_some_and(|r| path.starts_with(r)) {
-                    continue;
+                while holding.last().is_some_and(|(r, _)| !path.starts_with(r)) {
+                    holding.pop();
                 }
                 let Some((rule, _)) = rules.owner(&path) else {
                     continue;
                 };
+                if holding.iter().any(|(_, owner)| *owner == rule) {
+                    continue;
+                }
                 if !check_rule(rule, out) {
                     blind.push(path);
                     continue;
                 }
+                let reachable = rules.get(rule).follow_symlinks
+                    || !through_symlink(&rules.get(rule).dir, &path);
                 match std::fs::symlink_metadata(&path) {
-                    Ok(meta) if meta.is_dir() || meta.is_file() => roots.push(path),
+                    Ok(meta) if reachable && (meta.is_dir() || meta.is_file()) => {
+                        holding.push((path.clone(), rule));
+                        roots.push(path);
+                    }
                     _ => {}
                 }
             }
         }
     }
     roots
+}
+
+/// Whether a folder between `dir` and `path` is a symlink: such a path is
+/// not inside the rule folder for a rule that does not follow symlinks
+/// (a walk would never reach it).
+fn through_symlink(dir: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(dir) else {
+        return false;
+    };
+    let mut at = dir.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            return false;
+        }
+        at.push(part);
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return true;
+        }
+    }
+    false
 }
 
 /// One walker callback: filter, stat, detect, report.
@@ -267,6 +341,13 @@ fn visit(
     counters: &Counters,
     tx: &mpsc::Sender<Message>,
 ) -> WalkState {
+    if plan
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed))
+    {
+        return WalkState::Quit;
+    }
     let entry = match entry {
         Ok(entry) => entry,
         Err(err) => {

@@ -19,11 +19,16 @@ use crate::config::TokenConfig;
 #[derive(Debug, Clone)]
 pub struct Publisher {
     destinations: Vec<TokenConfig>,
+    /// Variables holding API keys, removed from the command's environment.
+    secret_env: Vec<String>,
 }
 
 impl Publisher {
-    pub fn new(destinations: Vec<TokenConfig>) -> Publisher {
-        Publisher { destinations }
+    pub fn new(destinations: Vec<TokenConfig>, secret_env: Vec<String>) -> Publisher {
+        Publisher {
+            destinations,
+            secret_env,
+        }
     }
 
     /// Publishes to every destination; the first failure is returned after
@@ -31,7 +36,7 @@ impl Publisher {
     pub async fn publish(&self, token: &str) -> anyhow::Result<()> {
         let mut first_error = None;
         for cfg in &self.destinations {
-            if let Err(e) = publish_to(cfg, token).await {
+            if let Err(e) = publish_to(cfg, token, &self.secret_env).await {
                 tracing::warn!(error = format!("{e:#}"), "token publishing failed");
                 first_error.get_or_insert(e);
             }
@@ -40,39 +45,45 @@ impl Publisher {
     }
 }
 
-async fn publish_to(cfg: &TokenConfig, token: &str) -> anyhow::Result<()> {
-    {
-        if let Some(file) = &cfg.file {
-            write_atomically(file, token).with_context(|| {
-                format!("cannot write token file {} ([token] file)", file.display())
-            })?;
-            tracing::info!(file = %file.display(), "token written");
-            crate::failpoint::pause_at("token-written");
-        }
-        if let Some(argv) = &cfg.command {
-            run(cfg, argv, token).await?;
-        }
-        Ok(())
+async fn publish_to(cfg: &TokenConfig, token: &str, secret_env: &[String]) -> anyhow::Result<()> {
+    if let Some(file) = &cfg.file {
+        write_atomically(file, token).with_context(|| {
+            format!("cannot write token file {} ([token] file)", file.display())
+        })?;
+        tracing::info!(file = %file.display(), "token written");
+        crate::failpoint::pause_at("token-written");
     }
+    if let Some(argv) = &cfg.command {
+        run(cfg, argv, token, secret_env).await?;
+    }
+    Ok(())
 }
 
-async fn run(cfg: &TokenConfig, argv: &[String], token: &str) -> anyhow::Result<()> {
-    {
-        let args: Vec<String> = argv.iter().map(|a| a.replace("{token}", token)).collect();
-        let mut command = tokio::process::Command::new(&args[0]);
-        command
-            .args(&args[1..])
-            .env("OPTIWATCH_TOKEN", token)
-            .stdin(Stdio::null())
-            // Captured, not inherited: the command's output must not mix
-            // into `scan --json` on stdout.
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let child = command.spawn().with_context(|| {
-            format!("cannot start token command {:?} ([token] command)", args[0])
-        })?;
-        let output = tokio::time::timeout(cfg.command_timeout, child.wait_with_output())
+async fn run(
+    cfg: &TokenConfig,
+    argv: &[String],
+    token: &str,
+    secret_env: &[String],
+) -> anyhow::Result<()> {
+    let args: Vec<String> = argv.iter().map(|a| a.replace("{token}", token)).collect();
+    let mut command = tokio::process::Command::new(&args[0]);
+    command
+        .args(&args[1..])
+        .env("OPTIWATCH_TOKEN", token)
+        .stdin(Stdio::null())
+        // Captured, not inherited: the command's output must not mix
+        // into `scan --json` on stdout.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // The key stays with optiwatch: the command may run plugin code.
+    for var in secret_env {
+        command.env_remove(var);
+    }
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start token command {:?} ([token] command)", args[0]))?;
+    let output = tokio::time::timeout(cfg.command_timeout, child.wait_with_output())
             .await
             .map_err(|_| {
                 anyhow::anyhow!(
@@ -82,22 +93,24 @@ async fn run(cfg: &TokenConfig, argv: &[String], token: &str) -> anyhow::Result<
                 )
             })?
             .with_context(|| format!("waiting for token command {:?}", args[0]))?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        if !stdout.trim().is_empty() {
-            tracing::debug!(output = %stdout.trim(), "token command stdout");
-        }
-        if !output.status.success() {
-            bail!(
-                "token command {:?} failed ({}): {}",
-                args[0],
-                output.status,
-                last_lines(&stderr)
-            );
-        }
-        tracing::info!(command = %args[0], "token command succeeded");
-        Ok(())
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !stdout.trim().is_empty() {
+        tracing::debug!(output = %stdout.trim(), "token command stdout");
     }
+    if !stderr.trim().is_empty() {
+        tracing::debug!(output = %stderr.trim(), "token command stderr");
+    }
+    if !output.status.success() {
+        bail!(
+            "token command {:?} failed ({}): {}",
+            args[0],
+            output.status,
+            last_lines(&stderr)
+        );
+    }
+    tracing::info!(command = %args[0], "token command succeeded");
+    Ok(())
 }
 
 /// Writes `token` to `path` through a temp file in the same folder and a

@@ -259,3 +259,70 @@ fn a_read_only_store_folder_fails_clearly() {
     assert!(run.stderr.contains("Read-only file system"), "{run}");
     assert!(run.stderr.contains("optiwatch.db"), "{run}");
 }
+
+#[test]
+fn the_token_command_never_sees_the_api_key() {
+    let mut site = Site::new();
+    let out = site.root.path().join("env.txt");
+    site.config.tail = format!(
+        "[token]\ncommand = [\"sh\", \"-c\", \"env > {}\"]\n",
+        out.display()
+    );
+    site.write("a.jpg", b"1");
+    site.scan(&[]).expect(0);
+    site.write("a.jpg", b"2");
+    site.scan(&[]).expect(0);
+    let env = std::fs::read_to_string(out).unwrap();
+    assert!(env.contains("OPTIWATCH_TOKEN="), "the command ran");
+    assert!(!env.contains(&site.key), "{env}");
+}
+
+#[test]
+fn watch_does_not_follow_a_symlinked_subfolder() {
+    let mut site = Site::new();
+    site.config.tail = "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n".into();
+    let outside = site.root.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("x.jpg"), b"1").unwrap();
+    std::os::unix::fs::symlink("../outside", site.media.join("ext")).unwrap();
+    site.write("a.jpg", b"1");
+    site.scan(&[]).expect(0);
+    let _daemon = site.watch();
+    std::fs::write(outside.join("x.jpg"), b"2").unwrap();
+    site.write("a.jpg", b"2");
+    site.api.wait_for("the real edit", WAIT, |_| {
+        site.api.invalidated_assets().contains(&url("a.jpg"))
+    });
+    assert_eq!(site.api.invalidated_assets(), vec![url("a.jpg")]);
+}
+
+#[test]
+fn an_unmounted_rule_folder_is_not_a_deleted_library() {
+    let mut site = Site::new();
+    site.config.top = "state = \"optiwatch.db\"\n".into();
+    // Inside a private namespace: a tmpfs holds the media, is recorded,
+    // then unmounted, leaving the empty mount point.
+    let script = format!(
+        "mount -t tmpfs tmpfs {m} || exit 99
+         for n in 1 2 3; do echo $n > {m}/$n.jpg; done
+         \"$0\" \"$@\" scan >/dev/null 2>&1 || exit 98
+         umount {m} || exit 97
+         \"$0\" \"$@\" scan --json > after.json 2> after.err; echo $? > after.rc",
+        m = site.media.display()
+    );
+    let run = in_namespace(
+        &site,
+        &format!("cd {} && {script}", site.root.path().display()),
+    );
+    assert_eq!(run.code, 0, "{run}");
+    let read = |name: &str| std::fs::read_to_string(site.root.path().join(name)).unwrap();
+    assert_eq!(read("after.rc").trim(), "1", "{}", read("after.err"));
+    assert!(
+        read("after.err").contains("another file system"),
+        "{}",
+        read("after.err")
+    );
+    let after: serde_json::Value = serde_json::from_str(&read("after.json")).unwrap();
+    assert_eq!(after["counts"]["deleted"], 0, "{after}");
+    assert!(site.api.requests().is_empty());
+}

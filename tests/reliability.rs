@@ -127,7 +127,7 @@ fn a_rule_folder_that_disappears_and_comes_back_is_watched_again() {
     let daemon = site.watch();
     let aside = site.root.path().join("aside");
     std::fs::rename(&site.media, &aside).unwrap();
-    daemon.wait_log("cannot open rule folder", WAIT);
+    daemon.wait_log("cannot use rule folder", WAIT);
     std::fs::rename(&aside, &site.media).unwrap();
     daemon.wait_log("watched again", WAIT);
     assert!(
@@ -140,4 +140,163 @@ fn a_rule_folder_that_disappears_and_comes_back_is_watched_again() {
             sent(rs).contains(&url("a.jpg"))
         });
     assert!(!sent(&site.api.requests()).contains(&url("b.jpg")));
+}
+
+#[test]
+fn nested_rules_survive_path_scoped_passes() {
+    let mut site = Site::new();
+    site.config
+        .rules
+        .push_str("[[rules]]\ndir = \"media/sub\"\nurl = \"https://cdn.example.com\"\n");
+    site.config.tail =
+        "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\npoll_interval = \"200ms\"\n"
+            .into();
+    site.write("a.jpg", b"v1");
+    site.write("sub/x.jpg", b"v1");
+    site.scan(&[]).expect(0);
+    let daemon = site.watch();
+    // An event on the parent folder itself (chmod) walks it; the nested
+    // rule's files must not look deleted.
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&site.media, mode).unwrap();
+    site.write("a.jpg", b"v2");
+    site.api
+        .wait_for("the edit", WAIT, |rs| sent(rs).contains(&url("a.jpg")));
+    site.write("sub/x.jpg", b"v2");
+    site.api.wait_for("the nested edit", WAIT, |rs| {
+        sent(rs).contains(&"https://cdn.example.com/x.jpg".to_string())
+    });
+    assert_eq!(
+        sent(&site.api.requests()).len(),
+        2,
+        "nothing else was invalidated"
+    );
+    drop(daemon);
+
+    // Polling a parent folder does the same walk.
+    site.config.tail.push_str("poll = true\n");
+    site.api.clear();
+    let _daemon = site.watch();
+    site.write("a.jpg", b"v3");
+    site.api.wait_for("the polled edit", WAIT, |rs| {
+        sent(rs).contains(&url("a.jpg"))
+    });
+    site.write("marker.jpg", b"new");
+    site.write("a.jpg", b"v4");
+    site.api.wait_for("a second poll", WAIT, |rs| {
+        sent(rs).iter().filter(|a| **a == url("a.jpg")).count() == 2
+    });
+    assert!(!sent(&site.api.requests())
+        .iter()
+        .any(|a| a.contains("cdn.example.com")));
+}
+
+#[test]
+fn a_change_recorded_while_its_asset_is_in_flight_is_sent_again() {
+    let mut site = watched_site(FakeApi::start(), &["a.jpg"]);
+    site.config.tail.push_str("max_backoff = \"200ms\"\n");
+    let _daemon = site.watch();
+    site.api.push_fault(Fault::Delay(Duration::from_secs(2)));
+    site.write("a.jpg", b"v2");
+    site.api
+        .wait_for("the slow request to start", WAIT, |rs| !rs.is_empty());
+    site.write("a.jpg", b"v3");
+    site.api.wait_for("a second invalidation", WAIT, |rs| {
+        sent(rs).iter().filter(|a| **a == url("a.jpg")).count() >= 2
+    });
+    site.api.wait_for("a token after it", WAIT, |rs| {
+        let last_inv = rs
+            .iter()
+            .rposition(|r| r.path == "/invalidate/asset" && r.status == 200);
+        let last_tok = rs
+            .iter()
+            .rposition(|r| r.path == "/token" && r.status == 200);
+        last_tok > last_inv
+    });
+}
+
+#[test]
+fn a_reload_that_cannot_start_keeps_the_old_workers() {
+    let mut site = watched_site(FakeApi::start(), &["a.jpg"]);
+    let key_file = site.root.path().join("key");
+    std::fs::write(&key_file, &site.key).unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    site.config.api.push_str("key_file = \"key\"\n");
+    let daemon = site.watch();
+    std::fs::remove_file(&key_file).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("keeping the old config", WAIT);
+    site.write("a.jpg", b"v2");
+    site.api
+        .wait_for("an edit after the failed reload", WAIT, |rs| {
+            sent(rs).contains(&url("a.jpg"))
+        });
+}
+
+#[test]
+fn a_low_server_limit_is_learned_once() {
+    let names: Vec<String> = (0..300).map(|n| format!("{n}.jpg")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let site = watched_site(FakeApi::start(), &refs);
+    for name in &names {
+        site.write(name, b"v2");
+    }
+    site.api.set_asset_limit(50);
+    site.scan(&[]).expect(0);
+    let refused = site
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.status == 400)
+        .count();
+    assert_eq!(refused, 1, "one refusal, then batches of the learned size");
+    assert_eq!(site.api.invalidated_assets().len(), 300);
+}
+
+#[test]
+fn a_rejected_asset_is_isolated_and_does_not_block_the_rest() {
+    let site = watched_site(FakeApi::start(), &["a.jpg", "b.jpg", "c.jpg"]);
+    for name in ["a.jpg", "b.jpg", "c.jpg"] {
+        site.write(name, b"v2");
+    }
+    // The whole batch is refused once: bisecting gets everything through.
+    site.api
+        .push_fault(Fault::Message(422, "Invalid asset".into()));
+    site.scan(&[]).expect(0);
+    assert_eq!(site.api.invalidated_assets().len(), 3);
+
+    // A single asset refused for good is dropped with an error; the next
+    // change goes out.
+    site.write("a.jpg", b"v3");
+    site.api
+        .push_fault(Fault::Message(422, "Invalid asset".into()));
+    site.scan(&[]).expect(0);
+    let status = site
+        .optiwatch()
+        .args(&["status", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid asset"),
+        "{status}"
+    );
+    assert_eq!(status["assets_owed"], 0);
+    site.write("b.jpg", b"v3");
+    site.scan(&[]).expect(0);
+    assert!(
+        site.api
+            .invalidated_assets()
+            .iter()
+            .filter(|a| **a == url("b.jpg"))
+            .count()
+            == 2
+    );
 }

@@ -128,6 +128,22 @@ impl KeySource {
 }
 
 impl Config {
+    /// Environment variables that hold API keys: never passed on to the
+    /// token command, which may run third-party code.
+    pub fn key_env_vars(&self) -> Vec<String> {
+        let mut vars = vec![DEFAULT_KEY_ENV.to_string()];
+        let sources =
+            std::iter::once(&self.api.key).chain(self.rules.iter().filter_map(|r| r.key.as_ref()));
+        for source in sources {
+            if let KeySource::Env(var) = source {
+                if !vars.contains(var) {
+                    vars.push(var.clone());
+                }
+            }
+        }
+        vars
+    }
+
     /// Every account: the `[api]` one first, then those of rules with their
     /// own key. Each lists the token destinations of its rules.
     pub fn accounts(&self) -> Vec<Account> {

@@ -110,6 +110,8 @@ pub struct Changes {
     pub assets: Vec<Owed>,
     /// Rule folders whose first scan (their baseline) this pass completes.
     pub baselined: Vec<PathBuf>,
+    /// Rule folders' file systems (`st_dev`) to remember.
+    pub devices: Vec<(PathBuf, u64)>,
 }
 
 impl Store {
@@ -161,6 +163,20 @@ impl Store {
         Ok(n as usize)
     }
 
+    /// The file system a rule folder was on when last scanned.
+    pub fn rule_device(&self, dir: &Path) -> anyhow::Result<Option<u64>> {
+        use rusqlite::OptionalExtension;
+        let dev: Option<Option<i64>> = self
+            .conn
+            .query_row(
+                "SELECT dev FROM rules_seen WHERE dir = ?1",
+                [dir.as_os_str().as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(dev.flatten().map(|d| d as u64))
+    }
+
     /// Rule folders that already had their baseline scan.
     pub fn baselined(&self, dir: &Path) -> anyhow::Result<bool> {
         let n: i64 = self.conn.query_row(
@@ -203,6 +219,10 @@ impl Store {
                 tx.prepare_cached("INSERT OR IGNORE INTO rules_seen (dir) VALUES (?1)")?;
             for dir in &changes.baselined {
                 seen.execute([dir.as_os_str().as_bytes()])?;
+            }
+            let mut device = tx.prepare_cached("UPDATE rules_seen SET dev = ?2 WHERE dir = ?1")?;
+            for (dir, dev) in &changes.devices {
+                device.execute(rusqlite::params![dir.as_os_str().as_bytes(), *dev as i64])?;
             }
         }
         let owed = outbox::owe(&tx, &changes.assets)?;

@@ -20,7 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use files::{Changes, FileIndex, IndexEntry, Stat};
 pub use lock::{holder as lock_holder, StoreLock};
-pub use outbox::{Owed, TokenState};
+pub use outbox::{Owed, Pending, TokenState};
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
 const APPLICATION_ID: i32 = 0x4F50_5457;
@@ -38,9 +38,10 @@ const SCHEMA: &str = "
     CREATE TABLE outbox (
         asset    TEXT NOT NULL UNIQUE,
         added_at INTEGER NOT NULL,
-        account  TEXT NOT NULL DEFAULT ''
+        account  TEXT NOT NULL DEFAULT '',
+        gen      INTEGER NOT NULL DEFAULT 0
     );
-    CREATE TABLE rules_seen (dir BLOB PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE rules_seen (dir BLOB PRIMARY KEY, dev INTEGER) WITHOUT ROWID;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 ";
 
@@ -121,10 +122,16 @@ impl Store {
 
     /// Brings an older store up to date in one transaction.
     fn migrate(&mut self, from: i32) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         if from < 2 {
-            // v2: assets are owed per Optimole account (per-rule keys).
-            tx.execute_batch("ALTER TABLE outbox ADD COLUMN account TEXT NOT NULL DEFAULT '';")?;
+            // v2: assets are owed per Optimole account (per-rule keys), with
+            // a generation so a change during a send is not settled by it;
+            // rule folders remember their file system.
+            tx.execute_batch(
+                "ALTER TABLE outbox ADD COLUMN account TEXT NOT NULL DEFAULT '';
+                 ALTER TABLE outbox ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE rules_seen ADD COLUMN dev INTEGER;",
+            )?;
         }
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
         tx.commit()?;
@@ -133,7 +140,7 @@ impl Store {
     }
 
     fn create(&mut self) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
@@ -163,6 +170,14 @@ impl Store {
             })
             .map(|m| m.len())
             .sum()
+    }
+
+    /// A write transaction that takes the write lock up front: with two
+    /// connections (the daemon's two workers), a deferred one that read
+    /// first could fail on commit with a busy snapshot no timeout covers.
+    fn write(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
     }
 
     pub(crate) fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {

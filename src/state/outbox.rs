@@ -21,6 +21,13 @@ pub struct Owed {
     pub account: String,
 }
 
+/// An owed asset as read for sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub asset: String,
+    pub gen: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenState {
     /// Nothing to do.
@@ -59,8 +66,15 @@ pub(super) fn owe(conn: &Connection, assets: &[Owed]) -> rusqlite::Result<usize>
     let mut insert = conn.prepare_cached(
         "INSERT OR IGNORE INTO outbox (asset, added_at, account) VALUES (?1, ?2, ?3)",
     )?;
+    // Owed again while it may be on its way: a new generation, so settling
+    // the send in flight does not settle this change too.
+    let mut again = conn.prepare_cached("UPDATE outbox SET gen = gen + 1 WHERE asset = ?1")?;
     for owed in assets {
-        added += insert.execute(params![owed.asset, now, owed.account])?;
+        let inserted = insert.execute(params![owed.asset, now, owed.account])?;
+        if inserted == 0 {
+            again.execute([&owed.asset])?;
+        }
+        added += inserted;
     }
     // New invalidations make any token fetched earlier stale: a new one must
     // be requested after them.
@@ -83,14 +97,20 @@ impl Store {
         Ok(assets)
     }
 
-    /// The assets one account owes, oldest first.
-    pub fn owed_by(&self, account: &str) -> anyhow::Result<Vec<String>> {
+    /// The assets one account owes, oldest first, each with the generation
+    /// that [`Store::settle`] must be given back.
+    pub fn owed_by(&self, account: &str) -> anyhow::Result<Vec<Pending>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT asset FROM outbox WHERE account = ?1 ORDER BY rowid")?;
+            .prepare_cached("SELECT asset, gen FROM outbox WHERE account = ?1 ORDER BY rowid")?;
         let assets = stmt
-            .query_map([account], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+            .query_map([account], |r| {
+                Ok(Pending {
+                    asset: r.get(0)?,
+                    gen: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<Pending>>>()?;
         Ok(assets)
     }
 
@@ -129,7 +149,7 @@ impl Store {
         if orphans.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         for account in &orphans {
             tx.execute(
                 "UPDATE outbox SET account = '' WHERE account = ?1",
@@ -169,13 +189,15 @@ impl Store {
         Ok(n as usize)
     }
 
-    /// Removes assets Optimole has accepted.
-    pub fn settle(&mut self, assets: &[String]) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+    /// Removes assets Optimole has accepted, unless they were owed again
+    /// (a newer generation) while they were being sent.
+    pub fn settle(&mut self, assets: &[Pending]) -> anyhow::Result<()> {
+        let tx = self.write()?;
         {
-            let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE asset = ?1")?;
-            for asset in assets {
-                delete.execute([asset])?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM outbox WHERE asset = ?1 AND gen = ?2")?;
+            for p in assets {
+                delete.execute(params![p.asset, p.gen])?;
             }
         }
         set_meta(&tx, "last_flush_at", &unix_now().to_string())?;
@@ -209,7 +231,7 @@ impl Store {
     /// A token is owed without any asset (an explicit `token` command, or a
     /// domain or account-wide invalidation).
     pub fn owe_token(&mut self, account: &str) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         owe_token_in(&tx, account)?;
         tx.commit()?;
         Ok(())
@@ -219,7 +241,7 @@ impl Store {
     /// the token owed) when assets became owed while it was requested: the
     /// token then predates their invalidation and another one is needed.
     pub fn token_fetched(&mut self, account: &str, token: &str) -> anyhow::Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         set_meta(
             &tx,
             &key("token_requested_at", account),
@@ -242,7 +264,7 @@ impl Store {
     /// The token reached the site. Settles the account's token unless a new
     /// change made another one owed meanwhile.
     pub fn token_published(&mut self, account: &str, token: &str) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let fetched: Option<String> = tx
             .query_row(
                 "SELECT value FROM meta WHERE key = ?1",

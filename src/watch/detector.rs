@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -32,6 +33,8 @@ pub struct Detector {
     /// tick and watched again when they are back.
     missing: BTreeSet<usize>,
     source: Option<EventSource>,
+    /// Raised when the daemon stops: a walk in progress gives up.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Detector {
@@ -39,6 +42,7 @@ impl Detector {
         store: Store,
         config: Config,
         pulse: watch::Sender<Pulse>,
+        cancel: Arc<AtomicBool>,
     ) -> anyhow::Result<Detector> {
         Ok(Detector {
             rules: RuleSet::new(&config.rules)?,
@@ -49,6 +53,7 @@ impl Detector {
             polled: Vec::new(),
             missing: BTreeSet::new(),
             source: None,
+            cancel,
         })
     }
 
@@ -94,7 +99,6 @@ impl Detector {
                     Some(FsSignal::WatchLimit) => {
                         tracing::error!("{WATCH_LIMIT_HELP}");
                         self.polled = (0..self.rules.rules().len()).collect();
-                        poll = self.poll_timer();
                         rescan = true;
                     }
                     None => return Ok(()),
@@ -106,7 +110,7 @@ impl Detector {
                         self.process(Scope::Paths(settled), true)?;
                     }
                 }
-                _ = tick(&mut poll) => self.poll()?,
+                _ = poll.tick() => self.poll()?,
             }
             if overflow.take() {
                 tracing::warn!("file events came faster than they were read; rescanning instead");
@@ -114,9 +118,6 @@ impl Detector {
             }
             if std::mem::take(&mut rescan) {
                 self.process(Scope::All, false)?;
-            }
-            if poll.is_none() && !self.missing.is_empty() {
-                poll = self.poll_timer();
             }
             let busy = !self.settler.is_empty();
             self.pulse
@@ -141,6 +142,7 @@ impl Detector {
                 .ok()
                 .map(|d| d.as_nanos() as i64);
         }
+        plan.cancel = Some(self.cancel.clone());
         let detected = tokio::task::block_in_place(|| {
             pipeline::detect(Some(&self.store), &self.rules, &plan, &scope)
         })?;
@@ -156,6 +158,11 @@ impl Detector {
             }
         }
         self.vanished(&detected);
+        if detected.cancelled {
+            // Stopping: a partial walk must not be recorded (what it did not
+            // reach would look deleted).
+            return Ok(detected);
+        }
         let owed = pipeline::record(&mut self.store, &detected)?;
         let now = Instant::now();
         for path in &detected.hot {
@@ -177,13 +184,37 @@ impl Detector {
         Ok(detected)
     }
 
-    /// A poll tick: rescans polled rules, and brings back vanished folders.
+    /// Whether a rule folder is there, on the file system its files were
+    /// recorded on (an empty mount point is not).
+    fn available(&self, i: usize) -> bool {
+        let dir = &self.rules.get(i).dir;
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => match self.store.rule_device(dir) {
+                Ok(Some(dev)) => dev == std::os::unix::fs::MetadataExt::dev(&meta),
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+
+    /// A poll tick: rescans polled rules, checks that watched folders are
+    /// still there (an unmount ends their watches without a word), and
+    /// brings back vanished folders.
     fn poll(&mut self) -> anyhow::Result<()> {
+        let gone: Vec<PathBuf> = (0..self.rules.rules().len())
+            .filter(|i| {
+                !self.polled.contains(i) && !self.missing.contains(i) && !self.available(*i)
+            })
+            .map(|i| self.rules.get(i).dir.clone())
+            .collect();
+        if !gone.is_empty() {
+            self.process(Scope::Paths(gone), false)?;
+        }
         let back: Vec<usize> = self
             .missing
             .iter()
             .copied()
-            .filter(|&i| self.rules.get(i).dir.is_dir())
+            .filter(|&i| self.available(i))
             .collect();
         for &i in &back {
             self.missing.remove(&i);
@@ -227,22 +258,12 @@ impl Detector {
         }
     }
 
-    fn poll_timer(&self) -> Option<Interval> {
-        if self.polled.is_empty() && self.missing.is_empty() {
-            return None;
-        }
+    /// Ticks every `poll_interval`: it polls, checks the watched folders
+    /// and brings back vanished ones. Nothing else wakes an idle daemon.
+    fn poll_timer(&self) -> Interval {
         let every = self.config.watch.poll_interval;
         let mut timer = tokio::time::interval_at(Instant::now() + every, every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Some(timer)
-    }
-}
-
-async fn tick(timer: &mut Option<Interval>) {
-    match timer {
-        Some(timer) => {
-            timer.tick().await;
-        }
-        None => std::future::pending().await,
+        timer
     }
 }

@@ -102,7 +102,11 @@ pub fn start(
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     };
-    let mut watcher = notify::recommended_watcher(handler)?;
+    // Symlinked folders are watched only when a rule follows symlinks; the
+    // scan of each event path still checks every rule's own setting.
+    let follow = rules.rules().iter().any(|r| r.follow_symlinks);
+    let config = notify::Config::default().with_follow_symlinks(follow);
+    let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
     let mut unwatched = Vec::new();
     for (i, rule) in rules.rules().iter().enumerate() {
         if let Err(e) = watcher.watch(&rule.dir, RecursiveMode::Recursive) {

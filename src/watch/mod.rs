@@ -13,6 +13,8 @@ mod sender;
 mod settle;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -32,27 +34,57 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 enum Next {
     Stop,
-    Restart(Box<Config>),
+    Restart(Box<Workers>),
+}
+
+/// Everything a set of workers needs, built (and so checked) before any
+/// running worker is touched: a reload that cannot be built is refused and
+/// the old workers go on.
+struct Workers {
+    config: Config,
+    detector: Detector,
+    sender: Sender,
+    pulse_rx: watch::Receiver<Pulse>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Workers {
+    fn build(config: Config) -> anyhow::Result<Workers> {
+        let lanes = lanes(&config)?;
+        let detect_store = Store::open(&config.state)?;
+        let mut send_store = Store::open(&config.state)?;
+        adopt_orphans(&mut send_store, &lanes)?;
+        let (pulse_tx, pulse_rx) = watch::channel(Pulse::default());
+        let cancel = Arc::new(AtomicBool::new(false));
+        let detector = Detector::new(detect_store, config.clone(), pulse_tx, cancel.clone())?;
+        let sender = Sender::new(send_store, lanes, config.clone());
+        Ok(Workers {
+            config,
+            detector,
+            sender,
+            pulse_rx,
+            cancel,
+        })
+    }
 }
 
 /// Runs until SIGTERM or SIGINT (Ok) or a worker fails (Err).
-pub async fn run(config_path: &Path, mut config: Config) -> anyhow::Result<()> {
+pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     // Held across reloads (a reload cannot move the store).
     let _lock = StoreLock::acquire(&config.state)?;
+    let mut next_workers = Workers::build(config)?;
     loop {
-        // Everything that can be wrong with a config is checked before the
-        // running workers are touched.
-        let lanes = lanes(&config)?;
-        let detect_store = Store::open(&config.state)?;
-        let mut send_store = Store::open(&config.state)?;
-        adopt_orphans(&mut send_store, &lanes)?;
+        let Workers {
+            config,
+            detector,
+            sender,
+            pulse_rx,
+            cancel,
+        } = next_workers;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (pulse_tx, pulse_rx) = watch::channel(Pulse::default());
-        let detector = Detector::new(detect_store, config.clone(), pulse_tx)?;
-        let sender = Sender::new(send_store, lanes, config.clone());
         let mut workers = JoinSet::new();
         workers.spawn(sender.run(pulse_rx, stop_rx.clone()));
         workers.spawn(detector.run(stop_rx));
@@ -65,14 +97,17 @@ pub async fn run(config_path: &Path, mut config: Config) -> anyhow::Result<()> {
                     Ok(new) if new.state != config.state => tracing::error!(
                         "config reload: `state` changed; restart optiwatch to move the store; keeping the old config"
                     ),
-                    Ok(new) => {
-                        tracing::info!(config = %config_path.display(), "config reloaded");
-                        break Next::Restart(Box::new(new));
-                    }
+                    Ok(new) => match Workers::build(new) {
+                        Ok(built) => {
+                            tracing::info!(config = %config_path.display(), "config reloaded");
+                            break Next::Restart(Box::new(built));
+                        }
+                        Err(e) => tracing::error!(error = format!("{e:#}"), "config reload failed; keeping the old config"),
+                    },
                     Err(e) => tracing::error!(error = format!("{e:#}"), "config reload failed; keeping the old config"),
                 },
                 Some(done) = workers.join_next() => {
-                    stop(&stop_tx, &mut workers).await;
+                    stop(&stop_tx, &cancel, &mut workers).await;
                     return match done {
                         Ok(Ok(())) => Ok(()),
                         Ok(Err(e)) => Err(e),
@@ -81,21 +116,27 @@ pub async fn run(config_path: &Path, mut config: Config) -> anyhow::Result<()> {
                 }
             }
         };
-        stop(&stop_tx, &mut workers).await;
+        stop(&stop_tx, &cancel, &mut workers).await;
         match next {
             Next::Stop => {
                 tracing::info!("stopped");
                 return Ok(());
             }
-            Next::Restart(new) => config = *new,
+            Next::Restart(built) => next_workers = *built,
         }
     }
 }
 
 /// Asks workers to stop and waits a little; what they recorded is durable,
 /// so aborting a slow one loses nothing.
-async fn stop(stop_tx: &watch::Sender<bool>, workers: &mut JoinSet<anyhow::Result<()>>) {
+async fn stop(
+    stop_tx: &watch::Sender<bool>,
+    cancel: &AtomicBool,
+    workers: &mut JoinSet<anyhow::Result<()>>,
+) {
     let _ = stop_tx.send(true);
+    // A reconcile walk in progress gives up instead of running to its end.
+    cancel.store(true, Ordering::Relaxed);
     let drained = tokio::time::timeout(STOP_GRACE, async {
         while let Some(done) = workers.join_next().await {
             if let Ok(Err(e)) = done {
