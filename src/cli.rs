@@ -269,6 +269,7 @@ async fn scan(config: &Config, args: ScanArgs) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
         baseline: args.baseline,
         keep_paths: args.json,
+        progress: !args.json,
     };
     let report = run_scan(config, opts).await?;
     if args.json {

@@ -21,6 +21,7 @@ pub mod flush;
 pub mod logging;
 pub mod manual;
 pub mod pipeline;
+pub mod progress;
 pub mod report;
 pub mod retry;
 pub mod rules;

@@ -22,6 +22,8 @@ pub struct ScanOptions {
     pub baseline: bool,
     /// List every path in the report (for `--json`).
     pub keep_paths: bool,
+    /// Show a progress bar when stderr is a terminal.
+    pub progress: bool,
 }
 
 /// Decides per rule whether this pass is its baseline (its first scan, or
@@ -49,6 +51,7 @@ pub fn plan(
         keep_paths,
         hot_after: None,
         devices,
+        progress: None,
         cancel: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
     })
@@ -146,8 +149,13 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         opts.keep_paths,
     )?;
     report.baseline = plan.baseline.iter().any(|b| *b);
+    let mut plan = plan;
+    plan.progress = crate::progress::Progress::on_terminal(opts.progress).map(std::sync::Arc::new);
     let detected =
         tokio::task::block_in_place(|| detect(store.as_ref(), &rules, &plan, &Scope::All))?;
+    if let Some(progress) = &plan.progress {
+        progress.finish();
+    }
     fill(&mut report, &detected);
 
     if opts.dry_run {

@@ -34,6 +34,8 @@ pub struct ScanPlan {
     /// Per rule: the file system (`st_dev`) its folder was on when its files
     /// were recorded; a different one now means "unmounted", not "deleted".
     pub devices: Vec<Option<u64>>,
+    /// The terminal progress bar, if one is shown.
+    pub progress: Option<Arc<crate::progress::Progress>>,
     /// Raised to abandon the walk (the daemon is stopping). An abandoned
     /// walk is marked [`Detected::cancelled`] and must not be recorded: its
     /// unvisited files would look deleted.
@@ -377,6 +379,9 @@ fn visit(
     if !rules.get(rule).wants(rel) {
         return WalkState::Continue;
     }
+    if let Some(progress) = &plan.progress {
+        progress.walked();
+    }
     let known = index.get(path);
     let observation = match entry.metadata() {
         Ok(meta) => detect::examine(path, Stat::of(&meta), known, plan.hot_after, follow),
@@ -385,6 +390,15 @@ fn visit(
         }
         Err(err) => Observation::Unreadable(std::io::Error::other(err.to_string())),
     };
+    if let (
+        Some(progress),
+        Observation::Changed { stat, .. }
+        | Observation::New { stat, .. }
+        | Observation::Touched { stat, .. },
+    ) = (&plan.progress, &observation)
+    {
+        progress.hashed(stat.size);
+    }
     if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
         entry.mark_seen();
     }

@@ -268,3 +268,21 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     );
     assert!(man.stdout.contains("optiwatch"));
 }
+
+#[test]
+fn the_progress_bar_shows_on_a_terminal_only() {
+    let site = site();
+    for n in 0..50 {
+        site.write(format!("p{n}.jpg"), b"1");
+    }
+    let piped = site.optiwatch().arg("scan").run().expect(0);
+    assert!(!piped.stderr.contains("files walked"), "{piped}");
+    site.write("more.jpg", b"1");
+    // `script` gives the command a pseudo-terminal (temp paths hold no
+    // spaces, so "$0 $*" is the binary and its --config arguments).
+    let tty = site
+        .optiwatch_via(&["sh", "-c", "exec script -qec \"$0 $* scan\" /dev/null"])
+        .env("TERM", "xterm")
+        .run();
+    assert!(tty.stdout.contains("files walked"), "{tty}");
+}
