@@ -115,6 +115,7 @@ impl Client {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
         if plausible {
+            crate::metrics::add(&crate::metrics::METRICS.tokens, 1);
             Ok(token.to_string())
         } else {
             Err(ApiError::Transient {
@@ -140,6 +141,24 @@ impl Client {
             None => request.header(CONTENT_TYPE, "application/json"),
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let result = self.exchange(endpoint, request).await;
+        let outcome = match &result {
+            Ok(_) => 0,
+            Err(ApiError::Transient { .. }) => 1,
+            Err(ApiError::Unauthorized { .. }) => 2,
+            Err(ApiError::TooManyAssets { .. }) => 3,
+            Err(ApiError::Rejected { .. }) => 4,
+        };
+        crate::metrics::request(outcome, started.elapsed());
+        result
+    }
+
+    async fn exchange(
+        &self,
+        endpoint: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, ApiError> {
         let response = request.send().await.map_err(|e| ApiError::Transient {
             message: format!("{endpoint}: {}", describe(&e)),
             retry_after: None,

@@ -190,6 +190,7 @@ impl<'a> Flusher<'a> {
                         "optimole accepted a batch but the state store could not record it; it will be sent again",
                     )?;
                     tracing::debug!(assets = batch.len(), "invalidated");
+                    crate::metrics::add(&crate::metrics::METRICS.invalidated, batch.len() as u64);
                     crate::failpoint::pause_at("settled");
                     done.invalidated.extend(assets);
                 }
@@ -276,6 +277,7 @@ impl<'a> Flusher<'a> {
             })?;
             self.store.settle(&assets)?;
             tracing::info!(domain = %domain, assets = assets.len(), threshold, "escalated to one domain invalidation");
+            crate::metrics::add(&crate::metrics::METRICS.invalidated, assets.len() as u64);
             done.domains.push(domain);
             done.invalidated.extend(assets.into_iter().map(|p| p.asset));
         }

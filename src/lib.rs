@@ -20,6 +20,7 @@ pub mod failpoint;
 pub mod flush;
 pub mod logging;
 pub mod manual;
+pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod report;

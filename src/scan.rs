@@ -399,6 +399,12 @@ fn visit(
     {
         progress.hashed(stat.size);
     }
+    if matches!(
+        observation,
+        Observation::Changed { .. } | Observation::New { .. } | Observation::Touched { .. }
+    ) {
+        crate::metrics::add(&crate::metrics::METRICS.hashed, 1);
+    }
     if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
         entry.mark_seen();
     }

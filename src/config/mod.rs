@@ -35,6 +35,16 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub token: TokenConfig,
     pub watch: WatchConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the daemon's HTTP endpoint for Prometheus and health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where to serve `/metrics` and `/healthz`; off when `None`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/healthz` fails once assets have been owed longer than this.
+    pub max_owed_age: Duration,
 }
 
 /// `[watch]`: how the daemon turns file events into flushes.
@@ -196,6 +206,15 @@ struct RawConfig {
     token: RawToken,
     #[serde(default)]
     watch: RawWatch,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<values::ListenAddr>,
+    max_owed_age: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -379,9 +398,17 @@ impl Config {
             },
             max_backoff: raw.watch.max_backoff.map_or(defaults.max_backoff, |d| d.0),
         };
+        let metrics = MetricsConfig {
+            listen: raw.metrics.listen.map(|l| l.0),
+            max_owed_age: raw
+                .metrics
+                .max_owed_age
+                .map_or(Duration::from_secs(900), |d| d.0),
+        };
         Ok(Config {
             path: path.to_path_buf(),
             watch,
+            metrics,
             state: resolve(&base, raw.state.as_deref().unwrap_or("optiwatch.db")),
             invalidate_new: raw.invalidate_new,
             api,

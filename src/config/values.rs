@@ -153,3 +153,18 @@ impl<'de> Deserialize<'de> for Argv {
         }
     }
 }
+
+/// `[metrics] listen`: an IP address and port, e.g. "127.0.0.1:9464".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub std::net::SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.trim().parse().map(ListenAddr).map_err(|_| {
+            D::Error::custom(format!(
+                "listen {text:?} is not an address and port: write it like \"127.0.0.1:9464\""
+            ))
+        })
+    }
+}

@@ -81,6 +81,11 @@ impl Detector {
             detected.folders,
             self.store.file_count()?
         );
+        super::systemd::notify(&format!(
+            "READY=1\nSTATUS=watching {} folders and {} files",
+            detected.folders,
+            self.store.file_count()?
+        ));
         let mut poll = self.poll_timer();
         let mut rescan = false;
         loop {
@@ -89,6 +94,7 @@ impl Detector {
                 _ = shutdown.changed() => return Ok(()),
                 signal = rx.recv() => match signal {
                     Some(FsSignal::Paths(paths)) => {
+                        crate::metrics::add(&crate::metrics::METRICS.events, paths.len() as u64);
                         let now = Instant::now();
                         for path in paths {
                             tracing::trace!(path = %path.display(), "file event");
@@ -117,6 +123,7 @@ impl Detector {
                 rescan = true;
             }
             if std::mem::take(&mut rescan) {
+                crate::metrics::add(&crate::metrics::METRICS.rescans, 1);
                 self.process(Scope::All, false)?;
             }
             let busy = !self.settler.is_empty();
@@ -164,6 +171,7 @@ impl Detector {
             return Ok(detected);
         }
         let owed = pipeline::record(&mut self.store, &detected)?;
+        crate::metrics::owed(self.store.owed_count()?, self.store.oldest_owed_at()?);
         let now = Instant::now();
         for path in &detected.hot {
             self.settler.add(path.clone(), now);

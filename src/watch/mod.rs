@@ -11,6 +11,7 @@ mod detector;
 mod events;
 mod sender;
 mod settle;
+mod systemd;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +76,18 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     // Held across reloads (a reload cannot move the store).
     let _lock = StoreLock::acquire(&config.state)?;
+    // Bound once: the endpoint stays up across reloads.
+    let _metrics = match config.metrics.listen {
+        Some(listen) => {
+            let listener = crate::metrics::bind(listen).await?;
+            tracing::info!(listen = %listen, "serving /metrics and /healthz");
+            let max_age = config.metrics.max_owed_age;
+            Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(
+                listener, max_age,
+            ))))
+        }
+        None => None,
+    };
     let mut next_workers = Workers::build(config)?;
     loop {
         let Workers {
@@ -116,6 +129,10 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                 }
             }
         };
+        systemd::notify(match next {
+            Next::Stop => "STOPPING=1",
+            Next::Restart(_) => "RELOADING=1",
+        });
         stop(&stop_tx, &cancel, &mut workers).await;
         match next {
             Next::Stop => {
@@ -148,6 +165,15 @@ async fn stop(
     if drained.is_err() {
         workers.abort_all();
         while workers.join_next().await.is_some() {}
+    }
+}
+
+/// Stops a background task when the daemon returns.
+struct AbortOnDrop(tokio::task::JoinHandle<anyhow::Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

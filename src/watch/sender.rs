@@ -102,6 +102,9 @@ impl Sender {
         let mut done = Flushed::default();
         let mut wake = None;
         let result = self.send(i, full_only, &mut done, &mut wake).await;
+        if let (Ok(count), Ok(oldest)) = (self.store.owed_count(), self.store.oldest_owed_at()) {
+            crate::metrics::owed(count, oldest);
+        }
         let state = &mut self.lanes[i];
         if !done.invalidated.is_empty() || done.token.is_some() {
             tracing::info!(

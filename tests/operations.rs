@@ -1,0 +1,219 @@
+//! Running optiwatch for many sites and watching it in production: per-key
+//! isolation, domain escalation, the metrics and health endpoints, systemd
+//! readiness.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use support::fake_api::{FakeApi, Recorded};
+use support::{Site, SITE_URL};
+
+const WAIT: Duration = Duration::from_secs(20);
+const KEY_A: &str = "opt_site_a_key_aaaaaaaaaa";
+const KEY_B: &str = "opt_site_b_key_bbbbbbbbbb";
+
+fn sent(rs: &[Recorded]) -> Vec<String> {
+    rs.iter()
+        .filter(|r| r.status == 200)
+        .flat_map(|r| r.assets.clone())
+        .collect()
+}
+
+/// Two sites on two Optimole accounts, each with its own key and token file.
+fn two_sites() -> Site {
+    let mut site = Site::with_api(FakeApi::start_with_keys(&[KEY_A, KEY_B]));
+    site.key = KEY_A.into();
+    site.config.rules = format!(
+        "[[rules]]\ndir = \"media\"\nurl = \"{SITE_URL}\"\n[rules.token]\nfile = \"token-a\"\n\
+         [[rules]]\ndir = \"shop\"\nurl = \"https://shop.example.com\"\nkey_env = \"SHOP_KEY\"\n[rules.token]\nfile = \"token-b\"\n"
+    );
+    std::fs::create_dir(site.root.path().join("shop")).unwrap();
+    site.write("a.jpg", b"1");
+    std::fs::write(site.root.path().join("shop/s.jpg"), b"1").unwrap();
+    site.optiwatch()
+        .arg("scan")
+        .env("SHOP_KEY", KEY_B)
+        .run()
+        .expect(0);
+    site
+}
+
+#[test]
+fn each_site_uses_its_own_key_and_a_revoked_one_holds_up_no_other() {
+    let site = two_sites();
+    site.write("a.jpg", b"2");
+    std::fs::write(site.root.path().join("shop/s.jpg"), b"2").unwrap();
+    site.api.revoke_key(KEY_A);
+    let run = site
+        .optiwatch()
+        .args(&["scan", "--json"])
+        .env("SHOP_KEY", KEY_B)
+        .run()
+        .expect(1);
+    assert!(run.stderr.contains("User not found"), "{run}");
+    // The shop's asset went out with the shop's key, and got its token.
+    let ok: Vec<Recorded> = site
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .collect();
+    assert_eq!(
+        sent(&ok),
+        vec!["https://shop.example.com/s.jpg".to_string()]
+    );
+    assert!(ok
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some(&format!("Bearer {KEY_B}"))));
+    let token_b = std::fs::read_to_string(site.root.path().join("token-b")).unwrap();
+    assert_eq!(&token_b, site.api.tokens_issued().last().unwrap());
+    assert!(!site.root.path().join("token-a").exists());
+    // The blog's asset stays owed until its key works again.
+    assert_eq!(
+        run.json()["pending"][0],
+        format!("{SITE_URL}/a.jpg").as_str()
+    );
+}
+
+#[test]
+fn the_daemon_isolates_accounts_too() {
+    let mut site = two_sites();
+    site.config.tail = "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n".into();
+    site.api.revoke_key(KEY_A);
+    let daemon = site.optiwatch().arg("watch").env("SHOP_KEY", KEY_B).spawn();
+    daemon.wait_log("watching", WAIT);
+    site.write("a.jpg", b"2");
+    daemon.wait_log("optimole refuses requests", WAIT);
+    std::fs::write(site.root.path().join("shop/s.jpg"), b"2").unwrap();
+    site.api.wait_for("the shop's edit", WAIT, |rs| {
+        sent(rs).contains(&"https://shop.example.com/s.jpg".to_string())
+    });
+}
+
+#[test]
+fn many_assets_of_one_domain_escalate_to_a_domain_invalidation() {
+    let mut site = Site::new();
+    site.config.api.push_str("domain_threshold = 20\n");
+    for n in 0..30 {
+        site.write(format!("{n}.jpg"), b"1");
+    }
+    site.scan(&[]).expect(0);
+    for n in 0..30 {
+        site.write(format!("{n}.jpg"), b"2");
+    }
+    let run = site.optiwatch().args(&["-v", "scan"]).run().expect(0);
+    let rs = site.api.requests();
+    assert_eq!(rs.len(), 2, "{rs:?}");
+    assert_eq!(rs[0].path, "/invalidate/domain");
+    assert_eq!(rs[0].body.as_ref().unwrap()["domain"], "example.com");
+    assert_eq!(rs[1].path, "/token");
+    assert!(
+        run.stderr.contains("escalated to one domain invalidation"),
+        "{run}"
+    );
+
+    // At or below the threshold, assets go one by one.
+    for n in 0..20 {
+        site.write(format!("{n}.jpg"), b"3");
+    }
+    site.api.clear();
+    site.scan(&[]).expect(0);
+    assert_eq!(site.api.invalidate_requests().len(), 1);
+    assert_eq!(site.api.invalidated_assets().len(), 20);
+}
+
+/// A plain HTTP GET; returns (status, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn metrics_and_health_are_served_over_http() {
+    let mut site = Site::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    site.config.tail = format!(
+        "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\nmax_backoff = \"200ms\"\n\
+         [metrics]\nlisten = \"{addr}\"\nmax_owed_age = \"1s\"\n"
+    );
+    site.write("a.jpg", b"1");
+    site.scan(&[]).expect(0);
+    let _daemon = site.watch();
+    site.write("a.jpg", b"2");
+    site.api
+        .wait_for("the edit", WAIT, |rs| rs.iter().any(|r| r.path == "/token"));
+    let (status, body) = get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "optiwatch_assets_invalidated_total 1",
+        "optiwatch_tokens_requested_total 1",
+        "optiwatch_api_requests_total{outcome=\"ok\"} 2",
+        "optiwatch_api_request_duration_seconds_count 2",
+        "optiwatch_assets_owed 0",
+    ] {
+        assert!(body.contains(line), "{line} missing in:\n{body}");
+    }
+    assert!(body.contains("optiwatch_events_total"), "{body}");
+    assert!(body.contains("optiwatch_files_hashed_total"), "{body}");
+    assert_eq!(get(&addr, "/healthz").0, 200);
+
+    // An outage longer than max_owed_age turns health red.
+    site.api
+        .push_faults(support::fake_api::Fault::Status(503), 10_000);
+    site.write("a.jpg", b"3");
+    support::wait_until("health to turn unhealthy", WAIT, || {
+        get(&addr, "/healthz").0 == 503
+    });
+    let (_, body) = get(&addr, "/healthz");
+    assert!(body.contains("1 asset(s) owed"), "{body}");
+    site.api.clear_faults();
+    support::wait_until("health to recover", WAIT, || {
+        get(&addr, "/healthz").0 == 200
+    });
+}
+
+#[test]
+fn systemd_is_told_when_the_daemon_is_ready() {
+    let site = Site::new();
+    site.write("a.jpg", b"1");
+    site.scan(&[]).expect(0);
+    let socket_path = site.root.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let daemon = site
+        .optiwatch()
+        .arg("watch")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .spawn();
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("a readiness datagram");
+    let message = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(message.starts_with("READY=1"), "{message}");
+    assert!(
+        message.contains("watching 1 folders and 1 files"),
+        "{message}"
+    );
+    assert!(daemon.log().contains("watching") || message.contains("watching"));
+    daemon.signal(libc::SIGTERM);
+    let n = socket.recv(&mut buf).expect("a stopping datagram");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}
