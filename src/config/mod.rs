@@ -465,6 +465,8 @@ mod tests {
         assert_eq!(cfg.rules[0].also.len(), 1);
         assert!(cfg.token.command.is_some());
         assert_eq!(cfg.watch, WatchConfig::default());
+        assert_eq!(cfg.metrics.max_owed_age, Duration::from_secs(900));
+        assert_eq!(cfg.accounts().len(), 1);
     }
 
     #[test]
