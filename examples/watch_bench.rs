@@ -9,6 +9,22 @@
 //! - CPU time used over 60 idle seconds.
 //!
 //! Set WATCH_BENCH_QUICK=1 for a short run (smaller numbers, 5 idle seconds).
+//!
+//! Single measures with machine-readable output (used by `bench/run.sh`):
+//! set `WATCH_BENCH_ONLY` to a comma-separated list of
+//! - `latency`: `WATCH_BENCH_SAMPLES` edits (default 60);
+//! - `burst`: `WATCH_BENCH_BURST` edits at once (default 10000);
+//! - `memory`: memory while watching `WATCH_BENCH_TRACKED` files (default
+//!   100000) and CPU over `WATCH_BENCH_IDLE_SECS` idle seconds (default 60);
+//! - `startup`: starts `optiwatch watch` with the existing config
+//!   `WATCH_BENCH_CONFIG` (its store already baselined, nothing owed), times
+//!   spawn -> the "watching" log line, reads VmHWM/VmRSS there, then stops it
+//!   with SIGTERM; `WATCH_BENCH_RUNS` times (default 1);
+//! - `serve`: runs the fake API until killed, printing its base URL and one
+//!   line per request it receives.
+//!
+//! Each then prints, besides its human line, one `bench NAME key=value...`
+//! line on stdout (durations in microseconds, memory in KiB).
 
 mod common;
 
@@ -27,6 +43,9 @@ const URL: &str = "https://example.com/uploads";
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
+    if let Some(only) = std::env::var_os("WATCH_BENCH_ONLY") {
+        return only_mode(&only.to_string_lossy());
+    }
     let quick = std::env::var_os("WATCH_BENCH_QUICK").is_some();
     let (samples, burst, tracked, idle) = if quick {
         (10, 1_000, 10_000, Duration::from_secs(5))
@@ -36,11 +55,20 @@ fn main() -> Result<(), Error> {
     let bin = build_optiwatch()?;
     println!("machine: {} cores; optiwatch {}", cores(), bin.display());
 
-    let (median, p99) = latency(&bin, samples)?;
+    let lat = latency(&bin, samples)?;
+    let (median, p99) = (
+        lat[lat.len() / 2].saturating_sub(DEBOUNCE),
+        percentile(&lat, 99.0).saturating_sub(DEBOUNCE),
+    );
     println!("latency close -> invalidate request, minus debounce {DEBOUNCE:?}: median {median:?}, p99 {p99:?} ({samples} edits)");
 
-    let (invalidations, tokens) = burst_requests(&bin, burst)?;
-    println!("burst of {burst} edits: {invalidations} invalidate requests (minimum {}), {tokens} token request(s)", burst.div_ceil(100));
+    let b = burst_requests(&bin, burst, Duration::ZERO)?;
+    println!(
+        "burst of {burst} edits: {} invalidate requests (minimum {}), {} token request(s)",
+        b.invalidations,
+        burst.div_ceil(100),
+        b.tokens
+    );
 
     let (rss, peak, cpu) = memory_and_idle(&bin, tracked, idle)?;
     println!(
@@ -51,6 +79,230 @@ fn main() -> Result<(), Error> {
     );
     println!("idle for {idle:?}: {cpu:?} of CPU time");
     Ok(())
+}
+
+fn env_num(name: &str, default: u64) -> Result<u64, Error> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={v:?} is not a number").into()),
+        Err(_) => Ok(default),
+    }
+}
+
+/// `WATCH_BENCH_ONLY=part,...`: the named measures only, each followed by a
+/// `bench NAME key=value...` line.
+fn only_mode(only: &str) -> Result<(), Error> {
+    let parts: Vec<&str> = only
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    for part in &parts {
+        if !["latency", "burst", "memory", "startup", "serve"].contains(part) {
+            return Err(format!(
+                "WATCH_BENCH_ONLY: unknown part {part:?} (latency, burst, memory, startup, serve)"
+            )
+            .into());
+        }
+    }
+    if parts.contains(&"serve") {
+        return serve();
+    }
+    let bin = build_optiwatch()?;
+    for part in parts {
+        match part {
+            "latency" => {
+                let samples = env_num("WATCH_BENCH_SAMPLES", 60)?.max(1) as usize;
+                let lat = latency(&bin, samples)?;
+                let (p50, p99) = (lat[lat.len() / 2], percentile(&lat, 99.0));
+                println!("latency close -> invalidate request (debounce {DEBOUNCE:?} included): median {p50:?}, p99 {p99:?}, max {:?} ({samples} edits)", lat[lat.len() - 1]);
+                println!(
+                    "bench latency samples={samples} debounce_us={} p50_us={} p99_us={} max_us={}",
+                    DEBOUNCE.as_micros(),
+                    p50.as_micros(),
+                    p99.as_micros(),
+                    lat[lat.len() - 1].as_micros()
+                );
+            }
+            "burst" => {
+                let burst = env_num("WATCH_BENCH_BURST", 10_000)?.max(1) as usize;
+                // Wait a little after the token so late extra requests are counted.
+                let b = burst_requests(&bin, burst, Duration::from_secs(3))?;
+                println!(
+                    "burst of {burst} edits: {} invalidate requests (minimum {}; {} sent in all), {} token request(s) ({} sent in all), {} assets accepted",
+                    b.invalidations, burst.div_ceil(100), b.invalidations_sent, b.tokens, b.tokens_sent, b.assets
+                );
+                println!(
+                    "bench burst edits={burst} invalidate_ok={} invalidate_sent={} token_ok={} token_sent={} assets={} minimum={}",
+                    b.invalidations,
+                    b.invalidations_sent,
+                    b.tokens,
+                    b.tokens_sent,
+                    b.assets,
+                    burst.div_ceil(100)
+                );
+            }
+            "memory" => {
+                let tracked = env_num("WATCH_BENCH_TRACKED", 100_000)?.max(1) as usize;
+                let idle = Duration::from_secs(env_num("WATCH_BENCH_IDLE_SECS", 60)?);
+                let (rss, peak, cpu) = memory_and_idle(&bin, tracked, idle)?;
+                println!(
+                    "watching {tracked} files: resident {} MiB now, {} MiB peak; idle for {idle:?}: {cpu:?} of CPU time",
+                    rss / (1 << 20),
+                    peak / (1 << 20)
+                );
+                println!(
+                    "bench memory files={tracked} vmrss_kib={} vmhwm_kib={} idle_us={} idle_cpu_us={}",
+                    rss / 1024,
+                    peak / 1024,
+                    idle.as_micros(),
+                    cpu.as_micros()
+                );
+            }
+            "startup" => {
+                let config = std::env::var_os("WATCH_BENCH_CONFIG").ok_or(
+                    "startup needs WATCH_BENCH_CONFIG (a config whose store is baselined)",
+                )?;
+                let runs = env_num("WATCH_BENCH_RUNS", 1)?.max(1);
+                for run in 1..=runs {
+                    let s = startup(&bin, Path::new(&config))?;
+                    println!(
+                        "start-up to \"{}\": {:?}; resident {} MiB, {} MiB peak",
+                        s.line,
+                        s.elapsed,
+                        s.vmrss_kib / 1024,
+                        s.vmhwm_kib / 1024
+                    );
+                    println!(
+                        "bench startup run={run} elapsed_us={} vmrss_kib={} vmhwm_kib={} folders={} files={}",
+                        s.elapsed.as_micros(),
+                        s.vmrss_kib,
+                        s.vmhwm_kib,
+                        s.folders,
+                        s.files
+                    );
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+    Ok(())
+}
+
+/// The value at `pct` percent of sorted samples (nearest rank). (The median
+/// printed is `sorted[len / 2]`, as it always was.)
+fn percentile(sorted: &[Duration], pct: f64) -> Duration {
+    let rank = ((sorted.len() as f64 * pct / 100.0).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Runs the fake API until killed: prints `bench serve base_url=...`, then
+/// one `bench request ...` line per request as it is answered.
+fn serve() -> Result<(), Error> {
+    let api = FakeApi::start();
+    println!("bench serve base_url={} key={GOOD_KEY}", api.base_url());
+    let mut shown = 0;
+    loop {
+        let rs = api.requests();
+        // A request still in progress has status 0; show it once answered.
+        while shown < rs.len() && rs[shown].status != 0 {
+            let r = &rs[shown];
+            println!(
+                "bench request method={} path={} status={} assets={}",
+                r.method,
+                r.path,
+                r.status,
+                r.assets.len()
+            );
+            shown += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Startup {
+    elapsed: Duration,
+    line: String,
+    vmrss_kib: u64,
+    vmhwm_kib: u64,
+    folders: u64,
+    files: u64,
+}
+
+/// Starts `optiwatch watch` with `config`, waits for its "watching" line,
+/// reads its memory, then stops it with SIGTERM.
+fn startup(bin: &Path, config: &Path) -> Result<Startup, Error> {
+    let started = Instant::now();
+    let mut daemon = Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .arg("watch")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let stderr = daemon.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut sent = false;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if !sent && line.contains("watching") {
+                let _ = tx.send((Instant::now(), line));
+                sent = true;
+            }
+        }
+    });
+    let got = rx.recv_timeout(Duration::from_secs(900));
+    let pid = daemon.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            return Err("the daemon did not stop within 30 s of SIGTERM".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = reader.join();
+    let (at, line) = got.map_err(|_| "the daemon did not log its \"watching\" line")?;
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // "watching N folders and M files"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let number_before = |word: &str| -> u64 {
+        words
+            .windows(2)
+            .rev()
+            .find(|w| w[1].trim_matches(|c: char| !c.is_alphanumeric()) == word)
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(Startup {
+        elapsed: at - started,
+        vmrss_kib: kib("VmRSS:"),
+        vmhwm_kib: kib("VmHWM:"),
+        folders: number_before("folders"),
+        files: number_before("files"),
+        line: line
+            .get(line.find("watching").unwrap_or(0)..)
+            .unwrap_or(&line)
+            .to_string(),
+    })
 }
 
 /// A temp site with `files` baselined files and a running daemon.
@@ -145,7 +397,8 @@ fn url_of(n: usize) -> String {
     )
 }
 
-fn latency(bin: &Path, samples: usize) -> Result<(Duration, Duration), Error> {
+/// Sorted latencies from a file's close to its invalidate request (debounce included).
+fn latency(bin: &Path, samples: usize) -> Result<Vec<Duration>, Error> {
     let api = FakeApi::start();
     let bench = Bench::start(bin, &api, samples)?;
     let mut lat = Vec::new();
@@ -157,17 +410,26 @@ fn latency(bin: &Path, samples: usize) -> Result<(Duration, Duration), Error> {
             rs.iter().any(|r| r.assets.contains(&want))
         });
         let at = rs.iter().find(|r| r.assets.contains(&want)).unwrap().at;
-        lat.push(
-            at.saturating_duration_since(closed)
-                .saturating_sub(DEBOUNCE),
-        );
+        lat.push(at.saturating_duration_since(closed));
     }
     lat.sort();
-    let p99 = lat[((lat.len() as f64 * 0.99).ceil() as usize).min(lat.len()) - 1];
-    Ok((lat[lat.len() / 2], p99))
+    Ok(lat)
 }
 
-fn burst_requests(bin: &Path, burst: usize) -> Result<(usize, usize), Error> {
+struct Burst {
+    /// Successful invalidate and token requests.
+    invalidations: usize,
+    tokens: usize,
+    /// Every invalidate and token request received, whatever the answer.
+    invalidations_sent: usize,
+    tokens_sent: usize,
+    /// Assets in successful invalidate requests.
+    assets: usize,
+}
+
+/// Requests used by `burst` edits at once; waits `linger` after the burst and
+/// its token were received, so that late extra requests are counted.
+fn burst_requests(bin: &Path, burst: usize, linger: Duration) -> Result<Burst, Error> {
     let api = FakeApi::start();
     let bench = Bench::start(bin, &api, burst)?;
     for n in 0..burst {
@@ -185,7 +447,16 @@ fn burst_requests(bin: &Path, burst: usize) -> Result<(usize, usize), Error> {
                 && rs.iter().any(|r| r.path == "/token")
         },
     );
-    Ok((api.invalidate_requests().len(), api.token_requests().len()))
+    std::thread::sleep(linger);
+    let all = api.requests();
+    let sent = |path: &str| all.iter().filter(|r| r.path == path).count();
+    Ok(Burst {
+        invalidations: api.invalidate_requests().len(),
+        tokens: api.token_requests().len(),
+        invalidations_sent: sent("/invalidate/asset"),
+        tokens_sent: sent("/token"),
+        assets: api.invalidated_assets().len(),
+    })
 }
 
 fn memory_and_idle(

@@ -2,15 +2,13 @@
 //! in-memory index a scan compares against, and the one transaction that
 //! records a detected change set together with the assets it makes owed.
 
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
-use super::{outbox, Owed, Store};
+use super::{outbox, FileIndex, Owed, Store};
 
 /// The stat data of the quick-check: a file whose size, mtime (to the
 /// nanosecond) and inode are unchanged is taken as unchanged without hashing.
@@ -31,55 +29,12 @@ impl Stat {
     }
 }
 
-#[derive(Debug)]
-pub struct IndexEntry {
-    pub stat: Stat,
-    pub hash: [u8; 32],
-    /// Set by whichever walker thread meets the file; entries left unseen
-    /// after a walk are candidates for deletion.
-    seen: AtomicBool,
-}
-
-impl IndexEntry {
-    pub fn mark_seen(&self) {
-        self.seen.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Every recorded file, keyed by its absolute path's bytes; read once per
-/// scan so the walk never queries SQLite per file.
-#[derive(Debug, Default)]
-pub struct FileIndex {
-    map: HashMap<Box<[u8]>, IndexEntry>,
-}
-
-impl FileIndex {
-    pub fn get(&self, path: &Path) -> Option<&IndexEntry> {
-        self.map.get(path.as_os_str().as_bytes())
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Recorded files that no walk has marked as seen.
-    pub fn unseen(&self) -> impl Iterator<Item = (&Path, &IndexEntry)> {
-        self.map
-            .iter()
-            .filter(|(_, e)| !e.seen.load(Ordering::Relaxed))
-            .map(|(k, e)| (Path::new(std::ffi::OsStr::from_bytes(k)), e))
-    }
-}
-
 fn read_rows(mut rows: rusqlite::Rows<'_>, index: &mut FileIndex) -> anyhow::Result<()> {
     while let Some(row) = rows.next()? {
-        let path: Vec<u8> = row.get(0)?;
-        let hash: Vec<u8> = row.get(4)?;
-        let hash: [u8; 32] = hash
+        let path = row.get_ref(0)?.as_blob()?;
+        let hash: [u8; 32] = row
+            .get_ref(4)?
+            .as_blob()?
             .try_into()
             .map_err(|_| anyhow::anyhow!("a stored hash is not 32 bytes: the store is damaged"))?;
         let stat = Stat {
@@ -87,14 +42,7 @@ fn read_rows(mut rows: rusqlite::Rows<'_>, index: &mut FileIndex) -> anyhow::Res
             mtime_ns: row.get(2)?,
             inode: row.get::<_, i64>(3)? as u64,
         };
-        index.map.insert(
-            path.into_boxed_slice(),
-            IndexEntry {
-                stat,
-                hash,
-                seen: AtomicBool::new(false),
-            },
-        );
+        index.insert(path, stat, hash);
     }
     Ok(())
 }
@@ -117,7 +65,12 @@ pub struct Changes {
 impl Store {
     /// Every recorded file.
     pub fn load_index(&self) -> anyhow::Result<FileIndex> {
-        let mut index = FileIndex::default();
+        let (files, bytes): (i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(length(path)), 0) FROM files",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut index = FileIndex::with_capacity(files as usize, bytes as usize);
         let mut stmt = self
             .conn
             .prepare("SELECT path, size, mtime_ns, inode, hash FROM files")?;

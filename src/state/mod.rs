@@ -9,6 +9,7 @@
 //! power cut.
 
 mod files;
+mod index;
 mod lock;
 mod outbox;
 
@@ -18,7 +19,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
-pub use files::{Changes, FileIndex, IndexEntry, Stat};
+pub use files::{Changes, Stat};
+pub use index::{FileIndex, IndexEntry};
 pub use lock::{holder as lock_holder, StoreLock};
 pub use outbox::{Owed, Pending, TokenState};
 
