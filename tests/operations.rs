@@ -161,11 +161,12 @@ fn metrics_and_health_are_served_over_http() {
     site.write("a.jpg", b"2");
     site.api
         .wait_for("the edit", WAIT, |rs| rs.iter().any(|r| r.path == "/token"));
-    // The fake records a request before its answer reaches the daemon.
-    support::wait_until("the token to be counted", WAIT, || {
-        get(&addr, "/metrics")
-            .1
-            .contains("optiwatch_tokens_requested_total 1")
+    // The fake records a request before its answer reaches the daemon, and
+    // the owed gauge is updated after the token is published.
+    support::wait_until("the flush to be counted", WAIT, || {
+        let body = get(&addr, "/metrics").1;
+        body.contains("optiwatch_tokens_requested_total 1")
+            && body.contains("optiwatch_assets_owed 0")
     });
     let (status, body) = get(&addr, "/metrics");
     assert_eq!(status, 200);

@@ -32,11 +32,10 @@ impl Stat {
 fn read_rows(mut rows: rusqlite::Rows<'_>, index: &mut FileIndex) -> anyhow::Result<()> {
     while let Some(row) = rows.next()? {
         let path = row.get_ref(0)?.as_blob()?;
-        let hash: [u8; 32] = row
-            .get_ref(4)?
-            .as_blob()?
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("a stored hash is not 32 bytes: the store is damaged"))?;
+        let hash: [u8; 32] =
+            row.get_ref(4)?.as_blob()?.try_into().map_err(|_| {
+                anyhow::anyhow!("a stored hash is not 32 bytes: the store is damaged")
+            })?;
         let stat = Stat {
             size: row.get::<_, i64>(1)? as u64,
             mtime_ns: row.get(2)?,

@@ -133,7 +133,10 @@ mod tests {
         index.insert(b"/m/7.jpg", stat(99), [0; 32]);
         assert_eq!(index.len(), 1000, "a second insert of a path is ignored");
         for n in 1..1000 {
-            index.get(Path::new(&format!("/m/{n}.jpg"))).unwrap().mark_seen();
+            index
+                .get(Path::new(&format!("/m/{n}.jpg")))
+                .unwrap()
+                .mark_seen();
         }
         let unseen: Vec<&Path> = index.unseen().map(|(p, _)| p).collect();
         assert_eq!(unseen, vec![Path::new("/m/0.jpg")]);
