@@ -59,14 +59,19 @@ pub fn plan(
 
 /// Reads what the store knows about `scope` and walks it. Blocking: run it
 /// off the async threads.
+///
+/// With `record`, large change sets are recorded in chunks during the walk
+/// (see [`crate::scan::scan`]); the second value counts the assets those
+/// chunks made owed. The rest is recorded by [`record`].
 pub fn detect(
-    store: Option<&Store>,
+    mut store: Option<&mut Store>,
     rules: &RuleSet,
     plan: &ScanPlan,
     scope: &Scope,
-) -> anyhow::Result<Detected> {
+    record_chunks: bool,
+) -> anyhow::Result<(Detected, usize)> {
     let started = std::time::Instant::now();
-    let index = match (store, scope) {
+    let index = match (store.as_deref(), scope) {
         (None, _) => Ok(FileIndex::default()),
         (Some(store), Scope::All) => store.load_index(),
         (Some(store), Scope::Paths(paths)) => store.load_index_under(paths),
@@ -74,9 +79,29 @@ pub fn detect(
     .context("cannot read the state store")?;
     tracing::debug!(files = index.len(), took = ?started.elapsed(), "state index loaded");
     let started = std::time::Instant::now();
-    let detected = scan(rules, &index, plan, scope);
+    let mut owed = 0;
+    let mut record_chunk = |chunk: crate::state::Changes| -> anyhow::Result<()> {
+        let store = store
+            .as_deref_mut()
+            .expect("chunks are recorded only with a store");
+        owed += store.record(&chunk).with_context(|| {
+            format!(
+                "cannot record changes in the state store {}",
+                store.path().display()
+            )
+        })?;
+        Ok(())
+    };
+    let sink: Option<crate::scan::Sink<'_>> = match record_chunks {
+        true => Some(&mut record_chunk),
+        false => None,
+    };
+    let mut detected = scan(rules, &index, plan, scope, sink);
     tracing::debug!(files = detected.scanned.count, took = ?started.elapsed(), "walk finished");
-    Ok(detected)
+    if let Some(failure) = detected.failure.take() {
+        return Err(failure.context("nothing more was recorded; what was recorded is consistent"));
+    }
+    Ok((detected, owed))
 }
 
 /// Records a detection pass: hashes, outbox and token owed in one
@@ -151,8 +176,9 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
     report.baseline = plan.baseline.iter().any(|b| *b);
     let mut plan = plan;
     plan.progress = crate::progress::Progress::on_terminal(opts.progress).map(std::sync::Arc::new);
-    let detected =
-        tokio::task::block_in_place(|| detect(store.as_ref(), &rules, &plan, &Scope::All))?;
+    let (detected, _) = tokio::task::block_in_place(|| {
+        detect(store.as_mut(), &rules, &plan, &Scope::All, !opts.dry_run)
+    })?;
     if let Some(progress) = &plan.progress {
         progress.finish();
     }

@@ -73,6 +73,8 @@ pub struct Detected {
     pub hot: Vec<PathBuf>,
     /// The walk was abandoned part-way ([`ScanPlan::cancel`]).
     pub cancelled: bool,
+    /// The sink failed; the walk stopped and nothing more may be recorded.
+    pub failure: Option<anyhow::Error>,
     /// Rule folders that could not be opened (missing, unmounted).
     pub unavailable: Vec<usize>,
     /// Folders walked (rule folders included).
@@ -89,6 +91,8 @@ struct Counters {
     /// are only counted, never sent to the collector.
     quiet_unchanged: AtomicUsize,
     folders: AtomicUsize,
+    /// Raised when the sink failed: the walk stops.
+    stop: AtomicBool,
 }
 
 struct Found {
@@ -117,7 +121,25 @@ pub enum Scope {
 }
 
 /// Walks `scope` and compares what is there with `index`.
-pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan, scope: &Scope) -> Detected {
+/// A big change set is handed to the sink in chunks of this many files
+/// while the walk goes on, so memory stays flat and recording overlaps
+/// walking. Each chunk holds the files' new hashes and the assets they make
+/// owed, so any prefix of chunks is a consistent state.
+const CHUNK: usize = 10_000;
+
+/// Records a chunk of changes; an error stops the walk.
+pub type Sink<'a> = &'a mut dyn FnMut(Changes) -> anyhow::Result<()>;
+
+/// Walks `scope` and compares what is there with `index`. With a sink,
+/// large change sets are recorded chunk by chunk during the walk; what is
+/// left (and every deletion) is in the returned [`Detected::changes`].
+pub fn scan(
+    rules: &RuleSet,
+    index: &FileIndex,
+    plan: &ScanPlan,
+    scope: &Scope,
+    mut sink: Option<Sink<'_>>,
+) -> Detected {
     let mut out = Detected::default();
     // Folders whose content is unknown this time: nothing under them counts
     // as deleted.
@@ -148,7 +170,23 @@ pub fn scan(rules: &RuleSet, index: &FileIndex, plan: &ScanPlan, scope: &Scope) 
         });
         for message in rx {
             match message {
-                Message::Found(found) => collect(&mut out, rules, plan, found),
+                Message::Found(_) if out.failure.is_some() => {}
+                Message::Found(found) => {
+                    collect(&mut out, rules, plan, found);
+                    if out.changes.upserts.len() >= CHUNK {
+                        if let Some(sink) = sink.as_mut() {
+                            let chunk = Changes {
+                                upserts: std::mem::take(&mut out.changes.upserts),
+                                assets: std::mem::take(&mut out.changes.assets),
+                                ..Changes::default()
+                            };
+                            if let Err(e) = sink(chunk) {
+                                out.failure = Some(e);
+                                counters.stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
                 Message::Failed { path, error } => {
                     out.errors.push(error);
                     // An error without a path makes every folder blind.
@@ -343,11 +381,11 @@ fn visit(
     counters: &Counters,
     tx: &mpsc::Sender<Message>,
 ) -> WalkState {
-    if plan
+    let cancelled = plan
         .cancel
         .as_ref()
-        .is_some_and(|c| c.load(Ordering::Relaxed))
-    {
+        .is_some_and(|c| c.load(Ordering::Relaxed));
+    if cancelled || counters.stop.load(Ordering::Relaxed) {
         return WalkState::Quit;
     }
     let entry = match entry {

@@ -373,3 +373,24 @@ fn missing_rule_folder_fails_without_deleting_anything() {
     let back = site.scan(&[]).expect(0);
     assert_eq!(back.list("unchanged").len(), 1);
 }
+
+#[test]
+fn a_change_set_bigger_than_one_chunk_is_recorded_and_sent_whole() {
+    let site = Site::new();
+    let n: usize = 10_500; // more than one recording chunk (10,000 files)
+    for i in 0..n {
+        site.write(format!("{}/{i}.jpg", i % 50), b"1");
+    }
+    site.scan(&[]).expect(0);
+    for i in 0..n {
+        site.write(format!("{}/{i}.jpg", i % 50), b"2");
+    }
+    site.optiwatch().arg("scan").run().expect(0);
+    assert_eq!(site.api.invalidate_requests().len(), n.div_ceil(100));
+    assert_eq!(site.api.invalidated_assets().len(), n);
+    assert_eq!(site.api.token_requests().len(), 1);
+    site.api.clear();
+    let again = site.scan(&[]).expect(0);
+    assert_eq!(again.json()["counts"]["unchanged"], n);
+    assert!(site.api.requests().is_empty());
+}

@@ -150,8 +150,8 @@ impl Detector {
                 .map(|d| d.as_nanos() as i64);
         }
         plan.cancel = Some(self.cancel.clone());
-        let detected = tokio::task::block_in_place(|| {
-            pipeline::detect(Some(&self.store), &self.rules, &plan, &scope)
+        let (detected, chunk_owed) = tokio::task::block_in_place(|| {
+            pipeline::detect(Some(&mut self.store), &self.rules, &plan, &scope, true)
         })?;
         let known = detected
             .unavailable
@@ -186,7 +186,7 @@ impl Detector {
                 tracing::debug!(path = %crate::report::show_path(path), "{what}");
             }
         }
-        if owed > 0 || !detected.changes.assets.is_empty() {
+        if owed + chunk_owed > 0 || !detected.changes.assets.is_empty() {
             self.pulse.send_modify(|p| p.recorded += 1);
         }
         Ok(detected)
