@@ -1,0 +1,168 @@
+//! Where a walk starts and how: the rule folders (or event paths) to walk,
+//! which of them cannot be seen right now ("blind": missing, unmounted,
+//! reached only through a symlink), and the parallel walker itself.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use ignore::{WalkBuilder, WalkParallel};
+
+use super::{Detected, ScanPlan, Scope};
+use crate::rules::RuleSet;
+
+/// A parallel walker over `roots`, or `None` when there are none.
+pub(super) fn walker(
+    rules: &RuleSet,
+    roots: &[PathBuf],
+    follow: bool,
+    threads: usize,
+) -> Option<WalkParallel> {
+    let (first, rest) = roots.split_first()?;
+    let mut builder = WalkBuilder::new(first);
+    for root in rest {
+        builder.add(root);
+    }
+    builder
+        .standard_filters(false)
+        .follow_links(follow)
+        .threads(threads.max(1));
+    let all_dirs: Vec<PathBuf> = rules.rules().iter().map(|r| r.dir.clone()).collect();
+    // Another rule's folder inside this one is walked as its own root.
+    builder
+        .filter_entry(move |e| e.depth() == 0 || !all_dirs.iter().any(|d| d.as_path() == e.path()));
+    Some(builder.build_parallel())
+}
+
+/// The walk's starting points. A rule folder that cannot be opened makes
+/// everything under it blind (reported, never taken as deleted); a target
+/// path that is gone (or is now a symlink) is simply not walked, so what was
+/// recorded under it counts as deleted.
+pub(super) fn roots(
+    rules: &RuleSet,
+    plan: &ScanPlan,
+    scope: &Scope,
+    out: &mut Detected,
+    blind: &mut Vec<PathBuf>,
+) -> Vec<PathBuf> {
+    let mut rule_ok: Vec<Option<bool>> = vec![None; rules.rules().len()];
+    let mut check_rule = |i: usize, out: &mut Detected| -> bool {
+        *rule_ok[i].get_or_insert_with(|| {
+            let dir = &rules.get(i).dir;
+            let recorded = plan.devices.get(i).copied().flatten();
+            let problem = match std::fs::metadata(dir) {
+                // On another file system than when its files were recorded:
+                // most likely an empty mount point, which must not read as a
+                // deleted library.
+                Ok(meta)
+                    if meta.is_dir()
+                        && recorded.is_some_and(|d| d != meta.dev())
+                        && !plan.baseline[i] =>
+                {
+                    "it is on another file system than when its files were recorded (unmounted?): \
+                     mount it, or if it really moved run `optiwatch scan --baseline`"
+                        .to_string()
+                }
+                Ok(meta) if meta.is_dir() => {
+                    if recorded != Some(meta.dev()) {
+                        out.changes.devices.push((dir.clone(), meta.dev()));
+                    }
+                    return true;
+                }
+                Ok(_) => "it is not a folder: fix `dir` in the config".to_string(),
+                Err(e) => format!("{e}: check `dir` in the config and that it is mounted"),
+            };
+            out.errors.push(format!(
+                "cannot use rule folder {}: {problem}; its files were left as recorded",
+                dir.display()
+            ));
+            out.unavailable.push(i);
+            false
+        })
+    };
+    let mut roots: Vec<PathBuf> = Vec::new();
+    match scope {
+        Scope::All => {
+            for (i, rule) in rules.rules().iter().enumerate() {
+                if check_rule(i, out) {
+                    roots.push(rule.dir.clone());
+                } else {
+                    blind.push(rule.dir.clone());
+                }
+            }
+        }
+        Scope::Paths(paths) => {
+            let mut paths = paths.clone();
+            // A walk skips other rules' folders inside it: they are walked
+            // as roots of their own, or their files would look deleted.
+            let nested: Vec<PathBuf> = rules
+                .rules()
+                .iter()
+                .map(|r| r.dir.clone())
+                .filter(|d| paths.iter().any(|p| d != p && d.starts_with(p)))
+                .collect();
+            paths.extend(nested);
+            paths.sort();
+            paths.dedup();
+            // Taken roots that hold the current path (sorted by components,
+            // a folder comes right before what is in it), with their rules.
+            let mut holding: Vec<(PathBuf, usize)> = Vec::new();
+            for path in paths {
+                while holding.last().is_some_and(|(r, _)| !path.starts_with(r)) {
+                    holding.pop();
+                }
+                let Some((rule, _)) = rules.owner(&path) else {
+                    continue;
+                };
+                if holding.iter().any(|(_, owner)| *owner == rule) {
+                    continue;
+                }
+                if !check_rule(rule, out) {
+                    blind.push(path);
+                    continue;
+                }
+                let reachable = rules.get(rule).follow_symlinks
+                    || !through_symlink(&rules.get(rule).dir, &path);
+                match std::fs::symlink_metadata(&path) {
+                    Ok(meta) if reachable && (meta.is_dir() || meta.is_file()) => {
+                        holding.push((path.clone(), rule));
+                        roots.push(path);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    roots
+}
+
+/// Whether a folder between `dir` and `path` is a symlink: such a path is
+/// not inside the rule folder for a rule that does not follow symlinks
+/// (a walk would never reach it).
+fn through_symlink(dir: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(dir) else {
+        return false;
+    };
+    let mut at = dir.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            return false;
+        }
+        at.push(part);
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return true;
+        }
+    }
+    false
+}
+
+pub(super) fn error_path(err: &ignore::Error) -> Option<PathBuf> {
+    match err {
+        ignore::Error::WithPath { path, .. } => Some(path.clone()),
+        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+            error_path(err)
+        }
+        ignore::Error::Loop { child, .. } => Some(child.clone()),
+        _ => None,
+    }
+}
