@@ -181,12 +181,7 @@ fn status_reports_the_store() {
     site.api.push_faults(Fault::Status(500), 1000);
     site.scan(&[]).expect(1);
     site.api.clear_faults();
-    let status = site
-        .optiwatch()
-        .args(&["status", "--json"])
-        .run()
-        .expect(0)
-        .json();
+    let status = site.status();
     assert_eq!(status["rules"][0]["files"], 2);
     assert_eq!(status["assets_owed"], 1);
     assert_eq!(status["token"], "owed");
@@ -199,12 +194,7 @@ fn status_reports_the_store() {
 
     site.scan(&[]).expect(0);
     let daemon = site.watch();
-    let status = site
-        .optiwatch()
-        .args(&["status", "--json"])
-        .run()
-        .expect(0)
-        .json();
+    let status = site.status();
     assert_eq!(status["assets_owed"], 0);
     assert_eq!(status["token"], "settled");
     assert_eq!(status["last_token"], site.api.tokens_issued()[0].as_str());

@@ -15,10 +15,7 @@ const KEY_A: &str = "opt_site_a_key_aaaaaaaaaa";
 const KEY_B: &str = "opt_site_b_key_bbbbbbbbbb";
 
 fn sent(rs: &[Recorded]) -> Vec<String> {
-    rs.iter()
-        .filter(|r| r.status == 200)
-        .flat_map(|r| r.assets.clone())
-        .collect()
+    support::accepted(rs)
 }
 
 /// Two sites on two Optimole accounts, each with its own key and token file.

@@ -15,20 +15,11 @@ fn url(rel: &str) -> String {
 }
 
 fn watched_site(api: FakeApi, files: &[&str]) -> Site {
-    let mut site = Site::with_api(api);
-    site.config.tail = "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n".into();
-    for rel in files {
-        site.write(rel, b"v1");
-    }
-    site.scan(&[]).expect(0);
-    site
+    Site::watched(api, files, "100ms")
 }
 
 fn sent(rs: &[Recorded]) -> Vec<String> {
-    rs.iter()
-        .filter(|r| r.status == 200)
-        .flat_map(|r| r.assets.clone())
-        .collect()
+    support::accepted(rs)
 }
 
 #[test]
@@ -171,7 +162,10 @@ fn nested_rules_survive_path_scoped_passes() {
         2,
         "nothing else was invalidated"
     );
-    drop(daemon);
+    // Stop only once nothing is owed: a kill between an accepted request
+    // and its removal from the outbox would (rightly) send it again.
+    support::wait_until("nothing owed", WAIT, || site.status()["assets_owed"] == 0);
+    assert_eq!(daemon.stop_with(libc::SIGTERM, WAIT), Some(0));
 
     // Polling a parent folder does the same walk.
     site.config.tail.push_str("poll = true\n");
@@ -275,12 +269,7 @@ fn a_rejected_asset_is_isolated_and_does_not_block_the_rest() {
     site.api
         .push_fault(Fault::Message(422, "Invalid asset".into()));
     site.scan(&[]).expect(0);
-    let status = site
-        .optiwatch()
-        .args(&["status", "--json"])
-        .run()
-        .expect(0)
-        .json();
+    let status = site.status();
     assert!(
         status["last_error"]
             .as_str()

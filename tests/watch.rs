@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::fake_api::Recorded;
+use support::fake_api::{FakeApi, Recorded};
 use support::{sorted, Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -16,13 +16,7 @@ fn url(rel: &str) -> String {
 
 /// A site with fast settings for tests, its files baselined by a scan.
 fn site(files: &[&str]) -> Site {
-    let mut site = Site::new();
-    site.config.tail = "[watch]\ndebounce = \"200ms\"\ntoken_interval = \"1s\"\n".into();
-    for rel in files {
-        site.write(rel, b"v1");
-    }
-    site.scan(&[]).expect(0);
-    site
+    Site::watched(FakeApi::start(), files, "200ms")
 }
 
 fn invalidated(rs: &[Recorded]) -> Vec<String> {

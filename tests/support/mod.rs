@@ -387,3 +387,34 @@ pub fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Assets of the requests Optimole accepted, in order.
+pub fn accepted(rs: &[fake_api::Recorded]) -> Vec<String> {
+    rs.iter()
+        .filter(|r| r.status == 200)
+        .flat_map(|r| r.assets.clone())
+        .collect()
+}
+
+impl Site {
+    /// A site for daemon tests: `files` baselined by a scan, fast watch
+    /// settings (`debounce`, a 1 s token interval).
+    pub fn watched(api: FakeApi, files: &[&str], debounce: &str) -> Site {
+        let mut site = Site::with_api(api);
+        site.config.tail = format!("[watch]\ndebounce = \"{debounce}\"\ntoken_interval = \"1s\"\n");
+        for rel in files {
+            site.write(rel, b"v1");
+        }
+        site.scan(&[]).expect(0);
+        site
+    }
+
+    /// `optiwatch status --json`.
+    pub fn status(&self) -> Value {
+        self.optiwatch()
+            .args(&["status", "--json"])
+            .run()
+            .expect(0)
+            .json()
+    }
+}
