@@ -90,11 +90,28 @@ pub fn hash_file(path: &Path, follow_symlinks: bool) -> io::Result<(Stat, [u8; 3
     let stat = Stat::of(&meta);
     let mut hasher = blake3::Hasher::new();
     if stat.size < LARGE {
-        hasher.update_reader(file)?;
+        hash_small(&mut hasher, file)?;
     } else {
         hash_large(&mut hasher, file)?;
     }
     Ok((stat, *hasher.finalize().as_bytes()))
+}
+
+thread_local! {
+    /// One read buffer per walker thread, reused for every small file
+    /// (a fresh zeroed buffer per file cost more than the hashing).
+    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(LARGE as usize));
+}
+
+fn hash_small(hasher: &mut blake3::Hasher, mut file: std::fs::File) -> io::Result<()> {
+    use std::io::Read;
+    BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        buffer.clear();
+        file.read_to_end(&mut buffer)?;
+        hasher.update(&buffer);
+        Ok(())
+    })
 }
 
 /// Files at least this big are memory-mapped and hashed on every core.

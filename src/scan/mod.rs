@@ -148,7 +148,7 @@ pub fn scan(
     // as deleted.
     let mut blind: Vec<PathBuf> = Vec::new();
     let roots = roots::roots(rules, plan, scope, &mut out, &mut blind);
-    let (tx, rx) = mpsc::channel::<Message>();
+    let (tx, rx) = mpsc::channel::<Vec<Message>>();
     let counters = Counters::default();
     // Rules that follow symlinks need a walker that does; the rest (the
     // default) get one that never does.
@@ -163,15 +163,15 @@ pub fn scan(
             for (group, follow) in [(stay, false), (follow, true)] {
                 if let Some(walker) = walker(rules, &group, follow, plan.threads) {
                     walker.run(|| {
-                        let tx = tx.clone();
+                        let mut batch = Batch::new(tx.clone());
                         Box::new(move |entry| {
-                            visit(rules, index, entry, plan, follow, counters, &tx)
+                            visit(rules, index, entry, plan, follow, counters, &mut batch)
                         })
                     });
                 }
             }
         });
-        for message in rx {
+        for message in rx.into_iter().flatten() {
             match message {
                 Message::Found(_) if out.failure.is_some() => {}
                 Message::Found(found) => {
@@ -236,7 +236,7 @@ fn visit(
     plan: &ScanPlan,
     follow: bool,
     counters: &Counters,
-    tx: &mpsc::Sender<Message>,
+    batch: &mut Batch,
 ) -> WalkState {
     let cancelled = plan
         .cancel
@@ -249,7 +249,7 @@ fn visit(
         Ok(entry) => entry,
         Err(err) => {
             let path = error_path(&err);
-            let _ = tx.send(Message::Failed {
+            batch.push(Message::Failed {
                 path,
                 error: format!("cannot read part of a rule folder: {err}; it was left as recorded"),
             });
@@ -312,10 +312,45 @@ fn visit(
         rule,
         observation,
     };
-    if tx.send(Message::Found(found)).is_err() {
+    if !batch.push(Message::Found(found)) {
         return WalkState::Quit;
     }
     WalkState::Continue
+}
+
+/// One walker thread's messages, sent in batches: one channel send (and
+/// at most one wake-up of the collector) per 256 files instead of per file.
+/// Dropped with its walker thread, which sends the rest.
+struct Batch {
+    tx: mpsc::Sender<Vec<Message>>,
+    messages: Vec<Message>,
+}
+
+impl Batch {
+    const SIZE: usize = 256;
+
+    fn new(tx: mpsc::Sender<Vec<Message>>) -> Batch {
+        Batch {
+            tx,
+            messages: Vec::new(),
+        }
+    }
+
+    /// False once the collector is gone.
+    fn push(&mut self, message: Message) -> bool {
+        self.messages.push(message);
+        self.messages.len() < Self::SIZE || self.send()
+    }
+
+    fn send(&mut self) -> bool {
+        self.messages.is_empty() || self.tx.send(std::mem::take(&mut self.messages)).is_ok()
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.send();
+    }
 }
 
 fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
