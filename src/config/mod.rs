@@ -4,18 +4,17 @@
 //! Parsing is strict (unknown keys are errors) and every error names the key
 //! with its line and column, so a typo never silently turns into a default.
 
+mod raw;
 mod values;
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Deserialize;
-use toml::Spanned;
 use url::Url;
 
+use raw::{RawConfig, RawToken};
 pub use values::{is_loopback, MAX_BATCH};
-use values::{ApiBase, Argv, BatchSize, HumanDuration, Pattern, SitePrefix};
 
 use crate::exit_codes::UsageError;
 
@@ -191,78 +190,6 @@ pub struct TokenConfig {
     pub file: Option<PathBuf>,
     pub command: Option<Vec<String>>,
     pub command_timeout: Duration,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    state: Option<String>,
-    #[serde(default)]
-    invalidate_new: bool,
-    #[serde(default)]
-    api: RawApi,
-    rules: Option<Vec<Spanned<RawRule>>>,
-    #[serde(default)]
-    token: RawToken,
-    #[serde(default)]
-    watch: RawWatch,
-    #[serde(default)]
-    metrics: RawMetrics,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawMetrics {
-    listen: Option<values::ListenAddr>,
-    max_owed_age: Option<HumanDuration>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawWatch {
-    debounce: Option<HumanDuration>,
-    token_interval: Option<HumanDuration>,
-    poll: Option<bool>,
-    poll_interval: Option<Spanned<HumanDuration>>,
-    event_queue: Option<Spanned<usize>>,
-    max_backoff: Option<HumanDuration>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawApi {
-    base_url: Option<ApiBase>,
-    key_env: Option<String>,
-    key_file: Option<Spanned<String>>,
-    batch_size: Option<BatchSize>,
-    timeout: Option<HumanDuration>,
-    retry_for: Option<HumanDuration>,
-    domain_threshold: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    dir: String,
-    url: SitePrefix,
-    #[serde(default)]
-    also: Vec<SitePrefix>,
-    include: Option<Vec<Pattern>>,
-    #[serde(default)]
-    exclude: Vec<Pattern>,
-    #[serde(default)]
-    follow_symlinks: bool,
-    key_env: Option<String>,
-    key_file: Option<Spanned<String>>,
-    token: Option<RawToken>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawToken {
-    file: Option<String>,
-    command: Option<Argv>,
-    command_timeout: Option<HumanDuration>,
 }
 
 impl Config {
