@@ -23,6 +23,7 @@
 //! - `serve`: runs the fake API until killed, printing its base URL and one
 //!   line per request it receives.
 //!
+//! `WATCH_BENCH_BIN` names the optiwatch binary to run (default: build it).
 //! Each then prints, besides its human line, one `bench NAME key=value...`
 //! line on stdout (durations in microseconds, memory in KiB).
 
@@ -110,7 +111,11 @@ fn only_mode(only: &str) -> Result<(), Error> {
     if parts.contains(&"serve") {
         return serve();
     }
-    let bin = build_optiwatch()?;
+    // WATCH_BENCH_BIN: an optiwatch binary to use instead of building one.
+    let bin = match std::env::var_os("WATCH_BENCH_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_optiwatch()?,
+    };
     for part in parts {
         match part {
             "latency" => {
