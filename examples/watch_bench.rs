@@ -279,14 +279,7 @@ fn startup(bin: &Path, config: &Path) -> Result<Startup, Error> {
     }
     let _ = reader.join();
     let (at, line) = got.map_err(|_| "the daemon did not log its \"watching\" line")?;
-    let kib = |key: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let kib = |key: &str| status_kib(&status, key);
     // "watching N folders and M files"
     let words: Vec<&str> = line.split_whitespace().collect();
     let number_before = |word: &str| -> u64 {
@@ -473,14 +466,7 @@ fn memory_and_idle(
     let bench = Bench::start(bin, &api, files)?;
     let pid = bench.daemon.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = |key: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let kib = |key: &str| status_kib(&status, key);
     let (rss, peak) = (kib("VmRSS:") * 1024, kib("VmHWM:") * 1024);
     let before = cpu_time(pid)?;
     std::thread::sleep(idle);
@@ -502,4 +488,14 @@ fn cpu_time(pid: u32) -> Result<Duration, Error> {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A `VmRSS:`-style field of /proc/PID/status, in KiB (0 if absent).
+fn status_kib(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

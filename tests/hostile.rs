@@ -199,6 +199,17 @@ fn in_namespace(site: &Site, script: &str) -> support::Outcome {
         .run()
 }
 
+/// Runs `script` in a namespace from the site's folder, asserts it went
+/// through, and returns a reader of the files it left there.
+fn in_namespace_at_site<'a>(site: &'a Site, script: &str) -> impl Fn(&str) -> String + 'a {
+    let run = in_namespace(
+        site,
+        &format!("cd {} && {script}", site.root.path().display()),
+    );
+    assert_eq!(run.code, 0, "{run}");
+    move |name| std::fs::read_to_string(site.root.path().join(name)).unwrap()
+}
+
 #[test]
 fn a_full_disk_fails_clearly_and_leaves_the_store_consistent() {
     let mut site = Site::new();
@@ -219,12 +230,7 @@ fn a_full_disk_fails_clearly_and_leaves_the_store_consistent() {
         store = store_dir.display(),
         media = site.media.display(),
     );
-    let run = in_namespace(
-        &site,
-        &format!("cd {} && {script}", site.root.path().display()),
-    );
-    assert_eq!(run.code, 0, "{run}");
-    let read = |name: &str| std::fs::read_to_string(site.root.path().join(name)).unwrap();
+    let read = in_namespace_at_site(&site, &script);
     assert_eq!(read("full.rc").trim(), "1", "{}", read("full.err"));
     assert!(
         read("full.err").contains("disk is full"),
@@ -310,12 +316,7 @@ fn an_unmounted_rule_folder_is_not_a_deleted_library() {
          \"$0\" \"$@\" scan --json > after.json 2> after.err; echo $? > after.rc",
         m = site.media.display()
     );
-    let run = in_namespace(
-        &site,
-        &format!("cd {} && {script}", site.root.path().display()),
-    );
-    assert_eq!(run.code, 0, "{run}");
-    let read = |name: &str| std::fs::read_to_string(site.root.path().join(name)).unwrap();
+    let read = in_namespace_at_site(&site, &script);
     assert_eq!(read("after.rc").trim(), "1", "{}", read("after.err"));
     assert!(
         read("after.err").contains("another file system"),
