@@ -166,7 +166,7 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         }
     }
 
-    let plan = plan(
+    let mut plan = plan(
         store.as_ref(),
         &rules,
         config,
@@ -174,7 +174,6 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         opts.keep_paths,
     )?;
     report.baseline = plan.baseline.iter().any(|b| *b);
-    let mut plan = plan;
     plan.progress = crate::progress::Progress::on_terminal(opts.progress).map(std::sync::Arc::new);
     let (detected, _) = tokio::task::block_in_place(|| {
         detect(store.as_mut(), &rules, &plan, &Scope::All, !opts.dry_run)

@@ -242,17 +242,7 @@ impl Config {
                     dir.display()
                 ));
             }
-            let key = match (raw.key_env, raw.key_file) {
-                (Some(_), Some(file)) => {
-                    return Err(format!(
-                        "{}: rules.key_env and rules.key_file are both set: keep one",
-                        at(file.span())
-                    ))
-                }
-                (_, Some(file)) => Some(KeySource::File(resolve(&base, file.get_ref()))),
-                (Some(env), None) => Some(KeySource::Env(env)),
-                (None, None) => None,
-            };
+            let key = key_source(text, &base, "rules", raw.key_env, raw.key_file)?;
             rules.push(RuleConfig {
                 dir,
                 account: key.as_ref().map(KeySource::id).unwrap_or_default(),
@@ -266,17 +256,8 @@ impl Config {
             });
         }
 
-        let key = match (raw.api.key_env, raw.api.key_file) {
-            (Some(_), Some(file)) => {
-                return Err(format!(
-                    "{}: api.key_env and api.key_file are both set: keep one",
-                    at(file.span())
-                ))
-            }
-            (_, Some(file)) => KeySource::File(resolve(&base, file.get_ref())),
-            (Some(env), None) => KeySource::Env(env),
-            (None, None) => KeySource::Env(DEFAULT_KEY_ENV.to_string()),
-        };
+        let key = key_source(text, &base, "api", raw.api.key_env, raw.api.key_file)?
+            .unwrap_or_else(|| KeySource::Env(DEFAULT_KEY_ENV.to_string()));
         let api = ApiConfig {
             base_url: match raw.api.base_url {
                 Some(b) => b.0,
@@ -342,6 +323,26 @@ impl Config {
             rules,
             token,
         })
+    }
+}
+
+/// `key_env` or `key_file` of one table (`[api]` or a `[[rules]]`), never
+/// both.
+fn key_source(
+    text: &str,
+    base: &Path,
+    table: &str,
+    env: Option<String>,
+    file: Option<toml::Spanned<String>>,
+) -> Result<Option<KeySource>, String> {
+    match (env, file) {
+        (Some(_), Some(file)) => Err(format!(
+            "{}: {table}.key_env and {table}.key_file are both set: keep one",
+            locate(text, file.span().start)
+        )),
+        (_, Some(file)) => Ok(Some(KeySource::File(resolve(base, file.get_ref())))),
+        (Some(env), None) => Ok(Some(KeySource::Env(env))),
+        (None, None) => Ok(None),
     }
 }
 

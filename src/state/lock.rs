@@ -21,11 +21,9 @@ pub struct StoreLock {
 
 impl StoreLock {
     pub fn acquire(state: &Path) -> anyhow::Result<StoreLock> {
-        let mut name = state.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
+        let path = lock_path(state);
         super::ensure_folder(state)?;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -33,21 +31,13 @@ impl StoreLock {
             .mode(0o644)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                bail!(
-                    "another optiwatch ({}) is using the state store {}: stop it first, or give this one its own `state`",
-                    describe(holder.trim()),
-                    state.display()
-                );
-            }
-            return Err(err).with_context(|| format!("cannot lock {}", path.display()));
-        }
+        let mut file = match try_lock(file).with_context(|| format!("cannot lock {}", path.display()))? {
+            Ok(file) => file,
+            Err(holder) => bail!(
+                "another optiwatch ({holder}) is using the state store {}: stop it first, or give this one its own `state`",
+                state.display()
+            ),
+        };
         file.set_len(0)?;
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
@@ -56,17 +46,34 @@ impl StoreLock {
     }
 }
 
-/// Who holds the store's lock, if anyone (for `status`); takes no lock.
+/// Who holds the store's lock, if anyone (for `status`). Only looks: it
+/// neither creates the lock file nor writes to it.
 pub fn holder(state: &Path) -> Option<String> {
-    match StoreLock::acquire(state) {
-        Ok(_released_on_drop) => None,
-        Err(e) => {
-            let text = e.to_string();
-            let start = text.find('(')? + 1;
-            let end = text.find(") is using")?;
-            Some(text[start..end].to_string())
-        }
+    let file = File::open(lock_path(state)).ok()?;
+    try_lock(file).ok()?.err()
+}
+
+fn lock_path(state: &Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the lock without waiting: `Ok(Err(holder))` when another process
+/// has it, described from the pid it wrote into the file.
+fn try_lock(mut file: File) -> std::io::Result<Result<File, String>> {
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(Ok(file));
     }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        return Err(err);
+    }
+    let mut pid = String::new();
+    let _ = file.read_to_string(&mut pid);
+    Ok(Err(describe(pid.trim())))
 }
 
 /// "pid 123: optiwatch --config x watch", from the pid the holder wrote.
