@@ -96,6 +96,8 @@ pub struct ApiConfig {
 pub enum KeySource {
     Env(String),
     File(PathBuf),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/<name>`.
+    Credential(String),
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +134,7 @@ impl KeySource {
         match self {
             KeySource::Env(var) => format!("env:{var}"),
             KeySource::File(path) => format!("file:{}", path.display()),
+            KeySource::Credential(name) => format!("credential:{name}"),
         }
     }
 }
@@ -242,7 +245,12 @@ impl Config {
                     dir.display()
                 ));
             }
-            let key = key_source(text, &base, "rules", raw.key_env, raw.key_file)?;
+            let key = key_source(
+                text,
+                &base,
+                "rules",
+                [raw.key_env, raw.key_file, raw.key_credential],
+            )?;
             rules.push(RuleConfig {
                 dir,
                 account: key.as_ref().map(KeySource::id).unwrap_or_default(),
@@ -256,8 +264,13 @@ impl Config {
             });
         }
 
-        let key = key_source(text, &base, "api", raw.api.key_env, raw.api.key_file)?
-            .unwrap_or_else(|| KeySource::Env(DEFAULT_KEY_ENV.to_string()));
+        let key = key_source(
+            text,
+            &base,
+            "api",
+            [raw.api.key_env, raw.api.key_file, raw.api.key_credential],
+        )?
+        .unwrap_or_else(|| KeySource::Env(DEFAULT_KEY_ENV.to_string()));
         let api = ApiConfig {
             base_url: match raw.api.base_url {
                 Some(b) => b.0,
@@ -326,24 +339,58 @@ impl Config {
     }
 }
 
-/// `key_env` or `key_file` of one table (`[api]` or a `[[rules]]`), never
-/// both.
+/// `key_env`, `key_file` or `key_credential` of one table (`[api]` or a
+/// `[[rules]]`): at most one of them.
 fn key_source(
     text: &str,
     base: &Path,
     table: &str,
-    env: Option<String>,
-    file: Option<toml::Spanned<String>>,
+    [env, file, credential]: [Option<toml::Spanned<String>>; 3],
 ) -> Result<Option<KeySource>, String> {
-    match (env, file) {
-        (Some(_), Some(file)) => Err(format!(
-            "{}: {table}.key_env and {table}.key_file are both set: keep one",
-            locate(text, file.span().start)
-        )),
-        (_, Some(file)) => Ok(Some(KeySource::File(resolve(base, file.get_ref())))),
-        (Some(env), None) => Ok(Some(KeySource::Env(env))),
-        (None, None) => Ok(None),
+    let set: Vec<(&str, &toml::Spanned<String>)> = [
+        ("key_env", &env),
+        ("key_file", &file),
+        ("key_credential", &credential),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.as_ref().map(|v| (name, v)))
+    .collect();
+    if let [(first, _), (second, value), ..] = set[..] {
+        return Err(format!(
+            "{}: {table}.{first} and {table}.{second} are both set: keep one",
+            locate(text, value.span().start)
+        ));
     }
+    let bad = |value: &toml::Spanned<String>, why: &str| {
+        Err(format!("{}: {why}", locate(text, value.span().start)))
+    };
+    if let Some(env) = env {
+        let name = env.get_ref();
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return bad(
+                &env,
+                &format!("{table}.key_env {name:?} is not an environment variable name"),
+            );
+        }
+        return Ok(Some(KeySource::Env(env.into_inner())));
+    }
+    if let Some(file) = file {
+        return Ok(Some(KeySource::File(resolve(base, file.get_ref()))));
+    }
+    if let Some(credential) = credential {
+        let name = credential.get_ref();
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+            return bad(
+                &credential,
+                &format!(
+                    "{table}.key_credential {name:?} is not a credential name: use the name \
+                     given in LoadCredential=NAME:FILE (no `/`)"
+                ),
+            );
+        }
+        return Ok(Some(KeySource::Credential(credential.into_inner())));
+    }
+    Ok(None)
 }
 
 fn token_config(base: &Path, raw: RawToken) -> TokenConfig {
