@@ -452,3 +452,39 @@ fn assert_follows(site: &Site, key: &str, run: &support::Outcome) {
         "no token for the new account after the asset: {calls:?}\n{run}"
     );
 }
+
+#[test]
+fn a_systemd_credential_holds_the_key() {
+    let mut site = Site::new();
+    let credentials = site.root.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("optimole-key"), format!("{GOOD_KEY}\n")).unwrap();
+    site.config
+        .api
+        .push_str("key_credential = \"optimole-key\"\n");
+    site.write("a.jpg", b"1");
+    let outside = site
+        .optiwatch()
+        .arg("scan")
+        .env_remove("OPTIMOLE_API_KEY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .run()
+        .expect(2);
+    assert!(
+        outside.stderr.contains("LoadCredential=optimole-key"),
+        "{outside}"
+    );
+    let by_credential = |site: &Site| {
+        site.optiwatch()
+            .args(&["scan", "--json"])
+            .env_remove("OPTIMOLE_API_KEY")
+            .env("CREDENTIALS_DIRECTORY", &credentials)
+            .run()
+    };
+    by_credential(&site).expect(0);
+    site.write("a.jpg", b"2");
+    by_credential(&site).expect(0);
+    let sent = site.api.invalidate_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].authorization, Some(format!("Bearer {GOOD_KEY}")));
+}

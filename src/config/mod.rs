@@ -445,6 +445,30 @@ mod tests {
     }
 
     #[test]
+    fn a_key_comes_from_one_source_with_a_valid_name() {
+        let parse = |api: &str| {
+            let text = format!("[api]\n{api}\n[[rules]]\ndir = \"m\"\nurl = \"https://a.com\"\n");
+            Config::parse(&text, Path::new("/c/w.toml"))
+        };
+        let cfg = parse("key_credential = \"optimole-key\"").unwrap();
+        assert_eq!(cfg.api.key, KeySource::Credential("optimole-key".into()));
+        assert_eq!(cfg.api.key.id(), "credential:optimole-key");
+        let err = parse("key_env = \"K\"\nkey_credential = \"k\"").unwrap_err();
+        assert!(
+            err.contains("line 3, column 18") && err.contains("both set"),
+            "{err}"
+        );
+        for bad in [
+            "key_credential = \"../key\"",
+            "key_credential = \"\"",
+            "key_env = \"A=B\"",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.starts_with("line 2, column "), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn locate_counts_lines_and_columns_from_one() {
         assert_eq!(locate("a = 1\nbb = 2\n", 8), "line 2, column 3");
     }

@@ -31,11 +31,18 @@ impl StoreLock {
     pub fn acquire(state: &Path) -> anyhow::Result<StoreLock> {
         let path = lock_path(state);
         super::ensure_folder(state)?;
-        let mut pid_file = open_locked(&path, 0o644)
+        let pid_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let mut pid_file = try_lock(pid_file)
             .with_context(|| format!("cannot lock {}", path.display()))?
             .map_err(|holder| busy(state, &holder))?;
-        // An empty store file is what SQLite makes of a new store anyway.
-        let store = open_locked(state, 0o644)
+        let store = open_locked(state)
             .with_context(|| format!("cannot lock the state store {}", state.display()))?
             .map_err(|_| {
                 busy(
@@ -62,16 +69,21 @@ fn busy(state: &Path, holder: &str) -> anyhow::Error {
     )
 }
 
-/// Opens (creating) and locks `path` without waiting: `Ok(Err(holder))`
-/// when another process has it.
-fn open_locked(path: &Path, mode: u32) -> std::io::Result<Result<File, String>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(mode)
-        .open(path)?;
+/// Opens and locks `path` without waiting: `Ok(Err(holder))` when another
+/// process has it. An existing file is only read (`flock` needs no write
+/// access); a missing one is created empty, which is what SQLite makes of a
+/// new database anyway.
+fn open_locked(path: &Path) -> std::io::Result<Result<File, String>> {
+    let file = match File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)?,
+        opened => opened?,
+    };
     try_lock(file)
 }
 
