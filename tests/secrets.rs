@@ -134,6 +134,7 @@ fn the_token_command_finds_no_key_in_watch_even_after_a_reload() {
 
 #[test]
 fn another_process_of_the_same_user_cannot_open_optiwatchs_memory() {
+    // SAFETY: geteuid(2) only returns a number.
     if !Path::new("/usr/bin/setpriv").exists() || unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root and setpriv to run optiwatch as another user");
         return;

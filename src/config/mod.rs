@@ -4,6 +4,7 @@
 //! Parsing is strict (unknown keys are errors) and every error names the key
 //! with its line and column, so a typo never silently turns into a default.
 
+mod keys;
 mod raw;
 mod values;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use url::Url;
 
+use keys::key_source;
 use raw::{RawConfig, RawToken};
 pub use values::{is_loopback, MAX_BATCH};
 
@@ -339,60 +341,6 @@ impl Config {
     }
 }
 
-/// `key_env`, `key_file` or `key_credential` of one table (`[api]` or a
-/// `[[rules]]`): at most one of them.
-fn key_source(
-    text: &str,
-    base: &Path,
-    table: &str,
-    [env, file, credential]: [Option<toml::Spanned<String>>; 3],
-) -> Result<Option<KeySource>, String> {
-    let set: Vec<(&str, &toml::Spanned<String>)> = [
-        ("key_env", &env),
-        ("key_file", &file),
-        ("key_credential", &credential),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| value.as_ref().map(|v| (name, v)))
-    .collect();
-    if let [(first, _), (second, value), ..] = set[..] {
-        return Err(format!(
-            "{}: {table}.{first} and {table}.{second} are both set: keep one",
-            locate(text, value.span().start)
-        ));
-    }
-    let bad = |value: &toml::Spanned<String>, why: &str| {
-        Err(format!("{}: {why}", locate(text, value.span().start)))
-    };
-    if let Some(env) = env {
-        let name = env.get_ref();
-        if name.is_empty() || name.contains(['=', '\0']) {
-            return bad(
-                &env,
-                &format!("{table}.key_env {name:?} is not an environment variable name"),
-            );
-        }
-        return Ok(Some(KeySource::Env(env.into_inner())));
-    }
-    if let Some(file) = file {
-        return Ok(Some(KeySource::File(resolve(base, file.get_ref()))));
-    }
-    if let Some(credential) = credential {
-        let name = credential.get_ref();
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-            return bad(
-                &credential,
-                &format!(
-                    "{table}.key_credential {name:?} is not a credential name: use the name \
-                     given in LoadCredential=NAME:FILE (no `/`)"
-                ),
-            );
-        }
-        return Ok(Some(KeySource::Credential(credential.into_inner())));
-    }
-    Ok(None)
-}
-
 fn token_config(base: &Path, raw: RawToken) -> TokenConfig {
     TokenConfig {
         file: raw.file.map(|f| resolve(base, &f)),
@@ -442,30 +390,6 @@ mod tests {
         assert_eq!(cfg.watch, WatchConfig::default());
         assert_eq!(cfg.metrics.max_owed_age, Duration::from_secs(900));
         assert_eq!(cfg.accounts().len(), 1);
-    }
-
-    #[test]
-    fn a_key_comes_from_one_source_with_a_valid_name() {
-        let parse = |api: &str| {
-            let text = format!("[api]\n{api}\n[[rules]]\ndir = \"m\"\nurl = \"https://a.com\"\n");
-            Config::parse(&text, Path::new("/c/w.toml"))
-        };
-        let cfg = parse("key_credential = \"optimole-key\"").unwrap();
-        assert_eq!(cfg.api.key, KeySource::Credential("optimole-key".into()));
-        assert_eq!(cfg.api.key.id(), "credential:optimole-key");
-        let err = parse("key_env = \"K\"\nkey_credential = \"k\"").unwrap_err();
-        assert!(
-            err.contains("line 3, column 18") && err.contains("both set"),
-            "{err}"
-        );
-        for bad in [
-            "key_credential = \"../key\"",
-            "key_credential = \"\"",
-            "key_env = \"A=B\"",
-        ] {
-            let err = parse(bad).unwrap_err();
-            assert!(err.starts_with("line 2, column "), "{bad}: {err}");
-        }
     }
 
     #[test]
