@@ -107,14 +107,8 @@ impl Client {
             .or_else(|| answer.get("token"))
             .and_then(Value::as_str)
             .unwrap_or_default();
-        // The token ends up in files, argv and image URLs: accept only the
-        // URL-safe characters a cache buster is made of.
-        let plausible = !token.is_empty()
-            && token.len() <= 256
-            && token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
-        if plausible {
+        // The token ends up in files, argv and image URLs.
+        if crate::token::is_valid(token) {
             crate::metrics::add(&crate::metrics::METRICS.tokens, 1);
             Ok(token.to_string())
         } else {

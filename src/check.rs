@@ -62,6 +62,11 @@ pub async fn check(config: &Config, online: bool) -> Vec<Finding> {
             "api key",
             format!("read from environment variable {var}"),
         ),
+        (Ok(_), KeySource::Credential(name)) => note(
+            true,
+            "api key",
+            format!("read from systemd credential {name}"),
+        ),
         (Ok(_), KeySource::File(path)) => {
             let mode = std::fs::metadata(path)
                 .map(|m| m.permissions().mode() & 0o777)

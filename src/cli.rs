@@ -2,7 +2,7 @@
 //! (flag > environment > config file > default), and turning each command's
 //! result into output and an exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -149,6 +149,8 @@ pub fn main() -> ExitCode {
         }
     };
     logging::init(cli.verbose as i8 - cli.quiet as i8, cli.log_format);
+    // Before the runtime starts any thread: keys leave the environment.
+    crate::secret::protect_at_start(cli.config.as_deref().unwrap_or(Path::new("watcher.toml")));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -39,6 +39,9 @@ pub struct Lane {
     pub account: String,
     pub client: Client,
     pub publisher: Publisher,
+    /// URL prefixes (`url` and `also`) of the rules whose assets this
+    /// account is owed.
+    pub prefixes: Vec<String>,
     /// The largest batch the server has not refused as too many assets;
     /// kept for the lane's life so a low server limit costs one refusal,
     /// not one per flush.
@@ -70,6 +73,12 @@ pub fn lanes(config: &Config) -> anyhow::Result<Vec<Lane>> {
             Ok(Lane {
                 client: Client::new(&config.api, ApiKey::load(&account.key)?)?,
                 publisher: Publisher::new(account.tokens, config.key_env_vars()),
+                prefixes: config
+                    .rules
+                    .iter()
+                    .filter(|r| r.account == account.id)
+                    .flat_map(|r| std::iter::once(&r.url).chain(&r.also).cloned())
+                    .collect(),
                 account: account.id,
                 batch_limit: AtomicUsize::new(usize::MAX),
             })
@@ -77,11 +86,43 @@ pub fn lanes(config: &Config) -> anyhow::Result<Vec<Lane>> {
         .collect()
 }
 
-/// Assets owed to accounts the config no longer has go to the `[api]`
-/// account: they must not stay owed forever.
+/// Owed assets follow their rule's current account (a rule that got its own
+/// key, or a new one, takes its owed assets along: the old key may not be
+/// allowed to invalidate them); assets owed to accounts the config no longer
+/// has and no rule serves go to the `[api]` account: they must not stay owed
+/// forever.
 pub fn adopt_orphans(store: &mut Store, lanes: &[Lane]) -> anyhow::Result<()> {
+    store.follow_rules(|asset| account_serving(lanes, asset))?;
     let known: Vec<&str> = lanes.iter().map(|l| l.account.as_str()).collect();
     store.adopt_orphans(&known)
+}
+
+/// The account of the rule serving `asset` (its longest matching prefix);
+/// `None` for an asset no rule serves, or one two accounts serve alike.
+fn account_serving<'l>(lanes: &'l [Lane], asset: &str) -> Option<&'l str> {
+    let mut best: Option<(usize, &str)> = None;
+    let mut tied = false;
+    for lane in lanes {
+        for prefix in &lane.prefixes {
+            let serves = asset
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+            if !serves {
+                continue;
+            }
+            match best {
+                Some((len, account)) if len == prefix.len() => {
+                    tied |= account != lane.account;
+                }
+                Some((len, _)) if len > prefix.len() => {}
+                _ => {
+                    best = Some((prefix.len(), &lane.account));
+                    tied = false;
+                }
+            }
+        }
+    }
+    best.filter(|_| !tied).map(|(_, account)| account)
 }
 
 /// A failed account and what went wrong.

@@ -4,6 +4,7 @@
 //! Parsing is strict (unknown keys are errors) and every error names the key
 //! with its line and column, so a typo never silently turns into a default.
 
+mod keys;
 mod raw;
 mod values;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use url::Url;
 
+use keys::key_source;
 use raw::{RawConfig, RawToken};
 pub use values::{is_loopback, MAX_BATCH};
 
@@ -96,6 +98,8 @@ pub struct ApiConfig {
 pub enum KeySource {
     Env(String),
     File(PathBuf),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/<name>`.
+    Credential(String),
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +136,7 @@ impl KeySource {
         match self {
             KeySource::Env(var) => format!("env:{var}"),
             KeySource::File(path) => format!("file:{}", path.display()),
+            KeySource::Credential(name) => format!("credential:{name}"),
         }
     }
 }
@@ -242,7 +247,12 @@ impl Config {
                     dir.display()
                 ));
             }
-            let key = key_source(text, &base, "rules", raw.key_env, raw.key_file)?;
+            let key = key_source(
+                text,
+                &base,
+                "rules",
+                [raw.key_env, raw.key_file, raw.key_credential],
+            )?;
             rules.push(RuleConfig {
                 dir,
                 account: key.as_ref().map(KeySource::id).unwrap_or_default(),
@@ -256,8 +266,13 @@ impl Config {
             });
         }
 
-        let key = key_source(text, &base, "api", raw.api.key_env, raw.api.key_file)?
-            .unwrap_or_else(|| KeySource::Env(DEFAULT_KEY_ENV.to_string()));
+        let key = key_source(
+            text,
+            &base,
+            "api",
+            [raw.api.key_env, raw.api.key_file, raw.api.key_credential],
+        )?
+        .unwrap_or_else(|| KeySource::Env(DEFAULT_KEY_ENV.to_string()));
         let api = ApiConfig {
             base_url: match raw.api.base_url {
                 Some(b) => b.0,
@@ -323,26 +338,6 @@ impl Config {
             rules,
             token,
         })
-    }
-}
-
-/// `key_env` or `key_file` of one table (`[api]` or a `[[rules]]`), never
-/// both.
-fn key_source(
-    text: &str,
-    base: &Path,
-    table: &str,
-    env: Option<String>,
-    file: Option<toml::Spanned<String>>,
-) -> Result<Option<KeySource>, String> {
-    match (env, file) {
-        (Some(_), Some(file)) => Err(format!(
-            "{}: {table}.key_env and {table}.key_file are both set: keep one",
-            locate(text, file.span().start)
-        )),
-        (_, Some(file)) => Ok(Some(KeySource::File(resolve(base, file.get_ref())))),
-        (Some(env), None) => Ok(Some(KeySource::Env(env))),
-        (None, None) => Ok(None),
     }
 }
 

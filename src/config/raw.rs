@@ -46,8 +46,9 @@ pub(super) struct RawWatch {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawApi {
     pub(super) base_url: Option<ApiBase>,
-    pub(super) key_env: Option<String>,
+    pub(super) key_env: Option<Spanned<String>>,
     pub(super) key_file: Option<Spanned<String>>,
+    pub(super) key_credential: Option<Spanned<String>>,
     pub(super) batch_size: Option<BatchSize>,
     pub(super) timeout: Option<HumanDuration>,
     pub(super) retry_for: Option<HumanDuration>,
@@ -66,8 +67,9 @@ pub(super) struct RawRule {
     pub(super) exclude: Vec<Pattern>,
     #[serde(default)]
     pub(super) follow_symlinks: bool,
-    pub(super) key_env: Option<String>,
+    pub(super) key_env: Option<Spanned<String>>,
     pub(super) key_file: Option<Spanned<String>>,
+    pub(super) key_credential: Option<Spanned<String>>,
     pub(super) token: Option<RawToken>,
 }
 

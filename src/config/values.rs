@@ -90,6 +90,15 @@ impl<'de> Deserialize<'de> for SitePrefix {
                 "{text:?} must be an http:// or https:// URL with a host"
             )));
         }
+        // Every asset URL starts with this prefix, and Optimole receives
+        // each one: a user name or password in it would go out with every
+        // invalidation. The text is not echoed: it holds the password.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(D::Error::custom(
+                "a rule url must not contain a user name or password (user:password@): \
+                 Optimole would receive it inside every asset URL; remove it",
+            ));
+        }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(D::Error::custom(format!(
                 "{text:?} must not have a query (?) or fragment (#): file paths are appended to it"

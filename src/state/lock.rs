@@ -1,21 +1,29 @@
 //! One process per state store. Two optiwatch processes on one store would
 //! both send what it owes and race on its token; the second one to start
-//! refuses, naming the first. The lock is an `flock` on `<state>.lock`, so
-//! the kernel releases it when its holder dies, even by `kill -9`: a crash
-//! never leaves a stale lock behind.
+//! refuses, naming the first.
+//!
+//! The lock is an `flock` on the store file itself, which cannot be deleted
+//! or swapped under its holder without destroying the store, plus one on
+//! `<state>.lock`, which holds the holder's pid for messages (and keeps
+//! older optiwatch versions out). The kernel releases both when the holder
+//! dies, even by `kill -9`: a crash never leaves a stale lock behind.
+//! SQLite's own locks are `fcntl` locks, which do not interact with `flock`
+//! on local file systems.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
-/// Held for as long as the process works on the store.
+/// Held for as long as the process works on the store. The store's
+/// descriptor stays open until then: closing it early would also drop
+/// SQLite's `fcntl` locks in this process.
 #[derive(Debug)]
 pub struct StoreLock {
-    _file: File,
+    _pid_file: File,
+    _store: File,
     pub path: PathBuf,
 }
 
@@ -23,7 +31,7 @@ impl StoreLock {
     pub fn acquire(state: &Path) -> anyhow::Result<StoreLock> {
         let path = lock_path(state);
         super::ensure_folder(state)?;
-        let file = OpenOptions::new()
+        let pid_file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -31,24 +39,62 @@ impl StoreLock {
             .mode(0o644)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        let mut file = match try_lock(file).with_context(|| format!("cannot lock {}", path.display()))? {
-            Ok(file) => file,
-            Err(holder) => bail!(
-                "another optiwatch ({holder}) is using the state store {}: stop it first, or give this one its own `state`",
-                state.display()
-            ),
-        };
-        file.set_len(0)?;
-        file.rewind()?;
-        write!(file, "{}", std::process::id())?;
-        file.flush()?;
-        Ok(StoreLock { _file: file, path })
+        let mut pid_file = try_lock(pid_file)
+            .with_context(|| format!("cannot lock {}", path.display()))?
+            .map_err(|holder| busy(state, &holder))?;
+        let store = open_locked(state)
+            .with_context(|| format!("cannot lock the state store {}", state.display()))?
+            .map_err(|_| {
+                busy(
+                    state,
+                    &flock_holder(state).unwrap_or_else(|| "pid unknown".into()),
+                )
+            })?;
+        pid_file.set_len(0)?;
+        pid_file.rewind()?;
+        write!(pid_file, "{}", std::process::id())?;
+        pid_file.flush()?;
+        Ok(StoreLock {
+            _pid_file: pid_file,
+            _store: store,
+            path,
+        })
     }
 }
 
+fn busy(state: &Path, holder: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "another optiwatch ({holder}) is using the state store {}: stop it first, or give this one its own `state`",
+        state.display()
+    )
+}
+
+/// Opens and locks `path` without waiting: `Ok(Err(holder))` when another
+/// process has it. An existing file is only read (`flock` needs no write
+/// access); a missing one is created empty, which is what SQLite makes of a
+/// new database anyway.
+fn open_locked(path: &Path) -> std::io::Result<Result<File, String>> {
+    let file = match File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)?,
+        opened => opened?,
+    };
+    try_lock(file)
+}
+
 /// Who holds the store's lock, if anyone (for `status`). Only looks: it
-/// neither creates the lock file nor writes to it.
+/// neither creates nor writes a file, and never opens the store (closing a
+/// descriptor of it would drop this process's SQLite locks).
 pub fn holder(state: &Path) -> Option<String> {
+    if let Some(holder) = flock_holder(state) {
+        return Some(holder);
+    }
+    // A holder that only locks `<state>.lock` (an older optiwatch).
     let file = File::open(lock_path(state)).ok()?;
     try_lock(file).ok()?.err()
 }
@@ -62,18 +108,37 @@ fn lock_path(state: &Path) -> PathBuf {
 /// Takes the lock without waiting: `Ok(Err(holder))` when another process
 /// has it, described from the pid it wrote into the file.
 fn try_lock(mut file: File) -> std::io::Result<Result<File, String>> {
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(Ok(file));
+    match file.try_lock() {
+        Ok(()) => Ok(Ok(file)),
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Ok(Err(describe(pid.trim())))
+        }
+        Err(TryLockError::Error(e)) => Err(e),
     }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-        return Err(err);
-    }
-    let mut pid = String::new();
-    let _ = file.read_to_string(&mut pid);
-    Ok(Err(describe(pid.trim())))
+}
+
+/// The process holding an `flock` on the store file, found in
+/// `/proc/locks` by the file's device and inode, without opening it.
+fn flock_holder(state: &Path) -> Option<String> {
+    let meta = std::fs::metadata(state).ok()?;
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev()),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; "->" marks waiters.
+    let pid = locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields[..] {
+            [_, "FLOCK", _, _, pid, file, ..] if file == id => Some(pid),
+            _ => None,
+        }
+    })?;
+    Some(describe(pid))
 }
 
 /// "pid 123: optiwatch --config x watch", from the pid the holder wrote.
@@ -110,7 +175,23 @@ mod tests {
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
+        assert!(holder(&state).is_some());
         drop(first);
+        assert_eq!(holder(&state), None);
         StoreLock::acquire(&state).unwrap();
+    }
+
+    #[test]
+    fn deleting_the_lock_file_lets_no_second_holder_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.db");
+        let _first = StoreLock::acquire(&state).unwrap();
+        std::fs::remove_file(lock_path(&state)).unwrap();
+        let err = StoreLock::acquire(&state).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("another optiwatch (pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(holder(&state).is_some_and(|h| h.contains(&std::process::id().to_string())));
     }
 }

@@ -8,6 +8,7 @@
 //! `synchronous = FULL` keeps a committed transaction through a crash or a
 //! power cut.
 
+mod damage;
 mod files;
 mod index;
 mod lock;
@@ -85,12 +86,18 @@ impl Store {
 
     fn prepare(&mut self) -> anyhow::Result<()> {
         self.conn.busy_timeout(Duration::from_secs(10))?;
-        let (app_id, version) = self.identify().context(
-            "this file is not an optiwatch state store (not SQLite); point `state` at another path",
-        )?;
-        let tables: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if let Some(why) = damage::cut_short(&self.path) {
+            return Err(damage::damaged(&self.path, &why));
+        }
+        let (app_id, version, tables) = match self.identify() {
+            Ok(found) => found,
+            Err(e) if damage::is_sqlite(&self.path) => {
+                return Err(damage::damaged(&self.path, &e.to_string()))
+            }
+            Err(e) => return Err(e).context(
+                "this file is not an optiwatch state store (not SQLite); point `state` at another path",
+            ),
+        };
         if app_id == 0 && version == 0 && tables == 0 {
             self.create()?;
         } else if app_id == APPLICATION_ID && version < SCHEMA_VERSION {
@@ -112,14 +119,18 @@ impl Store {
         Ok(())
     }
 
-    fn identify(&self) -> rusqlite::Result<(i32, i32)> {
+    /// The application id, schema version and table count.
+    fn identify(&self) -> rusqlite::Result<(i32, i32, i64)> {
         let app_id = self
             .conn
             .query_row("PRAGMA application_id", [], |r| r.get(0))?;
         let version = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        Ok((app_id, version))
+        let tables = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        Ok((app_id, version, tables))
     }
 
     /// Brings an older store up to date in one transaction.

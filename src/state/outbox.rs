@@ -138,6 +138,59 @@ impl Store {
         Ok(accounts)
     }
 
+    /// Moves each owed asset to the account `serving` names for it (its
+    /// rule's current account), marking a token owed for every account that
+    /// got assets. Assets `serving` knows no account for stay where they are.
+    pub fn follow_rules<'a>(
+        &mut self,
+        serving: impl Fn(&str) -> Option<&'a str>,
+    ) -> anyhow::Result<()> {
+        let moves: Vec<(i64, String, String)> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT rowid, asset, account FROM outbox ORDER BY rowid")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut moves = Vec::new();
+            for row in rows {
+                let (rowid, asset, account) = row?;
+                if let Some(to) = serving(&asset).filter(|to| *to != account) {
+                    moves.push((rowid, account, to.to_string()));
+                }
+            }
+            moves
+        };
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let tx = self.write()?;
+        {
+            let mut update =
+                tx.prepare_cached("UPDATE outbox SET account = ?2 WHERE rowid = ?1")?;
+            for (rowid, _, to) in &moves {
+                update.execute(params![rowid, to])?;
+            }
+        }
+        let accounts: BTreeSet<&str> = moves.iter().map(|(_, _, to)| to.as_str()).collect();
+        for account in &accounts {
+            owe_token_in(&tx, account)?;
+        }
+        tx.commit()?;
+        let from: BTreeSet<&str> = moves.iter().map(|(_, from, _)| from.as_str()).collect();
+        tracing::info!(
+            assets = moves.len(),
+            from = ?from,
+            to = ?accounts,
+            "owed assets follow their rule to its current account"
+        );
+        Ok(())
+    }
+
     /// Gives assets and tokens owed to accounts not in `known` to the
     /// default account.
     pub fn adopt_orphans(&mut self, known: &[&str]) -> anyhow::Result<()> {

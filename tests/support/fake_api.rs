@@ -76,6 +76,8 @@ struct State {
     next_id: u64,
     tokens: Vec<String>,
     token_counter: u64,
+    /// Issued instead of a fresh token when set.
+    token_text: Option<String>,
 }
 
 impl State {
@@ -208,6 +210,11 @@ impl FakeApi {
 
     pub fn revoke_key(&self, key: &str) {
         lock(&self.state).revoked.insert(key.to_string());
+    }
+
+    /// Every token request from now on gets this token (`None`: fresh ones).
+    pub fn set_token_text(&self, token: Option<&str>) {
+        lock(&self.state).token_text = token.map(str::to_string);
     }
 
     pub fn set_token_shape_code(&self, yes: bool) {
@@ -404,10 +411,12 @@ fn handle(s: &mut State, req: &Request, body: Option<&Value>) -> Reply {
     if route == "/token" {
         s.token_counter += 1;
         // Odd multiplier mod 2^40 is a bijection: distinct, random-looking, 10 hex chars.
-        let token = format!(
-            "tk{:010x}",
-            s.token_counter.wrapping_mul(2_654_435_761) % (1u64 << 40)
-        );
+        let token = s.token_text.clone().unwrap_or_else(|| {
+            format!(
+                "tk{:010x}",
+                s.token_counter.wrapping_mul(2_654_435_761) % (1u64 << 40)
+            )
+        });
         s.tokens.push(token.clone());
         let status = if s.token_shape_code {
             json!({"code": 200})
