@@ -245,7 +245,7 @@ impl Client {
         }
         loop {
             match response.chunk().await {
-                Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ANSWER => {
+                Ok(Some(chunk)) if body.len().saturating_add(chunk.len()) > MAX_ANSWER => {
                     return Err(answer::oversized(status, &head, MAX_ANSWER));
                 }
                 Ok(Some(chunk)) => body.extend_from_slice(&chunk),

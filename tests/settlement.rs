@@ -150,6 +150,43 @@ fn an_asset_refused_by_name_is_kept_visible_and_can_be_sent_again() {
 }
 
 #[test]
+fn watch_counts_refused_assets_in_metrics() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut site = Site::watched(FakeApi::start(), &["a.jpg", "b.jpg"], "100ms");
+    site.config
+        .tail
+        .push_str(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let daemon = site.watch();
+    site.api.refuse(&url("a.jpg"));
+    site.write("a.jpg", b"v2");
+    site.write("b.jpg", b"v2");
+    let metrics = || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    support::wait_until("the refused gauge", WAIT, || {
+        metrics().contains("optiwatch_assets_refused 1")
+    });
+    assert!(metrics().contains("optiwatch_api_requests_total{outcome=\"refused\"} 1"));
+    site.api.wait_for("the other edit", WAIT, |rs| {
+        support::accepted(rs).contains(&url("b.jpg"))
+    });
+    assert!(daemon.log().contains("refused list"), "{}", daemon.log());
+}
+
+#[test]
 fn an_oversized_answer_is_not_accepted_and_not_read_whole() {
     let site = site_with_changes();
     for declared in [false, true] {
@@ -289,14 +326,15 @@ fn watch_retries_an_answer_that_is_not_a_success() {
 }
 
 #[test]
-fn a_duration_that_overflows_is_a_config_error_with_line_and_column() {
-    for (table, key) in [
-        ("[watch]", "token_interval"),
-        ("[watch]", "max_backoff"),
-        ("[metrics]", "max_owed_age"),
+fn config_values_that_would_overflow_are_errors_with_line_and_column() {
+    for (table, key, value) in [
+        ("[watch]", "token_interval", "\"18446744073709551615s\""),
+        ("[watch]", "max_backoff", "\"18446744073709551615s\""),
+        ("[metrics]", "max_owed_age", "\"18446744073709551615s\""),
+        ("[watch]", "event_queue", "9000000000000000000"),
     ] {
         let mut site = Site::new();
-        site.config.tail = format!("{table}\n{key} = \"18446744073709551615s\"\n");
+        site.config.tail = format!("{table}\n{key} = {value}\n");
         let run = site.optiwatch().arg("status").run().expect(2);
         assert!(run.stderr.contains("line "), "{run}");
         assert!(run.stderr.contains("column "), "{run}");

@@ -210,6 +210,8 @@ fn named_assets(answer: &Value, assets: &[String]) -> Vec<String> {
 
 fn names(text: &str, asset: &str) -> bool {
     let word = |c: char| c.is_alphanumeric() || "/%-_~?#&=+@".contains(c);
+    // `at` and `at + asset.len()` bound a match, so both are char
+    // boundaries: the slices below cannot panic.
     text.match_indices(asset).any(|(at, _)| {
         let before = text[..at].chars().next_back();
         let mut after = text[at + asset.len()..].chars();

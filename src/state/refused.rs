@@ -166,6 +166,20 @@ mod tests {
     }
 
     #[test]
+    fn a_v2_store_gains_the_refused_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute_batch("DROP TABLE refused; PRAGMA user_version = 2;")
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.refused_count().unwrap(), 0);
+    }
+
+    #[test]
     fn a_change_owed_again_during_the_send_is_not_refused() {
         let (_dir, mut store) = store();
         owe(&mut store, &["a"]);

@@ -114,7 +114,7 @@ impl Sender {
                 account = %display(&state.lane.account),
                 assets = done.invalidated.len(),
                 domains = ?done.domains,
-                requests = state.lane.client.requests() - requests_before,
+                requests = state.lane.client.requests().wrapping_sub(requests_before),
                 token = done.token.as_deref().unwrap_or("-"),
                 outcome = if result.is_ok() { "ok" } else { "partial" },
                 "flushed"
