@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use crate::config::{is_loopback, ApiConfig};
 use crate::secret::ApiKey;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use serde_json::{json, Value};
+
+mod answer;
+
+use answer::clip;
+pub use answer::parse_retry_after;
 
 pub const USER_AGENT: &str = concat!("optiwatch/", env!("CARGO_PKG_VERSION"));
 
-/// Why a call failed, sorted by what the caller should do.
+/// Why a call failed, sorted by what the caller should do. None of them
+/// settles anything: only `Ok` does.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The key or account is refused: retrying will not help; a person must
@@ -23,30 +28,71 @@ pub enum ApiError {
     /// The batch holds more assets than the server takes: split it.
     #[error("optimole says too many assets in one request (HTTP {status}): {message}")]
     TooManyAssets { status: u16, message: String },
-    /// Worth retrying later: 429, 5xx, timeouts, connection failures.
+    /// Worth retrying later: 429, 5xx, timeouts, connection failures, an
+    /// oversized answer.
     #[error("optimole is unavailable: {message}")]
     Transient {
         message: String,
         retry_after: Option<Duration>,
     },
-    /// The request was refused for another reason (bad base_url, bad body):
-    /// retrying the same request will not help.
-    #[error("optimole rejected the request (HTTP {status}): {message}")]
-    Rejected { status: u16, message: String },
+    /// 404 or 405: no such endpoint, so `[api] base_url` is wrong. Nothing
+    /// more is sent until a person fixes it.
+    #[error("optimole's cache API is not where [api] base_url points: {message}; fix base_url (default {default}); everything stays owed", default = crate::config::DEFAULT_BASE_URL)]
+    Misconfigured { status: u16, message: String },
+    /// Any other answer that is not a clear success (400, 413, an HTML
+    /// page, a 3xx, a 200 that is not JSON or says failure): the work stays
+    /// owed and is tried again with backoff.
+    #[error("optimole did not accept the request (HTTP {status}): {message}; it stays owed and is sent again")]
+    NotAccepted {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// A refusal whose message names these assets of the request: they are
+    /// set aside where the user sees them; the rest is sent again.
+    #[error("optimole refused {} asset(s) by name (HTTP {status}): {message}", assets.len())]
+    Refused {
+        status: u16,
+        message: String,
+        assets: Vec<String>,
+    },
 }
 
 impl ApiError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, ApiError::Transient { .. })
+    /// Worth the same request again after a pause.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Transient { .. } | ApiError::NotAccepted { .. }
+        )
     }
 
+    /// The server's `Retry-After`, unclamped: callers bound it.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Transient { retry_after, .. } => *retry_after,
+            ApiError::Transient { retry_after, .. } | ApiError::NotAccepted { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
+
+    /// The label of [`crate::metrics::OUTCOMES`] for this failure.
+    fn outcome(&self) -> usize {
+        match self {
+            ApiError::Transient { .. } => 1,
+            ApiError::Unauthorized { .. } => 2,
+            ApiError::TooManyAssets { .. } => 3,
+            ApiError::Misconfigured { .. } => 4,
+            ApiError::NotAccepted { .. } => 5,
+            ApiError::Refused { .. } => 6,
+        }
+    }
 }
+
+/// The most of an answer that is read; a larger one is a transient failure
+/// (Optimole's answers are a few hundred bytes).
+pub const MAX_ANSWER: usize = 256 * 1024;
 
 #[derive(Debug)]
 pub struct Client {
@@ -62,7 +108,10 @@ impl Client {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)));
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            // A followed 301/302 turns the POST into a GET that some page
+            // answers 200: a redirect must be seen, not followed.
+            .redirect(reqwest::redirect::Policy::none());
         if is_loopback(&cfg.base_url) {
             // A proxy from the environment must not capture local traffic.
             builder = builder.no_proxy();
@@ -81,9 +130,13 @@ impl Client {
 
     /// `POST /invalidate/asset`: at most the server's limit of assets.
     pub async fn invalidate_assets(&self, assets: &[String]) -> Result<(), ApiError> {
-        self.post("invalidate/asset", Some(json!({ "assets": assets })))
-            .await
-            .map(drop)
+        self.send(
+            "invalidate/asset",
+            Some(json!({ "assets": assets })),
+            assets,
+        )
+        .await
+        .map(drop)
     }
 
     /// `POST /invalidate/domain`: every cached image of one origin domain.
@@ -123,6 +176,16 @@ impl Client {
     }
 
     async fn post(&self, endpoint: &str, body: Option<Value>) -> Result<Value, ApiError> {
+        self.send(endpoint, body, &[]).await
+    }
+
+    /// One request; `assets` are those a refusal may name.
+    async fn send(
+        &self,
+        endpoint: &str,
+        body: Option<Value>,
+        assets: &[String],
+    ) -> Result<Value, ApiError> {
         let url = format!("{}/{endpoint}", self.base);
         let mut request = self
             .http
@@ -136,14 +199,8 @@ impl Client {
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let result = self.exchange(endpoint, request).await;
-        let outcome = match &result {
-            Ok(_) => 0,
-            Err(ApiError::Transient { .. }) => 1,
-            Err(ApiError::Unauthorized { .. }) => 2,
-            Err(ApiError::TooManyAssets { .. }) => 3,
-            Err(ApiError::Rejected { .. }) => 4,
-        };
+        let result = self.exchange(endpoint, &url, request, assets).await;
+        let outcome = result.as_ref().map_or_else(ApiError::outcome, |_| 0);
         crate::metrics::request(outcome, started.elapsed());
         result
     }
@@ -151,112 +208,52 @@ impl Client {
     async fn exchange(
         &self,
         endpoint: &str,
+        url: &str,
         request: reqwest::RequestBuilder,
+        assets: &[String],
     ) -> Result<Value, ApiError> {
-        let response = request.send().await.map_err(|e| ApiError::Transient {
+        let mut response = request.send().await.map_err(|e| ApiError::Transient {
             message: format!("{endpoint}: {}", describe(&e)),
             retry_after: None,
         })?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let text = response.text().await.map_err(|e| ApiError::Transient {
-            message: format!("{endpoint}: reading the answer: {}", describe(&e)),
-            retry_after: None,
-        })?;
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let refused = answer.get("success") == Some(&Value::Bool(false));
-        if status.is_success() && !refused {
-            return Ok(answer);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+        };
+        let head = answer::Head {
+            url: url.to_string(),
+            retry_after: header(RETRY_AFTER).and_then(parse_retry_after),
+            location: header(LOCATION).map(str::to_string),
+        };
+        // The client's `timeout` covers reading the body too, so an answer
+        // that trickles forever ends as a timeout.
+        let mut body = Vec::new();
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_ANSWER as u64)
+        {
+            return Err(answer::oversized(status, &head, MAX_ANSWER));
         }
-        let message = message_of(&answer).unwrap_or_else(|| {
-            if text.trim().is_empty() {
-                status
-                    .canonical_reason()
-                    .unwrap_or("no message")
-                    .to_string()
-            } else {
-                clip(text.trim())
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len().saturating_add(chunk.len()) > MAX_ANSWER => {
+                    return Err(answer::oversized(status, &head, MAX_ANSWER));
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(ApiError::Transient {
+                        message: format!("{endpoint}: reading the answer: {}", describe(&e)),
+                        retry_after: head.retry_after,
+                    })
+                }
             }
-        });
-        Err(classify(status, message, retry_after))
+        }
+        answer::judge(status, &head, &body, assets)
     }
-}
-
-/// Sorts a refusal by status and Optimole's documented messages.
-fn classify(status: StatusCode, message: String, retry_after: Option<Duration>) -> ApiError {
-    let code = status.as_u16();
-    let lower = message.to_ascii_lowercase();
-    if lower.contains("too many assets") {
-        ApiError::TooManyAssets {
-            status: code,
-            message,
-        }
-    } else if lower.contains("user not found")
-        || lower.contains("user not active")
-        || matches!(code, 401 | 403)
-    {
-        ApiError::Unauthorized {
-            status: code,
-            message,
-        }
-    } else if code == 429 || code == 408 || status.is_server_error() {
-        ApiError::Transient {
-            message: format!("HTTP {code}: {message}"),
-            retry_after,
-        }
-    } else {
-        ApiError::Rejected {
-            status: code,
-            message,
-        }
-    }
-}
-
-/// The human message in either documented error shape:
-/// `{"code": .., "error": ".."}`, `{"success": false, "data": ..}` or a
-/// `message` field.
-fn message_of(answer: &Value) -> Option<String> {
-    ["error", "message", "data", "code"]
-        .iter()
-        .filter_map(|k| answer.get(*k))
-        .find_map(|v| match v {
-            Value::String(s) if !s.is_empty() => Some(clip(s)),
-            Value::Object(o) => o.get("message").and_then(Value::as_str).map(clip),
-            _ => None,
-        })
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = humantime::parse_rfc3339_weak(value)
-        .ok()
-        .or_else(|| httpdate(value))?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// IMF-fixdate, e.g. `Wed, 21 Oct 2015 07:28:00 GMT`.
-fn httpdate(value: &str) -> Option<std::time::SystemTime> {
-    let parts: Vec<&str> = value.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = months.iter().position(|m| m == month)? + 1;
-    let text = format!("{year}-{month:02}-{:0>2}T{time}Z", day);
-    humantime::parse_rfc3339(&text).ok()
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -271,55 +268,4 @@ fn describe(e: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn clip(text: &str) -> String {
-    const MAX: usize = 300;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert!(parse_retry_after("soon").is_none());
-    }
-
-    #[test]
-    fn documented_messages_are_fatal_or_splittable() {
-        let c = |s: u16, m: &str| classify(StatusCode::from_u16(s).unwrap(), m.into(), None);
-        assert!(matches!(
-            c(400, "User not found"),
-            ApiError::Unauthorized { .. }
-        ));
-        assert!(matches!(
-            c(200, "User not active"),
-            ApiError::Unauthorized { .. }
-        ));
-        assert!(matches!(
-            c(400, "Too many assets to invalidate"),
-            ApiError::TooManyAssets { .. }
-        ));
-        assert!(c(503, "busy").is_transient());
-        assert!(c(429, "slow down").is_transient());
-        assert!(matches!(c(404, "no route"), ApiError::Rejected { .. }));
-    }
-
-    #[test]
-    fn message_is_found_in_both_shapes() {
-        let old = serde_json::json!({"code": "user_not_found", "error": "User not found"});
-        let v2 = serde_json::json!({"success": false, "data": "User not active"});
-        assert_eq!(message_of(&old).as_deref(), Some("User not found"));
-        assert_eq!(message_of(&v2).as_deref(), Some("User not active"));
-    }
 }

@@ -162,17 +162,22 @@ async fn online_check(config: &Config, key: ApiKey) -> Result<String, String> {
         config.rules[0].url,
         std::process::id()
     );
-    retry(RetryPolicy::bounded(config.api.timeout), "check", || {
+    match retry(RetryPolicy::bounded(config.api.timeout), "check", || {
         client.invalidate_assets(std::slice::from_ref(&probe))
     })
     .await
-    .map(|()| {
-        format!(
+    {
+        Ok(()) => Ok(format!(
             "{} accepted an invalidation of {probe}",
             config.api.base_url
-        )
-    })
-    .map_err(|e| e.to_string())
+        )),
+        // Refusing the probe by name still proves the key and the URL.
+        Err(crate::api::ApiError::Refused { message, .. }) => Ok(format!(
+            "{} answered for the key and refused the probe {probe}: {message}",
+            config.api.base_url
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {

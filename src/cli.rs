@@ -95,6 +95,9 @@ pub struct InvalidateArgs {
     /// Invalidate every cached image of the account
     #[arg(long)]
     pub all: bool,
+    /// Send the assets Optimole refused by name again (see `status`)
+    #[arg(long)]
+    pub refused: bool,
     /// Do not ask before --all
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -201,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 targets: args.targets,
                 domains: args.domain,
                 all: args.all,
+                refused: args.refused,
                 yes: args.yes,
                 dry_run: args.dry_run,
             };

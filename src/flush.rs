@@ -2,8 +2,10 @@
 //! account.
 //!
 //! Assets leave the outbox in batches of at most `batch_size`; each batch is
-//! removed from the store only after Optimole accepted it. A batch the
-//! server calls too large is split in halves. When one flush owes more than
+//! removed from the store only after Optimole accepted it (see
+//! `api::answer` for what counts as accepted). A batch the server calls too
+//! large is split in halves; assets a refusal names move to the visible
+//! refused list; any other failure keeps everything owed. When one flush owes more than
 //! `[api] domain_threshold` assets of one domain, a single domain
 //! invalidation replaces them. Once an account owes no assets but a token,
 //! exactly one token is requested, remembered, then published. Accounts are
@@ -16,10 +18,15 @@ use anyhow::{anyhow, Context};
 
 use crate::api::{ApiError, Client};
 use crate::config::{ApiConfig, Config};
+use crate::exit_codes::UsageError;
 use crate::retry::{retry, RetryPolicy};
 use crate::secret::ApiKey;
 use crate::state::{Pending, Store, TokenState};
 use crate::token::Publisher;
+
+mod settlement;
+
+use settlement::{decide, Decision};
 
 /// What flushing achieved so far.
 #[derive(Debug, Default)]
@@ -30,6 +37,8 @@ pub struct Flushed {
     pub domains: Vec<String>,
     /// The token requested (or re-published) by this flush.
     pub token: Option<String>,
+    /// Assets Optimole refused by name, moved to the refused list.
+    pub refused: Vec<String>,
 }
 
 /// Everything needed to talk to one Optimole account.
@@ -56,11 +65,6 @@ impl Lane {
     fn lower_batch_limit(&self, below: usize) {
         self.batch_limit.fetch_min(below.max(1), Ordering::Relaxed);
     }
-}
-
-fn halves(mut batch: Vec<Pending>) -> (Vec<Pending>, Vec<Pending>) {
-    let second = batch.split_off(batch.len() / 2);
-    (batch, second)
 }
 
 /// One lane per account of the config. Every key is read now, so a missing
@@ -133,7 +137,8 @@ pub struct LaneError {
 }
 
 /// Flushes every account that has work, except those in `skip`; returns
-/// one error per account that failed.
+/// one error per account that failed. A wrong `base_url` (404/405) stops
+/// it at once with a [`UsageError`]: every account would get the same.
 pub async fn flush_lanes(
     store: &mut Store,
     lanes: &[Lane],
@@ -162,6 +167,12 @@ pub async fn flush_lanes(
             } else {
                 format!("account {account}: ")
             };
+            if let Some(err @ ApiError::Misconfigured { .. }) = api_error(&e) {
+                // Every account shares base_url: nothing more is sent.
+                let message = format!("{who}{err}");
+                store.note_error(&message);
+                return Err(UsageError(message).into());
+            }
             errors.push(LaneError {
                 message: format!("{who}{e:#}"),
                 account,
@@ -169,6 +180,22 @@ pub async fn flush_lanes(
         }
     }
     Ok(errors)
+}
+
+/// The run's error for assets refused during it: they make the run fail
+/// (exit 1) although the rest went through.
+pub fn refused_error(refused: &[String]) -> Option<String> {
+    let first = refused.first()?;
+    Some(format!(
+        "optimole refused {} asset(s) by name (first: {first}); they are kept in the refused list \
+         (`optiwatch status`) and not sent again until you run `optiwatch invalidate --refused`",
+        refused.len()
+    ))
+}
+
+/// The API failure behind an error, if one is.
+pub fn api_error(err: &anyhow::Error) -> Option<&ApiError> {
+    err.chain().find_map(|c| c.downcast_ref::<ApiError>())
 }
 
 /// The parts a flush of one account works with.
@@ -220,12 +247,12 @@ impl<'a> Flusher<'a> {
         let client = &self.lane.client;
         while let Some(batch) = queue.pop_front() {
             let assets: Vec<String> = batch.iter().map(|p| p.asset.clone()).collect();
-            match retry(self.retry, "invalidate", || {
+            let result = retry(self.retry, "invalidate", || {
                 client.invalidate_assets(&assets)
             })
-            .await
-            {
-                Ok(()) => {
+            .await;
+            match decide(batch, &result) {
+                Decision::Settle(batch) => {
                     crate::failpoint::pause_at("invalidated");
                     self.store.settle(&batch).context(
                         "optimole accepted a batch but the state store could not record it; it will be sent again",
@@ -235,14 +262,14 @@ impl<'a> Flusher<'a> {
                     crate::failpoint::pause_at("settled");
                     done.invalidated.extend(assets);
                 }
-                Err(ApiError::TooManyAssets { .. }) if batch.len() > 1 => {
-                    // The server's limit is below ours: halve, remember the
-                    // size that is refused, and go on.
-                    self.lane.lower_batch_limit(batch.len() / 2);
+                Decision::Split(first, second) => {
+                    // The server's limit is below ours: remember the size
+                    // that is refused, and go on.
+                    self.lane
+                        .lower_batch_limit((first.len() + second.len()) / 2);
                     let limit = self.lane.batch_limit();
                     let rest: Vec<Pending> = queue.drain(..).flatten().collect();
                     queue.extend(rest.chunks(limit).map(<[Pending]>::to_vec));
-                    let (first, second) = halves(batch);
                     tracing::warn!(
                         sizes = ?(first.len(), second.len()),
                         "optimole refused the batch size; splitting it (lower [api] batch_size to avoid this)"
@@ -250,28 +277,34 @@ impl<'a> Flusher<'a> {
                     queue.push_front(second);
                     queue.push_front(first);
                 }
-                Err(ApiError::Rejected { message, status }) if batch.len() > 1 => {
-                    // Something in the batch is refused for good: bisect to
-                    // find it, so it cannot hold up the rest forever.
-                    tracing::debug!(status, message = %message, "batch rejected; bisecting");
-                    let (first, second) = halves(batch);
-                    queue.push_front(second);
-                    queue.push_front(first);
+                Decision::Refuse { refused, rest } => {
+                    // Set aside where the user sees them, never deleted.
+                    let why = match &result {
+                        Err(ApiError::Refused {
+                            status, message, ..
+                        }) => format!("HTTP {status}: {message}"),
+                        _ => String::new(),
+                    };
+                    let moved = self.store.refuse(&self.lane.account, &refused, &why).context(
+                        "optimole refused assets by name but the state store could not record it; they stay owed",
+                    )?;
+                    for asset in &moved {
+                        tracing::error!(
+                            asset = %asset, error = %why,
+                            "optimole refuses this asset; it is kept in the refused list (see `optiwatch status`); re-send it with `optiwatch invalidate --refused`"
+                        );
+                    }
+                    done.refused.extend(moved);
+                    if !rest.is_empty() {
+                        queue.push_front(rest);
+                    }
                 }
-                Err(ApiError::Rejected { message, status }) => {
-                    tracing::error!(
-                        asset = %batch[0].asset, status, message = %message,
-                        "optimole rejects this asset for good; it is dropped from the outbox"
-                    );
-                    self.store.note_error(&format!(
-                        "optimole rejected {} (HTTP {status}): {message}; dropped",
-                        batch[0].asset
-                    ));
-                    self.store.settle(&batch)?;
-                }
-                Err(err) => {
+                Decision::Keep(batch) => {
                     let owed = batch.len() + queue.iter().map(Vec::len).sum::<usize>();
-                    return Err(anyhow!(err)).context(format!(
+                    let err = result
+                        .err()
+                        .map_or_else(|| anyhow!("not accepted"), |e| anyhow!(e));
+                    return Err(err).context(format!(
                         "invalidating {} asset(s) failed; {owed} asset(s) stay owed",
                         batch.len()
                     ));

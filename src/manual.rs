@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use serde::Serialize;
 
+use crate::api::ApiError;
 use crate::config::Config;
 use crate::exit_codes::UsageError;
-use crate::flush::{adopt_orphans, flush_lanes, lanes, Flushed, Lane};
+use crate::flush::{adopt_orphans, api_error, flush_lanes, lanes, refused_error, Flushed, Lane};
 use crate::retry::{retry, RetryPolicy};
 use crate::rules::{RuleSet, Verdict};
 use crate::state::{Changes, Owed, Store, StoreLock};
@@ -24,6 +25,8 @@ pub struct InvalidateRequest {
     pub targets: Vec<OsString>,
     pub domains: Vec<String>,
     pub all: bool,
+    /// Send the refused list again (see `state::refused`).
+    pub refused: bool,
     pub yes: bool,
     pub dry_run: bool,
 }
@@ -40,6 +43,8 @@ pub struct ManualReport {
     pub requests: u32,
     pub token: Option<String>,
     pub pending: Vec<String>,
+    /// Assets Optimole refused by name, after this run.
+    pub refused: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -111,9 +116,9 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Result<ManualReport> {
-    if req.targets.is_empty() && req.domains.is_empty() && !req.all {
+    if req.targets.is_empty() && req.domains.is_empty() && !req.all && !req.refused {
         return Err(UsageError(
-            "nothing to invalidate: name files, URLs or asset hashes, or use --domain or --all"
+            "nothing to invalidate: name files, URLs or asset hashes, or use --domain, --all or --refused"
                 .into(),
         )
         .into());
@@ -128,12 +133,26 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
         ..ManualReport::default()
     };
     if req.dry_run {
+        if req.refused && config.state.exists() {
+            let store = Store::open(&config.state)?;
+            report
+                .assets
+                .extend(store.refused()?.into_iter().map(|r| r.asset));
+        }
         return Ok(report);
     }
     if req.all && !req.yes {
         confirm_all()?;
     }
     let (_lock, mut store, lanes) = open(config)?;
+    if req.refused {
+        let again = store.owe_refused()?;
+        tracing::info!(assets = again.len(), "refused assets are owed again");
+        report.assets.extend(again);
+        // A refused asset of an account the config no longer has goes to
+        // the [api] key's, like any other owed asset.
+        adopt_orphans(&mut store, &lanes)?;
+    }
     let client = &lanes[0].client;
     let policy = RetryPolicy::bounded(config.api.retry_for);
     // Named assets become owed first, so a failure below keeps them.
@@ -163,6 +182,9 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
     for result in wide {
         match result {
             Ok(()) => store.owe_token("")?,
+            Err(e) if matches!(api_error(&e), Some(ApiError::Misconfigured { .. })) => {
+                return Err(UsageError(format!("{e:#}")).into());
+            }
             Err(e) => report.errors.push(format!("{e:#}")),
         }
     }
@@ -203,10 +225,12 @@ async fn flush_and_report(
     let mut flushed = Flushed::default();
     let failed = flush_lanes(store, lanes, &config.api, policy, true, &[], &mut flushed).await?;
     report.errors.extend(failed.into_iter().map(|e| e.message));
+    report.errors.extend(refused_error(&flushed.refused));
     report.invalidated = flushed.invalidated;
     report.token = flushed.token;
     report.requests = lanes.iter().map(|l| l.client.requests()).sum();
     report.pending = store.owed()?;
+    report.refused = store.refused()?.into_iter().map(|r| r.asset).collect();
     Ok(())
 }
 
@@ -258,6 +282,12 @@ impl ManualReport {
             self.requests,
             self.pending.len()
         ));
+        if !self.refused.is_empty() {
+            out.push_str(&format!(
+                "{} asset(s) refused by optimole (see `optiwatch status`)\n",
+                self.refused.len()
+            ));
+        }
         if let Some(token) = &self.token {
             out.push_str(&format!("cache token: {token}\n"));
         }

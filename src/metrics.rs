@@ -18,7 +18,16 @@ use axum::Router;
 /// Upper bounds (seconds) of the API latency histogram.
 const BUCKETS: [f64; 9] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// API request outcomes, in the order of [`Metrics::requests`].
-pub const OUTCOMES: [&str; 5] = ["ok", "transient", "unauthorized", "too_many", "rejected"];
+/// Index 0 is success; the others follow `ApiError`'s variants.
+pub const OUTCOMES: [&str; 7] = [
+    "ok",
+    "transient",
+    "unauthorized",
+    "too_many",
+    "misconfigured",
+    "not_accepted",
+    "refused",
+];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -28,6 +37,8 @@ pub struct Metrics {
     pub owed: AtomicI64,
     /// Unix seconds when the oldest owed asset became owed; 0: none owed.
     pub oldest_owed_at: AtomicI64,
+    /// Assets Optimole refused by name (the refused list).
+    pub refused: AtomicI64,
     pub requests: [AtomicU64; OUTCOMES.len()],
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
@@ -43,6 +54,7 @@ pub static METRICS: Metrics = Metrics {
     invalidated: AtomicU64::new(0),
     owed: AtomicI64::new(0),
     oldest_owed_at: AtomicI64::new(0),
+    refused: AtomicI64::new(0),
     requests: [const { AtomicU64::new(0) }; OUTCOMES.len()],
     latency_buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
     latency_count: AtomicU64::new(0),
@@ -78,6 +90,12 @@ pub fn owed(count: usize, oldest_at: Option<i64>) {
     METRICS
         .oldest_owed_at
         .store(oldest_at.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// Records how many assets the refused list holds.
+pub fn refused(count: usize) {
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    METRICS.refused.store(count, Ordering::Relaxed);
 }
 
 fn unix_now() -> i64 {
@@ -120,6 +138,12 @@ pub fn render() -> String {
         "gauge",
         "Assets recorded and not yet accepted.",
         m.owed.load(Ordering::Relaxed).to_string(),
+    );
+    metric(
+        "optiwatch_assets_refused",
+        "gauge",
+        "Assets Optimole refused by name, kept until re-sent (invalidate --refused).",
+        m.refused.load(Ordering::Relaxed).to_string(),
     );
     metric(
         "optiwatch_tokens_requested_total",

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::flush::{adopt_orphans, flush_lanes, lanes, Flushed};
+use crate::flush::{adopt_orphans, flush_lanes, lanes, refused_error, Flushed};
 use crate::report::{show_paths, Counts, ScanReport};
 use crate::retry::RetryPolicy;
 use crate::rules::RuleSet;
@@ -202,6 +202,9 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         down.extend(failed);
     }
     report.errors.extend(down.into_iter().map(|e| e.message));
+    report.errors.extend(refused_error(&flushed.refused));
+    report.refused = store.refused()?.into_iter().map(|r| r.asset).collect();
+    report.counts.refused = report.refused.len();
     report.requests = lanes.iter().map(|l| l.client.requests()).sum();
     report.invalidated = flushed.invalidated;
     report.token = flushed.token;

@@ -25,6 +25,9 @@ pub struct ScanReport {
     pub token: Option<String>,
     /// Assets still owed after this run.
     pub pending: Vec<String>,
+    /// Assets Optimole refused by name (this run or earlier), kept until
+    /// `invalidate --refused` sends them again.
+    pub refused: Vec<String>,
     pub dry_run: bool,
     /// Whether any rule folder was recorded without invalidating (its first
     /// scan, or `--baseline`).
@@ -46,6 +49,7 @@ pub struct Counts {
     pub deleted: usize,
     pub invalidated: usize,
     pub pending: usize,
+    pub refused: usize,
 }
 
 /// Shows a path losslessly in text: valid UTF-8 as is, other bytes `\xNN`.
@@ -91,6 +95,13 @@ impl ScanReport {
             "invalidated {} asset(s); {} API request(s); {} asset(s) still owed",
             c.invalidated, self.requests, c.pending
         );
+        if !self.refused.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} asset(s) refused by optimole (see `optiwatch status`; re-send with `optiwatch invalidate --refused`)",
+                self.refused.len()
+            );
+        }
         if let Some(token) = &self.token {
             let _ = writeln!(out, "cache token: {token}");
         }

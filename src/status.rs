@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::report::show_path;
-use crate::state::{lock_holder, Store, TokenState};
+use crate::state::{lock_holder, Refused, Store, TokenState};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -23,6 +23,10 @@ pub struct Status {
     pub oldest_owed_at: Option<i64>,
     /// "settled", "owed" or "fetched" (received, not yet published).
     pub token: &'static str,
+    /// Assets Optimole refused by name: no longer sent until
+    /// `invalidate --refused`, never dropped.
+    pub assets_refused: usize,
+    pub refused: Vec<Refused>,
     pub last_flush_at: Option<i64>,
     pub last_token: Option<String>,
     pub last_token_at: Option<i64>,
@@ -48,6 +52,8 @@ pub fn status(config: &Config) -> anyhow::Result<Status> {
         assets_owed: 0,
         oldest_owed_at: None,
         token: "settled",
+        assets_refused: 0,
+        refused: Vec::new(),
         last_flush_at: None,
         last_token: None,
         last_token_at: None,
@@ -84,6 +90,8 @@ pub fn status(config: &Config) -> anyhow::Result<Status> {
         TokenState::Owed => "owed",
         TokenState::Fetched(_) => "fetched",
     };
+    status.refused = store.refused()?;
+    status.assets_refused = status.refused.len();
     status.last_flush_at = number("last_flush_at")?;
     status.last_token = store.meta("last_token")?;
     status.last_token_at = number("last_token_at")?;
@@ -138,6 +146,27 @@ impl Status {
             },
             self.token
         ));
+        if !self.refused.is_empty() {
+            out.push_str(&format!(
+                "refused      {} asset(s) optimole refused by name; re-send them with `optiwatch invalidate --refused`\n",
+                self.refused.len()
+            ));
+            const SHOWN: usize = 20;
+            for r in self.refused.iter().take(SHOWN) {
+                out.push_str(&format!(
+                    "  {} ({}, at {})\n",
+                    r.asset,
+                    r.message,
+                    when(Some(r.refused_at))
+                ));
+            }
+            if self.refused.len() > SHOWN {
+                out.push_str(&format!(
+                    "  … and {} more (`optiwatch status --json` lists them all)\n",
+                    self.refused.len() - SHOWN
+                ));
+            }
+        }
         out.push_str(&format!("last flush   {}\n", when(self.last_flush_at)));
         out.push_str(&format!(
             "last token   {} at {}\n",

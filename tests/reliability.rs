@@ -252,32 +252,41 @@ fn a_low_server_limit_is_learned_once() {
 }
 
 #[test]
-fn a_rejected_asset_is_isolated_and_does_not_block_the_rest() {
+fn a_refused_asset_is_set_aside_visibly_and_does_not_block_the_rest() {
     let site = watched_site(FakeApi::start(), &["a.jpg", "b.jpg", "c.jpg"]);
     for name in ["a.jpg", "b.jpg", "c.jpg"] {
         site.write(name, b"v2");
     }
-    // The whole batch is refused once: bisecting gets everything through.
+    // A refusal that names no asset is not a verdict on any of them: the
+    // whole batch is sent again, and gets through.
     site.api
         .push_fault(Fault::Message(422, "Invalid asset".into()));
     site.scan(&[]).expect(0);
     assert_eq!(site.api.invalidated_assets().len(), 3);
+    assert_eq!(
+        site.api
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/invalidate/asset")
+            .count(),
+        2
+    );
 
-    // A single asset refused for good is dropped with an error; the next
-    // change goes out.
+    // An asset refused by name leaves the outbox for the refused list (the
+    // run fails); the next change of another file goes out.
     site.write("a.jpg", b"v3");
-    site.api
-        .push_fault(Fault::Message(422, "Invalid asset".into()));
-    site.scan(&[]).expect(0);
+    site.api.refuse(&url("a.jpg"));
+    site.scan(&[]).expect(1);
     let status = site.status();
     assert!(
-        status["last_error"]
+        status["refused"][0]["message"]
             .as_str()
             .unwrap()
             .contains("Invalid asset"),
         "{status}"
     );
     assert_eq!(status["assets_owed"], 0);
+    assert_eq!(status["assets_refused"], 1);
     site.write("b.jpg", b"v3");
     site.scan(&[]).expect(0);
     assert!(

@@ -22,6 +22,8 @@ use crate::exit_codes::UsageError;
 
 pub const DEFAULT_BASE_URL: &str = "https://dashboard.optimole.com/api/optml/v2/cache";
 pub const DEFAULT_KEY_ENV: &str = "OPTIMOLE_API_KEY";
+/// The most file events `[watch] event_queue` may buffer.
+pub const MAX_EVENT_QUEUE: usize = 1 << 20;
 
 /// A loaded, validated configuration. Paths in it are absolute.
 #[derive(Debug, Clone)]
@@ -310,9 +312,12 @@ impl Config {
                 None => defaults.poll_interval,
             },
             event_queue: match raw.watch.event_queue {
-                Some(n) if *n.get_ref() == 0 => {
+                // Beyond the ceiling the daemon's channel cannot be built
+                // (tokio panics above 2^61), and it would be memory, not
+                // safety: a full queue already turns into a rescan.
+                Some(n) if !(1..=MAX_EVENT_QUEUE).contains(n.get_ref()) => {
                     return Err(format!(
-                        "{}: watch.event_queue must be at least 1",
+                        "{}: watch.event_queue must be 1 to {MAX_EVENT_QUEUE}",
                         at(n.span())
                     ))
                 }
@@ -351,7 +356,9 @@ fn token_config(base: &Path, raw: RawToken) -> TokenConfig {
 
 /// `line L, column C` (both 1-based) of a byte offset.
 fn locate(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
+    // Spans start on a token, so on a char boundary; `get` keeps even a
+    // wrong offset from panicking.
+    let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     format!("line {line}, column {column}")

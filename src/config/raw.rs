@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::values::limits::{DAY, HOUR, YEAR};
 use super::values::{ApiBase, Argv, BatchSize, HumanDuration, ListenAddr, Pattern, SitePrefix};
 
 #[derive(Deserialize)]
@@ -28,18 +29,18 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub(super) listen: Option<ListenAddr>,
-    pub(super) max_owed_age: Option<HumanDuration>,
+    pub(super) max_owed_age: Option<HumanDuration<YEAR>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWatch {
-    pub(super) debounce: Option<HumanDuration>,
-    pub(super) token_interval: Option<HumanDuration>,
+    pub(super) debounce: Option<HumanDuration<HOUR>>,
+    pub(super) token_interval: Option<HumanDuration<DAY>>,
     pub(super) poll: Option<bool>,
-    pub(super) poll_interval: Option<Spanned<HumanDuration>>,
+    pub(super) poll_interval: Option<Spanned<HumanDuration<DAY>>>,
     pub(super) event_queue: Option<Spanned<usize>>,
-    pub(super) max_backoff: Option<HumanDuration>,
+    pub(super) max_backoff: Option<HumanDuration<DAY>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -50,8 +51,8 @@ pub(super) struct RawApi {
     pub(super) key_file: Option<Spanned<String>>,
     pub(super) key_credential: Option<Spanned<String>>,
     pub(super) batch_size: Option<BatchSize>,
-    pub(super) timeout: Option<HumanDuration>,
-    pub(super) retry_for: Option<HumanDuration>,
+    pub(super) timeout: Option<HumanDuration<HOUR>>,
+    pub(super) retry_for: Option<HumanDuration<DAY>>,
     pub(super) domain_threshold: Option<usize>,
 }
 
@@ -78,5 +79,5 @@ pub(super) struct RawRule {
 pub(super) struct RawToken {
     pub(super) file: Option<String>,
     pub(super) command: Option<Argv>,
-    pub(super) command_timeout: Option<HumanDuration>,
+    pub(super) command_timeout: Option<HumanDuration<DAY>>,
 }

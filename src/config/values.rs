@@ -11,20 +11,36 @@ use serde::de::{Deserializer, Error};
 use serde::Deserialize;
 use url::Url;
 
-/// A duration written the human way: `"30s"`, `"500ms"`, `"2m"`.
+/// A duration written the human way: `"30s"`, `"500ms"`, `"2m"`, at most
+/// `MAX_SECS` seconds. Every duration key has a ceiling (see [`limits`]), so
+/// no value can overflow a clock (`Instant + d`) or a counter downstream;
+/// a value beyond it is an error with line and column, not a panic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
+pub struct HumanDuration<const MAX_SECS: u64>(pub Duration);
 
-impl<'de> Deserialize<'de> for HumanDuration {
+/// Ceilings of the duration keys, in seconds (documented in the README).
+pub mod limits {
+    pub const HOUR: u64 = 3600;
+    pub const DAY: u64 = 24 * HOUR;
+    pub const YEAR: u64 = 365 * DAY;
+}
+
+impl<'de, const MAX_SECS: u64> Deserialize<'de> for HumanDuration<MAX_SECS> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim())
-            .map(HumanDuration)
-            .map_err(|e| {
-                D::Error::custom(format!(
-                    "invalid duration {text:?} ({e}): write it like \"30s\", \"500ms\" or \"2m\""
-                ))
-            })
+        let max = Duration::from_secs(MAX_SECS);
+        let value = humantime::parse_duration(text.trim()).map_err(|e| {
+            D::Error::custom(format!(
+                "invalid duration {text:?} ({e}): write it like \"30s\", \"500ms\" or \"2m\""
+            ))
+        })?;
+        if value > max {
+            return Err(D::Error::custom(format!(
+                "duration {text:?} is too long: at most {} here",
+                humantime::format_duration(max)
+            )));
+        }
+        Ok(HumanDuration(value))
     }
 }
 
@@ -175,5 +191,37 @@ impl<'de> Deserialize<'de> for ListenAddr {
                 "listen {text:?} is not an address and port: write it like \"127.0.0.1:9464\""
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limits::*;
+    use super::*;
+
+    fn parse<const MAX: u64>(text: &str) -> Result<Duration, String> {
+        #[derive(Deserialize)]
+        struct T<const M: u64> {
+            d: HumanDuration<M>,
+        }
+        toml::from_str::<T<MAX>>(&format!("d = {text:?}"))
+            .map(|t| t.d.0)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn durations_beyond_their_ceiling_are_errors_not_panics() {
+        assert_eq!(parse::<DAY>("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse::<DAY>("1day"), Ok(Duration::from_secs(DAY)));
+        for text in [
+            "100000000000000000000y",
+            "18446744073709551615s",
+            "584542046091y",
+            "2days",
+        ] {
+            let err = parse::<DAY>(text).expect_err(text);
+            assert!(err.contains("line 1, column 5"), "{text}: {err}");
+        }
+        assert!(parse::<DAY>("2days").unwrap_err().contains("at most 1day"));
     }
 }

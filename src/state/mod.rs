@@ -1,6 +1,7 @@
 //! The state store: one SQLite file holding what optiwatch knows between
 //! runs: each file's stat data and content hash, the outbox of assets still
-//! owed to Optimole, and whether a cache token is owed.
+//! owed to Optimole, the assets Optimole refused by name, and whether a
+//! cache token is owed.
 //!
 //! Durability rules live here. A detected change is written to the outbox and
 //! its new hash recorded in one transaction before any API call; an asset
@@ -13,6 +14,7 @@ mod files;
 mod index;
 mod lock;
 mod outbox;
+mod refused;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,11 +26,12 @@ pub use files::{Changes, Stat};
 pub use index::{FileIndex, IndexEntry};
 pub use lock::{holder as lock_holder, StoreLock};
 pub use outbox::{Owed, Pending, TokenState};
+pub use refused::Refused;
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
 const APPLICATION_ID: i32 = 0x4F50_5457;
 /// Bumped on every schema change; older binaries refuse newer stores.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 4;
 
 const SCHEMA: &str = "
     CREATE TABLE files (
@@ -146,6 +149,10 @@ impl Store {
                  ALTER TABLE rules_seen ADD COLUMN dev INTEGER;",
             )?;
         }
+        if from < 4 {
+            // v4: assets Optimole refused by name, kept visible.
+            tx.execute_batch(refused::SCHEMA)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
         tx.commit()?;
         tracing::info!(from, to = SCHEMA_VERSION, "state store schema upgraded");
@@ -155,6 +162,7 @@ impl Store {
     fn create(&mut self) -> anyhow::Result<()> {
         let tx = self.write()?;
         tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(refused::SCHEMA)?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
         ))?;

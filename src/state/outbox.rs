@@ -74,6 +74,7 @@ pub(super) fn owe(conn: &Connection, assets: &[Owed]) -> rusqlite::Result<usize>
         if inserted == 0 {
             again.execute([&owed.asset])?;
         }
+        super::refused::forget(conn, &owed.asset)?;
         added += inserted;
     }
     // New invalidations make any token fetched earlier stale: a new one must

@@ -105,13 +105,16 @@ impl Sender {
         if let (Ok(count), Ok(oldest)) = (self.store.owed_count(), self.store.oldest_owed_at()) {
             crate::metrics::owed(count, oldest);
         }
+        if let Ok(refused) = self.store.refused_count() {
+            crate::metrics::refused(refused);
+        }
         let state = &mut self.lanes[i];
         if !done.invalidated.is_empty() || done.token.is_some() {
             tracing::info!(
                 account = %display(&state.lane.account),
                 assets = done.invalidated.len(),
                 domains = ?done.domains,
-                requests = state.lane.client.requests() - requests_before,
+                requests = state.lane.client.requests().wrapping_sub(requests_before),
                 token = done.token.as_deref().unwrap_or("-"),
                 outcome = if result.is_ok() { "ok" } else { "partial" },
                 "flushed"
@@ -128,7 +131,7 @@ impl Sender {
             }
             Err(err) => {
                 let pause = self.failed(i, &err);
-                let at = Instant::now() + pause;
+                let at = later(pause);
                 self.lanes[i].not_before = Some(at);
                 wake = Some(at);
             }
@@ -188,13 +191,18 @@ impl Sender {
         let max_backoff = self.config.watch.max_backoff;
         let state = &mut self.lanes[i];
         let account = display(&state.lane.account);
-        let api = err.chain().find_map(|c| c.downcast_ref::<ApiError>());
-        if let Some(ApiError::Unauthorized { .. } | ApiError::Rejected { .. }) = api {
+        let api = crate::flush::api_error(err);
+        let fatal = match api {
+            Some(ApiError::Unauthorized { .. }) => Some("fix the key"),
+            Some(ApiError::Misconfigured { .. }) => Some("fix [api] base_url"),
+            _ => None,
+        };
+        if let Some(fix) = fatal {
             tracing::error!(
                 account = %account,
                 error = format!("{err:#}"),
                 pause = ?FATAL_PAUSE,
-                "optimole refuses requests; changes keep being collected; fix the key or config, then send SIGHUP"
+                "optimole refuses requests; changes keep being collected and stay owed; {fix}, then send SIGHUP"
             );
             state.failing = true;
             return FATAL_PAUSE;
@@ -209,10 +217,21 @@ impl Sender {
             .backoff
             .min(max_backoff)
             .mul_f64(0.5 + fastrand::f64() / 2.0);
-        let pause = jittered.max(api.and_then(ApiError::retry_after).unwrap_or_default());
-        state.backoff = (state.backoff * 2).min(max_backoff);
+        // Retry-After is honoured up to max_backoff: a value of u64::MAX
+        // seconds or a date in year 9999 must neither overflow the clock
+        // nor silence the lane until a restart.
+        let pause = crate::retry::pause(jittered, api.and_then(ApiError::retry_after), max_backoff);
+        state.backoff = state.backoff.saturating_mul(2).min(max_backoff);
         pause
     }
+}
+
+/// `pause` from now; a pause beyond what the clock holds is a day (it is
+/// bounded by `[watch] max_backoff` and `FATAL_PAUSE` anyway).
+fn later(pause: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(pause)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400))
 }
 
 /// An account as logs show it: `default` for the `[api]` key's.

@@ -43,7 +43,27 @@ pub enum Fault {
     Drop,
     /// Answer this status with `{"success":false,"error": msg}`.
     Message(u16, String),
+    /// Answer this status with this body as is (`Content-Type` guessed:
+    /// JSON when it starts with `{`, else text/plain).
+    Body(u16, String),
+    /// Answer this status with an HTML error page (`text/html`).
+    Html(u16),
+    /// Answer this 3xx status with `Location` pointing at [`REDIRECT_PATH`],
+    /// where a GET (what a client following the redirect sends) is
+    /// answered `200 {"success": true}`.
+    Redirect(u16),
+    /// Answer 200 with a JSON success body padded to this many bytes, sent
+    /// in 64 KiB pieces as fast as the client reads. With `declared`, the
+    /// length is in `Content-Length`; without, the body ends when the
+    /// connection closes.
+    Giant { bytes: usize, declared: bool },
+    /// Answer 200 with headers, then one byte of body every `every`, never
+    /// finishing (until the client hangs up or the server stops).
+    Trickle { every: Duration },
 }
+
+/// Where [`Fault::Redirect`] points (after the API path).
+pub const REDIRECT_PATH: &str = "/moved";
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Recorded {
@@ -78,6 +98,8 @@ struct State {
     token_counter: u64,
     /// Issued instead of a fresh token when set.
     token_text: Option<String>,
+    /// Assets refused by name on every invalidate request naming them.
+    refused: HashSet<String>,
 }
 
 impl State {
@@ -217,6 +239,17 @@ impl FakeApi {
         lock(&self.state).token_text = token.map(str::to_string);
     }
 
+    /// Every invalidate request holding `asset` gets `422 {"success": false,
+    /// "error": "Invalid asset: <asset>"}`, until [`FakeApi::accept`].
+    pub fn refuse(&self, asset: &str) {
+        lock(&self.state).refused.insert(asset.to_string());
+    }
+
+    /// Stops refusing `asset`.
+    pub fn accept(&self, asset: &str) {
+        lock(&self.state).refused.remove(asset);
+    }
+
     pub fn set_token_shape_code(&self, yes: bool) {
         lock(&self.state).token_shape_code = yes;
     }
@@ -302,20 +335,47 @@ impl Request {
 
 struct Reply {
     status: u16,
-    body: Value,
-    retry_after: Option<String>,
+    body: String,
+    content_type: &'static str,
+    headers: Vec<(&'static str, String)>,
 }
 
 fn reply(status: u16, body: Value) -> Reply {
     Reply {
         status,
-        body,
-        retry_after: None,
+        body: body.to_string(),
+        content_type: "application/json",
+        headers: Vec::new(),
     }
 }
 
 fn fail(status: u16, msg: &str) -> Reply {
     reply(status, json!({"success": false, "error": msg}))
+}
+
+fn raw(status: u16, body: &str) -> Reply {
+    Reply {
+        status,
+        body: body.to_string(),
+        content_type: if body.trim_start().starts_with('{') {
+            "application/json"
+        } else {
+            "text/plain"
+        },
+        headers: Vec::new(),
+    }
+}
+
+fn html(status: u16) -> Reply {
+    Reply {
+        status,
+        body: format!(
+            "<!DOCTYPE html>\n<html><head><title>{status} Error</title></head>\n\
+             <body><h1>Something went wrong</h1><p>Please try again later.</p></body></html>\n"
+        ),
+        content_type: "text/html; charset=utf-8",
+        headers: Vec::new(),
+    }
 }
 
 /// One connection, one request (we always answer `Connection: close`).
@@ -361,9 +421,25 @@ async fn serve_connection(mut stream: TcpStream, state: Shared) {
         Some(Fault::Status(code)) => Some(fail(code, "injected")),
         Some(Fault::Message(code, msg)) => Some(fail(code, &msg)),
         Some(Fault::RetryAfter(code, value)) => Some(Reply {
-            retry_after: Some(value),
+            headers: vec![("Retry-After", value)],
             ..fail(code, "injected")
         }),
+        Some(Fault::Body(code, body)) => Some(raw(code, &body)),
+        Some(Fault::Html(code)) => Some(html(code)),
+        Some(Fault::Redirect(code)) => Some(Reply {
+            headers: vec![("Location", format!("{API_PATH}{REDIRECT_PATH}"))],
+            ..raw(code, "")
+        }),
+        Some(Fault::Giant { bytes, declared }) => {
+            lock(&state).set_status(id, 200);
+            giant(&mut stream, bytes, declared).await;
+            return;
+        }
+        Some(Fault::Trickle { every }) => {
+            lock(&state).set_status(id, 200);
+            trickle(&mut stream, every).await;
+            return;
+        }
         Some(Fault::Delay(d)) => {
             if hung_up_during(&mut stream, d).await {
                 return;
@@ -386,6 +462,10 @@ async fn serve_connection(mut stream: TcpStream, state: Shared) {
 /// The documented protocol, after faults.
 fn handle(s: &mut State, req: &Request, body: Option<&Value>) -> Reply {
     let route = req.path.strip_prefix(API_PATH).unwrap_or("");
+    if req.method == "GET" && route == REDIRECT_PATH {
+        // What a client that followed a redirect gets: a "success".
+        return reply(200, json!({"success": true, "data": {}}));
+    }
     let known = [
         "/invalidate/asset",
         "/invalidate/domain",
@@ -446,6 +526,15 @@ fn handle(s: &mut State, req: &Request, body: Option<&Value>) -> Reply {
     };
     if n > s.asset_limit {
         return fail(400, "Too many assets to invalidate");
+    }
+    let refused = body["assets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|a| s.refused.contains(*a));
+    if let Some(asset) = refused {
+        return fail(422, &format!("Invalid asset: {asset}"));
     }
     reply(200, json!({"success": true, "data": {"invalidated": n}}))
 }
@@ -518,18 +607,61 @@ async fn hung_up_during(stream: &mut TcpStream, d: Duration) -> bool {
 async fn write_reply(stream: &mut TcpStream, r: &Reply) {
     // Clients read the status code; the reason phrase is decoration.
     let reason = if r.status < 400 { "OK" } else { "Error" };
-    let body = r.body.to_string();
     let mut head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         r.status,
-        body.len()
+        r.content_type,
+        r.body.len()
     );
-    if let Some(v) = &r.retry_after {
-        head.push_str(&format!("Retry-After: {v}\r\n"));
+    for (name, value) in &r.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    head.push_str(&body);
+    head.push_str(&r.body);
     // The client may have gone away; nothing useful to do about write errors.
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// A 200 whose JSON success body is `bytes` long, streamed.
+async fn giant(stream: &mut TcpStream, bytes: usize, declared: bool) {
+    let open = b"{\"success\":true,\"pad\":\"";
+    let close = b"\"}";
+    let pad = bytes.saturating_sub(open.len() + close.len());
+    let length = if declared {
+        format!("Content-Length: {}\r\n", open.len() + pad + close.len())
+    } else {
+        String::new()
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{length}Connection: close\r\n\r\n"
+    );
+    if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(open).await.is_err() {
+        return;
+    }
+    let piece = vec![b'x'; 64 * 1024];
+    let mut left = pad;
+    while left > 0 {
+        let n = left.min(piece.len());
+        if stream.write_all(&piece[..n]).await.is_err() {
+            return; // the client stopped reading: what a capped client does
+        }
+        left -= n;
+    }
+    let _ = stream.write_all(close).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A 200 whose body never ends: one byte every `every`.
+async fn trickle(stream: &mut TcpStream, every: Duration) {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{";
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(every).await;
+        if stream.write_all(b" ").await.is_err() {
+            return;
+        }
+    }
 }
