@@ -2,6 +2,13 @@
 //! whole tree once (changes made while the daemon was down), then turns
 //! settled file events into change sets, exactly as `scan` would, and
 //! records them. Rescans replace any event that may have been lost.
+//!
+//! A watch follows a folder (an inode), not a name: each rule folder's
+//! identity (device and inode) is checked after every event on the folder
+//! itself and at every poll tick, and a folder that appeared, came back or
+//! was swapped for another is watched anew and reconciled whole. The store
+//! file is checked the same way: a daemon whose store was deleted or
+//! replaced would record into a file nobody will read again.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -11,15 +18,25 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval};
 
+use anyhow::bail;
+
 use super::events::{self, EventSource, FsSignal, Overflow, WATCH_LIMIT_HELP};
 use super::sender::Pulse;
 use super::settle::Settler;
-use super::sleep_until;
+use super::{sleep_until, FileId};
 use crate::config::Config;
 use crate::pipeline;
 use crate::rules::RuleSet;
 use crate::scan::{Detected, Scope};
 use crate::state::Store;
+
+/// Why a rule folder was watched anew.
+enum Renewal {
+    /// It had vanished (or was never there) and is there now.
+    Back,
+    /// Another folder than the one watched is there now.
+    Other,
+}
 
 pub struct Detector {
     store: Store,
@@ -32,7 +49,11 @@ pub struct Detector {
     /// Rule folders that vanished (unmounted, moved): checked at every poll
     /// tick and watched again when they are back.
     missing: BTreeSet<usize>,
+    /// Per rule: the folder its watch is on (`None`: not watched).
+    watched: Vec<Option<FileId>>,
     source: Option<EventSource>,
+    /// The store file the daemon started with.
+    store_file: Option<FileId>,
     /// Raised when the daemon stops: a walk in progress gives up.
     cancel: Arc<AtomicBool>,
 }
@@ -43,9 +64,12 @@ impl Detector {
         config: Config,
         pulse: watch::Sender<Pulse>,
         cancel: Arc<AtomicBool>,
+        store_file: Option<FileId>,
     ) -> anyhow::Result<Detector> {
+        let rules = RuleSet::new(&config.rules)?;
         Ok(Detector {
-            rules: RuleSet::new(&config.rules)?,
+            watched: vec![None; rules.rules().len()],
+            rules,
             settler: Settler::new(config.watch.debounce),
             store,
             config,
@@ -53,8 +77,13 @@ impl Detector {
             polled: Vec::new(),
             missing: BTreeSet::new(),
             source: None,
+            store_file,
             cancel,
         })
+    }
+
+    pub fn store_file(&self) -> Option<FileId> {
+        self.store_file
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -69,6 +98,7 @@ impl Detector {
         } else {
             let source = events::start(&self.rules, tx, overflow.clone())?;
             self.polled = source.unwatched.clone();
+            self.watched = source.watched.clone();
             self.source = Some(source);
         }
         let detected = self.process(Scope::All, false)?;
@@ -102,21 +132,21 @@ impl Detector {
                         }
                     }
                     Some(FsSignal::Rescan) => rescan = true,
-                    Some(FsSignal::WatchLimit) => {
-                        tracing::error!("{WATCH_LIMIT_HELP}");
-                        self.polled = (0..self.rules.rules().len()).collect();
-                        rescan = true;
-                    }
-                    None => return Ok(()),
+                    None => bail!("the file watcher stopped delivering events"),
                 },
                 _ = overflow.wake.notified() => {}
                 _ = sleep_until(deadline) => {
                     let settled = self.settler.take_settled(Instant::now());
                     if !settled.is_empty() {
-                        self.process(Scope::Paths(settled), true)?;
+                        self.settled(settled)?;
                     }
                 }
                 _ = poll.tick() => self.poll()?,
+            }
+            if overflow.take_watch_limit() {
+                tracing::error!("{WATCH_LIMIT_HELP}");
+                self.polled = (0..self.rules.rules().len()).collect();
+                rescan = true;
             }
             if overflow.take() {
                 tracing::warn!("file events came faster than they were read; rescanning instead");
@@ -205,10 +235,11 @@ impl Detector {
         }
     }
 
-    /// A poll tick: rescans polled rules, checks that watched folders are
-    /// still there (an unmount ends their watches without a word), and
-    /// brings back vanished folders.
+    /// A poll tick: checks the store, checks that watched folders are
+    /// still there (an unmount ends their watches without a word) and still
+    /// the folders watched, and rescans polled rules.
     fn poll(&mut self) -> anyhow::Result<()> {
+        self.check_store()?;
         let gone: Vec<PathBuf> = (0..self.rules.rules().len())
             .filter(|i| {
                 !self.polled.contains(i) && !self.missing.contains(i) && !self.available(*i)
@@ -218,33 +249,101 @@ impl Detector {
         if !gone.is_empty() {
             self.process(Scope::Paths(gone), false)?;
         }
-        let back: Vec<usize> = self
-            .missing
-            .iter()
-            .copied()
-            .filter(|&i| self.available(i))
-            .collect();
-        for &i in &back {
-            self.missing.remove(&i);
-            let dir = &self.rules.get(i).dir;
-            let watched = match &mut self.source {
-                Some(source) if !self.polled.contains(&i) => source.rewatch(dir),
-                _ => true,
-            };
-            if watched {
-                tracing::info!(dir = %dir.display(), "rule folder is back; watched again");
-            } else {
-                self.missing.insert(i);
-            }
-        }
-        let dirs: Vec<PathBuf> = self
-            .polled
-            .iter()
-            .chain(&back)
-            .map(|&i| self.rules.get(i).dir.clone())
+        let renewed = self.renew_watches(&[]);
+        let dirs: Vec<PathBuf> = (0..self.rules.rules().len())
+            .filter(|i| self.polled.contains(i) || renewed.iter().any(|(r, _)| r == i))
+            .map(|i| self.rules.get(i).dir.clone())
             .collect();
         if !dirs.is_empty() {
             self.process(Scope::Paths(dirs), false)?;
+        }
+        self.log_renewed(&renewed);
+        Ok(())
+    }
+
+    /// Detects the changes at settled paths. An event on a rule folder
+    /// itself may mean it was moved or deleted and another one put in its
+    /// place (even under the same inode number: `rm -rf`, `mkdir`): its
+    /// watch is renewed first, then the pass walks it whole.
+    fn settled(&mut self, mut paths: Vec<PathBuf>) -> anyhow::Result<()> {
+        let roots: Vec<usize> = (0..self.rules.rules().len())
+            .filter(|&i| paths.contains(&self.rules.get(i).dir))
+            .collect();
+        let renewed = match roots.is_empty() {
+            true => Vec::new(),
+            false => self.renew_watches(&roots),
+        };
+        for (i, _) in &renewed {
+            paths.push(self.rules.get(*i).dir.clone());
+        }
+        self.process(Scope::Paths(paths), true)?;
+        self.log_renewed(&renewed);
+        Ok(())
+    }
+
+    /// Said once a renewed folder was reconciled: from then on, an edit in
+    /// it is seen.
+    fn log_renewed(&self, renewed: &[(usize, Renewal)]) {
+        for (i, renewal) in renewed {
+            let why = match renewal {
+                Renewal::Back => "rule folder is back; watched again",
+                Renewal::Other => {
+                    "rule folder is another folder now (created, moved or replaced); watched again"
+                }
+            };
+            tracing::info!(dir = %self.rules.get(*i).dir.display(), "{why}");
+        }
+    }
+
+    /// Puts a watch on each rule folder that is there but is not the folder
+    /// watched (and on those in `force`): it appeared after the start, came
+    /// back after vanishing, or was swapped for another folder (`mv new
+    /// media`), whose files the old watch never reports. Returns those
+    /// rules: each must be walked whole, which also completes the baseline
+    /// of a rule whose folder was never there before.
+    fn renew_watches(&mut self, force: &[usize]) -> Vec<(usize, Renewal)> {
+        let mut renewed = Vec::new();
+        for i in 0..self.rules.rules().len() {
+            let missing = self.missing.contains(&i);
+            let polled = self.polled.contains(&i);
+            let dir = &self.rules.get(i).dir;
+            let same = !force.contains(&i) && FileId::of(dir) == self.watched[i];
+            if (!missing && (polled || same)) || !self.available(i) {
+                continue;
+            }
+            if !polled {
+                let Some(source) = &mut self.source else {
+                    continue;
+                };
+                match source.rewatch(dir) {
+                    Some(id) => self.watched[i] = Some(id),
+                    // Tried again at the next tick.
+                    None => continue,
+                }
+            }
+            self.missing.remove(&i);
+            renewed.push((
+                i,
+                match missing {
+                    true => Renewal::Back,
+                    false => Renewal::Other,
+                },
+            ));
+        }
+        renewed
+    }
+
+    /// Fails when the store file the daemon started with was deleted or
+    /// replaced: what is recorded from now on would be lost with it.
+    fn check_store(&self) -> anyhow::Result<()> {
+        let path = &self.config.state;
+        if self.store_file.is_some() && FileId::of(path) != self.store_file {
+            bail!(
+                "the state store {} was deleted or replaced while the daemon ran: \
+                 stopping, as what it recorded from now on would be lost; \
+                 the next start uses the file at that path",
+                path.display()
+            );
         }
         Ok(())
     }
@@ -257,6 +356,7 @@ impl Detector {
                 if let Some(source) = &mut self.source {
                     source.unwatch(dir);
                 }
+                self.watched[i] = None;
                 tracing::warn!(
                     dir = %dir.display(),
                     every = ?self.config.watch.poll_interval,
