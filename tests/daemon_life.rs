@@ -130,7 +130,10 @@ fn a_watch_whose_store_is_deleted_exits_non_zero_and_says_why_last() {
 
 #[test]
 fn a_rule_folder_missing_at_start_is_baselined_when_it_appears_then_edits_are_sent() {
-    let site = site(&[]);
+    // No scan before: the rule has never been baselined.
+    let mut site = Site::new();
+    site.config.tail =
+        "[watch]\ndebounce = \"200ms\"\ntoken_interval = \"1s\"\npoll_interval = \"1s\"\n".into();
     std::fs::remove_dir(&site.media).unwrap();
     let daemon = site.watch();
     daemon.wait_log("rule folder is unavailable", WAIT);

@@ -1,16 +1,12 @@
 //! The daemon's detecting side: starts the file watches, reconciles the
 //! whole tree once (changes made while the daemon was down), then turns
 //! settled file events into change sets, exactly as `scan` would, and
-//! records them. Rescans replace any event that may have been lost.
-//!
-//! A watch follows a folder (an inode), not a name: each rule folder's
-//! identity (device and inode) is checked after every event on the folder
-//! itself and at every poll tick, and a folder that appeared, came back or
-//! was swapped for another is watched anew and reconciled whole. The store
-//! file is checked the same way: a daemon whose store was deleted or
-//! replaced would record into a file nobody will read again.
+//! records them. Rescans replace any event that may have been lost; rule
+//! folders watched anew (see [`super::folders`]) are reconciled whole. At
+//! every poll tick it also checks that the store file is the one it
+//! started with: a daemon whose store was deleted or replaced would record
+//! into a file nobody reads again.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -20,23 +16,16 @@ use tokio::time::{Instant, Interval};
 
 use anyhow::bail;
 
-use super::events::{self, EventSource, FsSignal, Overflow, WATCH_LIMIT_HELP};
+use super::events::{self, FsSignal, Overflow, WATCH_LIMIT_HELP};
+use super::folders::{log_renewed, FileId, Folders};
 use super::sender::Pulse;
 use super::settle::Settler;
-use super::{sleep_until, FileId};
+use super::sleep_until;
 use crate::config::Config;
 use crate::pipeline;
 use crate::rules::RuleSet;
 use crate::scan::{Detected, Scope};
 use crate::state::Store;
-
-/// Why a rule folder was watched anew.
-enum Renewal {
-    /// It had vanished (or was never there) and is there now.
-    Back,
-    /// Another folder than the one watched is there now.
-    Other,
-}
 
 pub struct Detector {
     store: Store,
@@ -44,14 +33,7 @@ pub struct Detector {
     config: Config,
     pulse: watch::Sender<Pulse>,
     settler: Settler,
-    /// Rules watched by polling (by config, or because watching failed).
-    polled: Vec<usize>,
-    /// Rule folders that vanished (unmounted, moved): checked at every poll
-    /// tick and watched again when they are back.
-    missing: BTreeSet<usize>,
-    /// Per rule: the folder its watch is on (`None`: not watched).
-    watched: Vec<Option<FileId>>,
-    source: Option<EventSource>,
+    folders: Folders,
     /// The store file the daemon started with.
     store_file: Option<FileId>,
     /// Raised when the daemon stops: a walk in progress gives up.
@@ -68,15 +50,12 @@ impl Detector {
     ) -> anyhow::Result<Detector> {
         let rules = RuleSet::new(&config.rules)?;
         Ok(Detector {
-            watched: vec![None; rules.rules().len()],
+            folders: Folders::polled(rules.rules().len()),
             rules,
             settler: Settler::new(config.watch.debounce),
             store,
             config,
             pulse,
-            polled: Vec::new(),
-            missing: BTreeSet::new(),
-            source: None,
             store_file,
             cancel,
         })
@@ -93,20 +72,16 @@ impl Detector {
         let overflow = Arc::new(Overflow::default());
         // Watches start before the reconcile walk, so nothing that changes
         // during the walk is missed.
-        if self.config.watch.poll {
-            self.polled = (0..self.rules.rules().len()).collect();
-        } else {
+        if !self.config.watch.poll {
             let source = events::start(&self.rules, tx, overflow.clone())?;
-            self.polled = source.unwatched.clone();
-            self.watched = source.watched.clone();
-            self.source = Some(source);
+            self.folders = Folders::watched(source);
         }
         let detected = self.process(Scope::All, false)?;
         tracing::info!(
             folders = detected.folders,
             files = self.store.file_count()?,
             rules = self.rules.rules().len(),
-            polled = self.polled.len(),
+            polled = self.folders.polled.len(),
             "watching {} folders and {} files",
             detected.folders,
             self.store.file_count()?
@@ -145,7 +120,7 @@ impl Detector {
             }
             if overflow.take_watch_limit() {
                 tracing::error!("{WATCH_LIMIT_HELP}");
-                self.polled = (0..self.rules.rules().len()).collect();
+                self.folders.polled = (0..self.rules.rules().len()).collect();
                 rescan = true;
             }
             if overflow.take() {
@@ -186,7 +161,7 @@ impl Detector {
         let known = detected
             .unavailable
             .iter()
-            .all(|i| self.missing.contains(i));
+            .all(|i| self.folders.is_missing(*i));
         for error in &detected.errors {
             if known && !detected.unavailable.is_empty() {
                 tracing::debug!(error = %error, "still unavailable");
@@ -194,7 +169,11 @@ impl Detector {
                 tracing::warn!(error = %error, "part of the tree was not examined; it is tried again on the next event or rescan");
             }
         }
-        self.vanished(&detected);
+        self.folders.vanished(
+            &self.rules,
+            &detected.unavailable,
+            self.config.watch.poll_interval,
+        );
         if detected.cancelled {
             // Stopping: a partial walk must not be recorded (what it did not
             // reach would look deleted).
@@ -222,42 +201,24 @@ impl Detector {
         Ok(detected)
     }
 
-    /// Whether a rule folder is there, on the file system its files were
-    /// recorded on (an empty mount point is not).
-    fn available(&self, i: usize) -> bool {
-        let dir = &self.rules.get(i).dir;
-        match std::fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() => match self.store.rule_device(dir) {
-                Ok(Some(dev)) => dev == std::os::unix::fs::MetadataExt::dev(&meta),
-                _ => true,
-            },
-            _ => false,
-        }
-    }
-
     /// A poll tick: checks the store, checks that watched folders are
     /// still there (an unmount ends their watches without a word) and still
     /// the folders watched, and rescans polled rules.
     fn poll(&mut self) -> anyhow::Result<()> {
         self.check_store()?;
-        let gone: Vec<PathBuf> = (0..self.rules.rules().len())
-            .filter(|i| {
-                !self.polled.contains(i) && !self.missing.contains(i) && !self.available(*i)
-            })
-            .map(|i| self.rules.get(i).dir.clone())
-            .collect();
+        let gone = self.folders.gone(&self.rules, &self.store);
         if !gone.is_empty() {
             self.process(Scope::Paths(gone), false)?;
         }
-        let renewed = self.renew_watches(&[]);
+        let renewed = self.folders.renew(&self.rules, &self.store, &[]);
         let dirs: Vec<PathBuf> = (0..self.rules.rules().len())
-            .filter(|i| self.polled.contains(i) || renewed.iter().any(|(r, _)| r == i))
+            .filter(|i| self.folders.polled.contains(i) || renewed.iter().any(|(r, _)| r == i))
             .map(|i| self.rules.get(i).dir.clone())
             .collect();
         if !dirs.is_empty() {
             self.process(Scope::Paths(dirs), false)?;
         }
-        self.log_renewed(&renewed);
+        log_renewed(&self.rules, &renewed);
         Ok(())
     }
 
@@ -271,66 +232,14 @@ impl Detector {
             .collect();
         let renewed = match roots.is_empty() {
             true => Vec::new(),
-            false => self.renew_watches(&roots),
+            false => self.folders.renew(&self.rules, &self.store, &roots),
         };
         for (i, _) in &renewed {
             paths.push(self.rules.get(*i).dir.clone());
         }
         self.process(Scope::Paths(paths), true)?;
-        self.log_renewed(&renewed);
+        log_renewed(&self.rules, &renewed);
         Ok(())
-    }
-
-    /// Said once a renewed folder was reconciled: from then on, an edit in
-    /// it is seen.
-    fn log_renewed(&self, renewed: &[(usize, Renewal)]) {
-        for (i, renewal) in renewed {
-            let why = match renewal {
-                Renewal::Back => "rule folder is back; watched again",
-                Renewal::Other => {
-                    "rule folder is another folder now (created, moved or replaced); watched again"
-                }
-            };
-            tracing::info!(dir = %self.rules.get(*i).dir.display(), "{why}");
-        }
-    }
-
-    /// Puts a watch on each rule folder that is there but is not the folder
-    /// watched (and on those in `force`): it appeared after the start, came
-    /// back after vanishing, or was swapped for another folder (`mv new
-    /// media`), whose files the old watch never reports. Returns those
-    /// rules: each must be walked whole, which also completes the baseline
-    /// of a rule whose folder was never there before.
-    fn renew_watches(&mut self, force: &[usize]) -> Vec<(usize, Renewal)> {
-        let mut renewed = Vec::new();
-        for i in 0..self.rules.rules().len() {
-            let missing = self.missing.contains(&i);
-            let polled = self.polled.contains(&i);
-            let dir = &self.rules.get(i).dir;
-            let same = !force.contains(&i) && FileId::of(dir) == self.watched[i];
-            if (!missing && (polled || same)) || !self.available(i) {
-                continue;
-            }
-            if !polled {
-                let Some(source) = &mut self.source else {
-                    continue;
-                };
-                match source.rewatch(dir) {
-                    Some(id) => self.watched[i] = Some(id),
-                    // Tried again at the next tick.
-                    None => continue,
-                }
-            }
-            self.missing.remove(&i);
-            renewed.push((
-                i,
-                match missing {
-                    true => Renewal::Back,
-                    false => Renewal::Other,
-                },
-            ));
-        }
-        renewed
     }
 
     /// Fails when the store file the daemon started with was deleted or
@@ -346,24 +255,6 @@ impl Detector {
             );
         }
         Ok(())
-    }
-
-    /// Notes rule folders a pass could not open; says so once per folder.
-    fn vanished(&mut self, detected: &Detected) {
-        for &i in &detected.unavailable {
-            if self.missing.insert(i) {
-                let dir = &self.rules.get(i).dir;
-                if let Some(source) = &mut self.source {
-                    source.unwatch(dir);
-                }
-                self.watched[i] = None;
-                tracing::warn!(
-                    dir = %dir.display(),
-                    every = ?self.config.watch.poll_interval,
-                    "rule folder is unavailable; its files are kept as recorded and it is checked until it is back"
-                );
-            }
-        }
     }
 
     /// Ticks every `poll_interval`: it polls, checks the watched folders

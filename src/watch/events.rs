@@ -17,7 +17,7 @@ use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{ErrorKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, Notify};
 
-use super::FileId;
+use super::folders::FileId;
 use crate::rules::RuleSet;
 
 /// Messages from the watcher thread to the daemon.

@@ -12,11 +12,11 @@
 
 mod detector;
 mod events;
+mod folders;
 mod sender;
 mod settle;
 mod systemd;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::flush::{adopt_orphans, lanes, Lane};
 use crate::state::{Store, StoreLock};
 use detector::Detector;
+use folders::FileId;
 use sender::{Pulse, Sender};
 
 /// How long workers get to stop before they are aborted.
@@ -59,30 +60,6 @@ impl std::fmt::Display for Role {
 }
 
 type Joined = JoinSet<(Role, anyhow::Result<()>)>;
-
-/// A file's identity: one path may come to name another file (a folder
-/// swapped for another, a store deleted and created again). File systems
-/// reuse inode numbers at once (`rm -rf media && mkdir media` often gets the
-/// same one), so the birth time is part of it where the file system keeps
-/// one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileId {
-    dev: u64,
-    ino: u64,
-    born: Option<std::time::SystemTime>,
-}
-
-impl FileId {
-    /// What `path` names now (symlinks followed); `None` when nothing is
-    /// there or it cannot be looked at.
-    pub(crate) fn of(path: &Path) -> Option<FileId> {
-        std::fs::metadata(path).ok().map(|m| FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            born: m.created().ok(),
-        })
-    }
-}
 
 /// Everything a set of workers needs, built (and so checked) before any
 /// running worker is touched: a reload that cannot be built is refused and
