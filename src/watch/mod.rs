@@ -136,7 +136,9 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         // Work owed to accounts the config no longer has goes to the [api]
         // account. Only now: until the old workers stopped, the old detector
         // could still record work for such an account.
-        adopt_orphans(&mut send_store, &lanes)?;
+        adopt_orphans(&mut send_store, &lanes).context(
+            "cannot hand work owed to accounts no longer in the config to the [api] key",
+        )?;
         let store_file = detector.store_file();
         let sender = Sender::new(send_store, lanes, config.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
