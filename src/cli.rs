@@ -195,10 +195,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(&config_path)?;
     match cli.command {
         Command::Scan(args) => scan(&config, args).await,
-        Command::Watch => {
-            crate::watch::run(&config_path, config).await?;
-            Ok(ExitCode::Success)
-        }
+        Command::Watch => match crate::watch::run(&config_path, config).await {
+            Ok(()) => Ok(ExitCode::Success),
+            // A daemon's last word goes to its log (journald, log shippers).
+            Err(e) => {
+                crate::watch::log_stop(&e);
+                Ok(exit_codes::for_error(&e))
+            }
+        },
         Command::Invalidate(args) => {
             let request = manual::InvalidateRequest {
                 targets: args.targets,

@@ -208,8 +208,12 @@ pub fn scan(
     out.unchanged.count += quiet;
     out.scanned.count += quiet;
     find_deletions(&mut out, rules, index, plan, &blind);
+    // Whatever pass walked a rule folder whole completes its baseline (a
+    // whole-tree pass, or a pass over the folder itself: the daemon walks a
+    // folder that appeared after its start so). Passes over parts of it do
+    // not: what they did not reach would be taken as new later.
     for (i, rule) in rules.rules().iter().enumerate() {
-        if matches!(scope, Scope::All) && plan.baseline[i] && !blind.contains(&rule.dir) {
+        if plan.baseline[i] && roots.contains(&rule.dir) && !blind.contains(&rule.dir) {
             out.changes.baselined.push(rule.dir.clone());
         }
     }

@@ -120,9 +120,15 @@ pub(super) fn roots(
                     blind.push(path);
                     continue;
                 }
-                let reachable = rules.get(rule).follow_symlinks
-                    || !through_symlink(&rules.get(rule).dir, &path);
-                match std::fs::symlink_metadata(&path) {
+                let dir = &rules.get(rule).dir;
+                let reachable = rules.get(rule).follow_symlinks || !through_symlink(dir, &path);
+                // A rule folder itself may be a symlink (`media ->
+                // releases/2`): it is walked, as in a whole-tree pass.
+                let meta = match path == *dir {
+                    true => std::fs::metadata(&path),
+                    false => std::fs::symlink_metadata(&path),
+                };
+                match meta {
                     Ok(meta) if reachable && (meta.is_dir() || meta.is_file()) => {
                         holding.push((path.clone(), rule));
                         roots.push(path);

@@ -1,9 +1,12 @@
 //! The daemon's detecting side: starts the file watches, reconciles the
 //! whole tree once (changes made while the daemon was down), then turns
 //! settled file events into change sets, exactly as `scan` would, and
-//! records them. Rescans replace any event that may have been lost.
+//! records them. Rescans replace any event that may have been lost; rule
+//! folders watched anew (see [`super::folders`]) are reconciled whole. At
+//! every poll tick it also checks that the store file is the one it
+//! started with: a daemon whose store was deleted or replaced would record
+//! into a file nobody reads again.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -11,7 +14,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval};
 
-use super::events::{self, EventSource, FsSignal, Overflow, WATCH_LIMIT_HELP};
+use anyhow::bail;
+
+use super::events::{self, FsSignal, Overflow, WATCH_LIMIT_HELP};
+use super::folders::{log_renewed, FileId, Folders};
 use super::sender::Pulse;
 use super::settle::Settler;
 use super::sleep_until;
@@ -27,12 +33,9 @@ pub struct Detector {
     config: Config,
     pulse: watch::Sender<Pulse>,
     settler: Settler,
-    /// Rules watched by polling (by config, or because watching failed).
-    polled: Vec<usize>,
-    /// Rule folders that vanished (unmounted, moved): checked at every poll
-    /// tick and watched again when they are back.
-    missing: BTreeSet<usize>,
-    source: Option<EventSource>,
+    folders: Folders,
+    /// The store file the daemon started with.
+    store_file: Option<FileId>,
     /// Raised when the daemon stops: a walk in progress gives up.
     cancel: Arc<AtomicBool>,
 }
@@ -43,18 +46,23 @@ impl Detector {
         config: Config,
         pulse: watch::Sender<Pulse>,
         cancel: Arc<AtomicBool>,
+        store_file: Option<FileId>,
     ) -> anyhow::Result<Detector> {
+        let rules = RuleSet::new(&config.rules)?;
         Ok(Detector {
-            rules: RuleSet::new(&config.rules)?,
+            folders: Folders::polled(rules.rules().len()),
+            rules,
             settler: Settler::new(config.watch.debounce),
             store,
             config,
             pulse,
-            polled: Vec::new(),
-            missing: BTreeSet::new(),
-            source: None,
+            store_file,
             cancel,
         })
+    }
+
+    pub fn store_file(&self) -> Option<FileId> {
+        self.store_file
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -64,19 +72,16 @@ impl Detector {
         let overflow = Arc::new(Overflow::default());
         // Watches start before the reconcile walk, so nothing that changes
         // during the walk is missed.
-        if self.config.watch.poll {
-            self.polled = (0..self.rules.rules().len()).collect();
-        } else {
+        if !self.config.watch.poll {
             let source = events::start(&self.rules, tx, overflow.clone())?;
-            self.polled = source.unwatched.clone();
-            self.source = Some(source);
+            self.folders = Folders::watched(source);
         }
         let detected = self.process(Scope::All, false)?;
         tracing::info!(
             folders = detected.folders,
             files = self.store.file_count()?,
             rules = self.rules.rules().len(),
-            polled = self.polled.len(),
+            polled = self.folders.polled.len(),
             "watching {} folders and {} files",
             detected.folders,
             self.store.file_count()?
@@ -102,21 +107,21 @@ impl Detector {
                         }
                     }
                     Some(FsSignal::Rescan) => rescan = true,
-                    Some(FsSignal::WatchLimit) => {
-                        tracing::error!("{WATCH_LIMIT_HELP}");
-                        self.polled = (0..self.rules.rules().len()).collect();
-                        rescan = true;
-                    }
-                    None => return Ok(()),
+                    None => bail!("the file watcher stopped delivering events"),
                 },
                 _ = overflow.wake.notified() => {}
                 _ = sleep_until(deadline) => {
                     let settled = self.settler.take_settled(Instant::now());
                     if !settled.is_empty() {
-                        self.process(Scope::Paths(settled), true)?;
+                        self.settled(settled)?;
                     }
                 }
                 _ = poll.tick() => self.poll()?,
+            }
+            if overflow.take_watch_limit() {
+                tracing::error!("{WATCH_LIMIT_HELP}");
+                self.folders.polled = (0..self.rules.rules().len()).collect();
+                rescan = true;
             }
             if overflow.take() {
                 tracing::warn!("file events came faster than they were read; rescanning instead");
@@ -156,7 +161,7 @@ impl Detector {
         let known = detected
             .unavailable
             .iter()
-            .all(|i| self.missing.contains(i));
+            .all(|i| self.folders.is_missing(*i));
         for error in &detected.errors {
             if known && !detected.unavailable.is_empty() {
                 tracing::debug!(error = %error, "still unavailable");
@@ -164,7 +169,11 @@ impl Detector {
                 tracing::warn!(error = %error, "part of the tree was not examined; it is tried again on the next event or rescan");
             }
         }
-        self.vanished(&detected);
+        self.folders.vanished(
+            &self.rules,
+            &detected.unavailable,
+            self.config.watch.poll_interval,
+        );
         if detected.cancelled {
             // Stopping: a partial walk must not be recorded (what it did not
             // reach would look deleted).
@@ -192,78 +201,60 @@ impl Detector {
         Ok(detected)
     }
 
-    /// Whether a rule folder is there, on the file system its files were
-    /// recorded on (an empty mount point is not).
-    fn available(&self, i: usize) -> bool {
-        let dir = &self.rules.get(i).dir;
-        match std::fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() => match self.store.rule_device(dir) {
-                Ok(Some(dev)) => dev == std::os::unix::fs::MetadataExt::dev(&meta),
-                _ => true,
-            },
-            _ => false,
-        }
-    }
-
-    /// A poll tick: rescans polled rules, checks that watched folders are
-    /// still there (an unmount ends their watches without a word), and
-    /// brings back vanished folders.
+    /// A poll tick: checks the store, checks that watched folders are
+    /// still there (an unmount ends their watches without a word) and still
+    /// the folders watched, and rescans polled rules.
     fn poll(&mut self) -> anyhow::Result<()> {
-        let gone: Vec<PathBuf> = (0..self.rules.rules().len())
-            .filter(|i| {
-                !self.polled.contains(i) && !self.missing.contains(i) && !self.available(*i)
-            })
-            .map(|i| self.rules.get(i).dir.clone())
-            .collect();
+        self.check_store()?;
+        let gone = self.folders.gone(&self.rules, &self.store);
         if !gone.is_empty() {
             self.process(Scope::Paths(gone), false)?;
         }
-        let back: Vec<usize> = self
-            .missing
-            .iter()
-            .copied()
-            .filter(|&i| self.available(i))
-            .collect();
-        for &i in &back {
-            self.missing.remove(&i);
-            let dir = &self.rules.get(i).dir;
-            let watched = match &mut self.source {
-                Some(source) if !self.polled.contains(&i) => source.rewatch(dir),
-                _ => true,
-            };
-            if watched {
-                tracing::info!(dir = %dir.display(), "rule folder is back; watched again");
-            } else {
-                self.missing.insert(i);
-            }
-        }
-        let dirs: Vec<PathBuf> = self
-            .polled
-            .iter()
-            .chain(&back)
-            .map(|&i| self.rules.get(i).dir.clone())
+        let renewed = self.folders.renew(&self.rules, &self.store, &[]);
+        let dirs: Vec<PathBuf> = (0..self.rules.rules().len())
+            .filter(|i| self.folders.polled.contains(i) || renewed.iter().any(|(r, _)| r == i))
+            .map(|i| self.rules.get(i).dir.clone())
             .collect();
         if !dirs.is_empty() {
             self.process(Scope::Paths(dirs), false)?;
         }
+        log_renewed(&self.rules, &renewed);
         Ok(())
     }
 
-    /// Notes rule folders a pass could not open; says so once per folder.
-    fn vanished(&mut self, detected: &Detected) {
-        for &i in &detected.unavailable {
-            if self.missing.insert(i) {
-                let dir = &self.rules.get(i).dir;
-                if let Some(source) = &mut self.source {
-                    source.unwatch(dir);
-                }
-                tracing::warn!(
-                    dir = %dir.display(),
-                    every = ?self.config.watch.poll_interval,
-                    "rule folder is unavailable; its files are kept as recorded and it is checked until it is back"
-                );
-            }
+    /// Detects the changes at settled paths. An event on a rule folder
+    /// itself may mean it was moved or deleted and another one put in its
+    /// place (even under the same inode number: `rm -rf`, `mkdir`): its
+    /// watch is renewed first, then the pass walks it whole.
+    fn settled(&mut self, mut paths: Vec<PathBuf>) -> anyhow::Result<()> {
+        let roots: Vec<usize> = (0..self.rules.rules().len())
+            .filter(|&i| paths.contains(&self.rules.get(i).dir))
+            .collect();
+        let renewed = match roots.is_empty() {
+            true => Vec::new(),
+            false => self.folders.renew(&self.rules, &self.store, &roots),
+        };
+        for (i, _) in &renewed {
+            paths.push(self.rules.get(*i).dir.clone());
         }
+        self.process(Scope::Paths(paths), true)?;
+        log_renewed(&self.rules, &renewed);
+        Ok(())
+    }
+
+    /// Fails when the store file the daemon started with was deleted or
+    /// replaced: what is recorded from now on would be lost with it.
+    fn check_store(&self) -> anyhow::Result<()> {
+        let path = &self.config.state;
+        if self.store_file.is_some() && FileId::of(path) != self.store_file {
+            bail!(
+                "the state store {} was deleted or replaced while the daemon ran: \
+                 stopping, as what it recorded from now on would be lost; \
+                 the next start uses the file at that path",
+                path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Ticks every `poll_interval`: it polls, checks the watched folders

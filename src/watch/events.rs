@@ -5,16 +5,19 @@
 //! The bridge never blocks notify's thread and never drops a change
 //! silently: when the channel is full, an overflow flag is raised and the
 //! daemon rescans instead. Kernel queue overflows (notify's rescan flag) and
-//! watcher errors become rescans too.
+//! watcher errors become rescans too. Running out of inotify watches (a
+//! folder created later could not be watched) raises a flag of its own,
+//! never queued, so it cannot be lost in a full channel.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{ErrorKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, Notify};
 
+use super::folders::FileId;
 use crate::rules::RuleSet;
 
 /// Messages from the watcher thread to the daemon.
@@ -24,14 +27,17 @@ pub enum FsSignal {
     Paths(Vec<PathBuf>),
     /// Events may have been lost: reconcile everything.
     Rescan,
-    /// The kernel's inotify watch limit was reached: poll from now on.
-    WatchLimit,
 }
 
-/// Raised when the channel was full; read and cleared by the daemon.
+/// Flags the watcher thread raises without queueing anything (they must
+/// not be lost when the channel is full); read and cleared by the daemon.
 #[derive(Debug, Default)]
 pub struct Overflow {
+    /// The channel was full: events were dropped.
     flag: AtomicBool,
+    /// The kernel's inotify watch limit was reached: some folder is not
+    /// watched, so polling must take over.
+    watch_limit: AtomicBool,
     pub wake: Notify,
 }
 
@@ -40,28 +46,102 @@ impl Overflow {
         self.flag.swap(false, Ordering::AcqRel)
     }
 
-    fn raise(&self) {
-        self.flag.store(true, Ordering::Release);
+    pub fn take_watch_limit(&self) -> bool {
+        self.watch_limit.swap(false, Ordering::AcqRel)
+    }
+
+    fn raise(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+}
+
+/// Rule folders that are symlinks (`media -> releases/2`). notify drops a
+/// symlink it is asked to watch recursively unless it follows symlinks
+/// everywhere, so the link's target is watched instead and its events are
+/// renamed back under the rule folder.
+#[derive(Debug, Default)]
+struct Aliases(Mutex<Vec<(PathBuf, PathBuf)>>);
+
+impl Aliases {
+    fn list(&self) -> MutexGuard<'_, Vec<(PathBuf, PathBuf)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Event paths under a link's target, renamed under its rule folder.
+    fn rename(&self, paths: &mut [PathBuf]) {
+        let list = self.list();
+        for path in paths {
+            let renamed = list.iter().find_map(|(target, dir)| {
+                path.strip_prefix(target)
+                    .ok()
+                    .map(|rel| match rel.as_os_str().is_empty() {
+                        true => dir.clone(),
+                        false => dir.join(rel),
+                    })
+            });
+            if let Some(renamed) = renamed {
+                *path = renamed;
+            }
+        }
+    }
+
+    /// What watching `dir` means watching.
+    fn watched(&self, dir: &Path) -> PathBuf {
+        let list = self.list();
+        list.iter()
+            .find(|(_, d)| d == dir)
+            .map_or_else(|| dir.to_path_buf(), |(target, _)| target.clone())
+    }
+
+    /// Watches a rule folder (a symlink one through its target).
+    fn watch(&self, watcher: &mut notify::RecommendedWatcher, dir: &Path) -> notify::Result<()> {
+        let link = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+        let target = match link {
+            true => std::fs::canonicalize(dir).map_err(notify::Error::io_watch)?,
+            false => dir.to_path_buf(),
+        };
+        watcher.watch(&target, RecursiveMode::Recursive)?;
+        let mut list = self.list();
+        list.retain(|(_, d)| d != dir);
+        if link {
+            list.push((target, dir.to_path_buf()));
+        }
+        Ok(())
+    }
+
+    fn unwatch(&self, watcher: &mut notify::RecommendedWatcher, dir: &Path) {
+        let _ = watcher.unwatch(&self.watched(dir));
+        self.list().retain(|(_, d)| d != dir);
     }
 }
 
 /// Live watches; dropping it stops them.
 pub struct EventSource {
     watcher: notify::RecommendedWatcher,
+    aliases: Arc<Aliases>,
     /// Rules that could not be watched and must be polled instead.
     pub unwatched: Vec<usize>,
+    /// Per rule: the folder its watch was put on, `None` when it was not
+    /// watched (absent: watched when it appears; or in `unwatched`).
+    pub watched: Vec<Option<FileId>>,
 }
 
 impl EventSource {
-    /// Watches a rule folder again (it came back after vanishing).
-    pub fn rewatch(&mut self, dir: &Path) -> bool {
-        let _ = self.watcher.unwatch(dir);
-        match self.watcher.watch(dir, RecursiveMode::Recursive) {
-            Ok(()) => true,
+    /// Watches a rule folder again (it appeared, came back after
+    /// vanishing, or is another folder now); returns the folder the watch
+    /// is on. Its identity is taken before the watch: if the folder is
+    /// swapped in between, the next check sees the difference.
+    pub fn rewatch(&mut self, dir: &Path) -> Option<FileId> {
+        self.aliases.unwatch(&mut self.watcher, dir);
+        let id = FileId::of(dir)?;
+        match self.aliases.watch(&mut self.watcher, dir) {
+            Ok(()) => Some(id),
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch rule folder yet");
-                false
+                None
             }
         }
     }
@@ -69,7 +149,7 @@ impl EventSource {
     /// Drops the watch of a vanished folder: if it was moved away, its
     /// events would otherwise keep arriving under its old name.
     pub fn unwatch(&mut self, dir: &Path) {
-        let _ = self.watcher.unwatch(dir);
+        self.aliases.unwatch(&mut self.watcher, dir);
     }
 }
 
@@ -85,12 +165,20 @@ pub fn start(
     tx: mpsc::Sender<FsSignal>,
     overflow: Arc<Overflow>,
 ) -> anyhow::Result<EventSource> {
+    let aliases = Arc::new(Aliases::default());
+    let renamer = aliases.clone();
     let handler = move |result: notify::Result<notify::Event>| {
         let signal = match result {
             Ok(event) if event.need_rescan() => FsSignal::Rescan,
             Ok(event) if ignored(&event.kind) => return,
-            Ok(event) => FsSignal::Paths(event.paths),
-            Err(e) if matches!(e.kind, ErrorKind::MaxFilesWatch) => FsSignal::WatchLimit,
+            Ok(mut event) => {
+                renamer.rename(&mut event.paths);
+                FsSignal::Paths(event.paths)
+            }
+            Err(e) if matches!(e.kind, ErrorKind::MaxFilesWatch) => {
+                overflow.raise(&overflow.watch_limit);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "file watcher error; rescanning to be safe");
                 FsSignal::Rescan
@@ -98,7 +186,7 @@ pub fn start(
         };
         match tx.try_send(signal) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => overflow.raise(),
+            Err(mpsc::error::TrySendError::Full(_)) => overflow.raise(&overflow.flag),
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     };
@@ -108,8 +196,19 @@ pub fn start(
     let config = notify::Config::default().with_follow_symlinks(follow);
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
     let mut unwatched = Vec::new();
+    let mut watched = Vec::new();
     for (i, rule) in rules.rules().iter().enumerate() {
-        if let Err(e) = watcher.watch(&rule.dir, RecursiveMode::Recursive) {
+        let id = FileId::of(&rule.dir);
+        let result = match id {
+            Some(_) => aliases.watch(&mut watcher, &rule.dir),
+            None => Err(notify::Error::path_not_found()),
+        };
+        watched.push(id.filter(|_| result.is_ok()));
+        if let Err(e) = result {
+            if matches!(e.kind, ErrorKind::PathNotFound) {
+                // Reported by the reconcile pass; watched once it appears.
+                continue;
+            }
             if matches!(e.kind, ErrorKind::MaxFilesWatch) {
                 tracing::error!(dir = %rule.dir.display(), "{WATCH_LIMIT_HELP}");
             } else {
@@ -118,7 +217,12 @@ pub fn start(
             unwatched.push(i);
         }
     }
-    Ok(EventSource { watcher, unwatched })
+    Ok(EventSource {
+        watcher,
+        aliases,
+        unwatched,
+        watched,
+    })
 }
 
 /// Events that cannot mean a content change: reads, opens, closes after

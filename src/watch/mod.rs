@@ -5,10 +5,14 @@
 //! publish), each with its own store connection, joined in a `JoinSet`.
 //! This module owns their lifetime: start, SIGTERM/SIGINT (stop; whatever
 //! was recorded stays in the outbox), SIGHUP (reload the config; a bad one is
-//! reported and the old one kept).
+//! reported and the old one kept). Those signals are the only way the daemon
+//! ends well: a worker that ends for any other reason, failing or not, stops
+//! the daemon with an error, so a supervisor (systemd's
+//! `Restart=on-failure`) sees a failure and restarts it.
 
 mod detector;
 mod events;
+mod folders;
 mod sender;
 mod settle;
 mod systemd;
@@ -18,16 +22,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::flush::{adopt_orphans, lanes};
+use crate::flush::{adopt_orphans, lanes, Lane};
 use crate::state::{Store, StoreLock};
 use detector::Detector;
+use folders::FileId;
 use sender::{Pulse, Sender};
 
 /// How long workers get to stop before they are aborted.
@@ -38,38 +43,68 @@ enum Next {
     Restart(Box<Workers>),
 }
 
+/// Which worker a result came from.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Detector,
+    Sender,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Detector => "the detector (file watching)",
+            Role::Sender => "the sender",
+        })
+    }
+}
+
+type Joined = JoinSet<(Role, anyhow::Result<()>)>;
+
 /// Everything a set of workers needs, built (and so checked) before any
 /// running worker is touched: a reload that cannot be built is refused and
 /// the old workers go on.
 struct Workers {
     config: Config,
     detector: Detector,
-    sender: Sender,
+    /// The sender's parts: it is made only once the old workers stopped,
+    /// see [`run`].
+    send_store: Store,
+    lanes: Vec<Lane>,
     pulse_rx: watch::Receiver<Pulse>,
     cancel: Arc<AtomicBool>,
 }
 
 impl Workers {
-    fn build(config: Config) -> anyhow::Result<Workers> {
+    /// `store_file`: the store file the daemon started with (`None` at
+    /// start-up: the one opened now); the detector checks that it stays.
+    fn build(config: Config, store_file: Option<FileId>) -> anyhow::Result<Workers> {
         let lanes = lanes(&config)?;
         let detect_store = Store::open(&config.state)?;
-        let mut send_store = Store::open(&config.state)?;
-        adopt_orphans(&mut send_store, &lanes)?;
+        let send_store = Store::open(&config.state)?;
+        let store_file = store_file.or_else(|| FileId::of(&config.state));
         let (pulse_tx, pulse_rx) = watch::channel(Pulse::default());
         let cancel = Arc::new(AtomicBool::new(false));
-        let detector = Detector::new(detect_store, config.clone(), pulse_tx, cancel.clone())?;
-        let sender = Sender::new(send_store, lanes, config.clone());
+        let detector = Detector::new(
+            detect_store,
+            config.clone(),
+            pulse_tx,
+            cancel.clone(),
+            store_file,
+        )?;
         Ok(Workers {
             config,
             detector,
-            sender,
+            send_store,
+            lanes,
             pulse_rx,
             cancel,
         })
     }
 }
 
-/// Runs until SIGTERM or SIGINT (Ok) or a worker fails (Err).
+/// Runs until SIGTERM or SIGINT (Ok). Anything else that ends it is an
+/// error: a worker failed, or ended when it should not have.
 pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -88,19 +123,29 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut next_workers = Workers::build(config)?;
+    let mut next_workers = Workers::build(config, None)?;
     loop {
         let Workers {
             config,
             detector,
-            sender,
+            mut send_store,
+            lanes,
             pulse_rx,
             cancel,
         } = next_workers;
+        // Work owed to accounts the config no longer has goes to the [api]
+        // account. Only now: until the old workers stopped, the old detector
+        // could still record work for such an account.
+        adopt_orphans(&mut send_store, &lanes).context(
+            "cannot hand work owed to accounts no longer in the config to the [api] key",
+        )?;
+        let store_file = detector.store_file();
+        let sender = Sender::new(send_store, lanes, config.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut workers = JoinSet::new();
-        workers.spawn(sender.run(pulse_rx, stop_rx.clone()));
-        workers.spawn(detector.run(stop_rx));
+        let mut workers: Joined = JoinSet::new();
+        let sender_stop = stop_rx.clone();
+        workers.spawn(async move { (Role::Sender, sender.run(pulse_rx, sender_stop).await) });
+        workers.spawn(async move { (Role::Detector, detector.run(stop_rx).await) });
 
         let next = loop {
             tokio::select! {
@@ -110,7 +155,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                     Ok(new) if new.state != config.state => tracing::error!(
                         "config reload: `state` changed; restart optiwatch to move the store; keeping the old config"
                     ),
-                    Ok(new) => match Workers::build(new) {
+                    Ok(new) => match Workers::build(new, store_file) {
                         Ok(built) => {
                             tracing::info!(config = %config_path.display(), "config reloaded");
                             break Next::Restart(Box::new(built));
@@ -120,12 +165,12 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                     Err(e) => tracing::error!(error = format!("{e:#}"), "config reload failed; keeping the old config"),
                 },
                 Some(done) = workers.join_next() => {
-                    stop(&stop_tx, &cancel, &mut workers).await;
-                    return match done {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e),
-                        Err(e) => Err(anyhow::anyhow!("a worker crashed: {e}")),
-                    };
+                    // No signal asked for this: whatever ended the worker,
+                    // the daemon cannot go on without it.
+                    systemd::notify("STOPPING=1");
+                    let mut endings = vec![Ending::of(done)];
+                    endings.extend(stop(&stop_tx, &cancel, &mut workers).await);
+                    return Err(cause(endings));
                 }
             }
         };
@@ -133,7 +178,11 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
             Next::Stop => "STOPPING=1",
             Next::Restart(_) => "RELOADING=1",
         });
-        stop(&stop_tx, &cancel, &mut workers).await;
+        for ending in stop(&stop_tx, &cancel, &mut workers).await {
+            if let Ending::Failed(e) = ending {
+                tracing::error!(error = format!("{e:#}"), "worker failed while stopping");
+            }
+        }
         match next {
             Next::Stop => {
                 tracing::info!("stopped");
@@ -144,20 +193,67 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// How a worker ended.
+enum Ending {
+    Failed(anyhow::Error),
+    /// Returned without an error, though nobody asked it to stop.
+    Quit(Role),
+    /// Aborted by [`stop`].
+    Aborted,
+}
+
+impl Ending {
+    fn of(done: Result<(Role, anyhow::Result<()>), tokio::task::JoinError>) -> Ending {
+        match done {
+            Ok((role, Err(e))) => Ending::Failed(e.context(format!("{role} failed"))),
+            Ok((role, Ok(()))) => Ending::Quit(role),
+            Err(e) if e.is_cancelled() => Ending::Aborted,
+            Err(e) => Ending::Failed(anyhow!("a worker crashed: {e}")),
+        }
+    }
+}
+
+/// Why the daemon stops: the first failure (a worker that quit is most
+/// likely the other one's casualty), else the first worker that quit.
+fn cause(endings: Vec<Ending>) -> anyhow::Error {
+    let mut quit = None;
+    for ending in endings {
+        match ending {
+            Ending::Failed(e) => return e,
+            Ending::Quit(role) => {
+                quit.get_or_insert(role);
+            }
+            Ending::Aborted => {}
+        }
+    }
+    match quit {
+        Some(role) => anyhow!(
+            "{role} stopped without being asked to; this is a bug in optiwatch, please report it"
+        ),
+        None => anyhow!(
+            "the workers ended without a reason; this is a bug in optiwatch, please report it"
+        ),
+    }
+}
+
 /// Asks workers to stop and waits a little; what they recorded is durable,
-/// so aborting a slow one loses nothing.
+/// so aborting a slow one loses nothing. Returns how the workers that did
+/// not simply stop as asked ended.
 async fn stop(
     stop_tx: &watch::Sender<bool>,
     cancel: &AtomicBool,
-    workers: &mut JoinSet<anyhow::Result<()>>,
-) {
+    workers: &mut Joined,
+) -> Vec<Ending> {
     let _ = stop_tx.send(true);
     // A reconcile walk in progress gives up instead of running to its end.
     cancel.store(true, Ordering::Relaxed);
+    let mut endings = Vec::new();
     let drained = tokio::time::timeout(STOP_GRACE, async {
         while let Some(done) = workers.join_next().await {
-            if let Ok(Err(e)) = done {
-                tracing::error!(error = format!("{e:#}"), "worker failed while stopping");
+            match Ending::of(done) {
+                // Asked to stop: returning is what it should do.
+                Ending::Quit(_) => {}
+                ending => endings.push(ending),
             }
         }
     })
@@ -166,6 +262,15 @@ async fn stop(
         workers.abort_all();
         while workers.join_next().await.is_some() {}
     }
+    endings
+}
+
+/// The daemon's last word, at error level: why it stopped.
+pub fn log_stop(err: &anyhow::Error) {
+    tracing::error!(
+        error = format!("{err:#}"),
+        "optiwatch watch stopped; what was recorded stays owed and is sent after a restart"
+    );
 }
 
 /// Stops a background task when the daemon returns.

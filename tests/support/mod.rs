@@ -233,6 +233,8 @@ pub fn sorted(mut v: Vec<String>) -> Vec<String> {
 pub struct Daemon {
     child: std::process::Child,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Reads the log until the process closes its stderr.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Run {
@@ -250,13 +252,17 @@ impl Run {
         let stderr = child.stderr.take().unwrap();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push(line);
             }
         });
-        Daemon { child, log }
+        Daemon {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 }
 
@@ -366,6 +372,28 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+impl Daemon {
+    /// Waits for the process to exit on its own and for the end of its
+    /// log; returns the exit code and every log line.
+    pub fn wait_with_log(mut self, timeout: Duration) -> (Option<i32>, Vec<String>) {
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("did not exit within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let lines = self.log.lock().unwrap().clone();
+        (status.code(), lines)
     }
 }
 
