@@ -23,6 +23,11 @@ pub struct Status {
     pub oldest_owed_at: Option<i64>,
     /// "settled", "owed" or "fetched" (received, not yet published).
     pub token: &'static str,
+    /// Unix seconds of the oldest invalidation Optimole accepted that no
+    /// published token covers yet (any account).
+    pub oldest_uncovered_at: Option<i64>,
+    /// Seconds since then: the "uncovered age".
+    pub uncovered_age_seconds: Option<u64>,
     pub last_flush_at: Option<i64>,
     pub last_token: Option<String>,
     pub last_token_at: Option<i64>,
@@ -48,6 +53,8 @@ pub fn status(config: &Config) -> anyhow::Result<Status> {
         assets_owed: 0,
         oldest_owed_at: None,
         token: "settled",
+        oldest_uncovered_at: None,
+        uncovered_age_seconds: None,
         last_flush_at: None,
         last_token: None,
         last_token_at: None,
@@ -84,6 +91,18 @@ pub fn status(config: &Config) -> anyhow::Result<Status> {
         TokenState::Owed => "owed",
         TokenState::Fetched(_) => "fetched",
     };
+    if let Some(since) = store.oldest_uncovered_at()? {
+        let unix = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        status.oldest_uncovered_at = Some(i64::try_from(unix.as_secs()).unwrap_or(i64::MAX));
+        status.uncovered_age_seconds = Some(
+            std::time::SystemTime::now()
+                .duration_since(since)
+                .unwrap_or_default()
+                .as_secs(),
+        );
+    }
     status.last_flush_at = number("last_flush_at")?;
     status.last_token = store.meta("last_token")?;
     status.last_token_at = number("last_token_at")?;
@@ -138,6 +157,13 @@ impl Status {
             },
             self.token
         ));
+        out.push_str(&match self.uncovered_age_seconds {
+            Some(age) => format!(
+                "uncovered    {age} s: accepted invalidations since {} wait for a published token\n",
+                when(self.oldest_uncovered_at)
+            ),
+            None => "uncovered    none (every accepted invalidation is covered by a published token)\n".into(),
+        });
         out.push_str(&format!("last flush   {}\n", when(self.last_flush_at)));
         out.push_str(&format!(
             "last token   {} at {}\n",

@@ -22,7 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use files::{Changes, Stat};
 pub use index::{FileIndex, IndexEntry};
 pub use lock::{holder as lock_holder, StoreLock};
-pub use outbox::{Owed, Pending, TokenState};
+pub use outbox::{Owed, Pending, TokenMark, TokenState};
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
 const APPLICATION_ID: i32 = 0x4F50_5457;

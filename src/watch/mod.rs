@@ -9,6 +9,7 @@
 
 mod detector;
 mod events;
+mod pacing;
 mod sender;
 mod settle;
 mod systemd;
