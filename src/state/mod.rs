@@ -8,6 +8,7 @@
 //! `synchronous = FULL` keeps a committed transaction through a crash or a
 //! power cut.
 
+mod coverage;
 mod files;
 mod index;
 mod lock;
@@ -19,10 +20,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
+pub use coverage::{TokenMark, TokenState};
 pub use files::{Changes, Stat};
 pub use index::{FileIndex, IndexEntry};
 pub use lock::{holder as lock_holder, StoreLock};
-pub use outbox::{Owed, Pending, TokenMark, TokenState};
+pub use outbox::{Owed, Pending};
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
 const APPLICATION_ID: i32 = 0x4F50_5457;
