@@ -66,13 +66,12 @@ fn churn(
     (last, Instant::now())
 }
 
-/// Whether every file was invalidated after its last write (by `key`'s
-/// account, when given).
+/// Whether every file was invalidated after its last write.
 fn all_sent_after(rs: &[Recorded], last: &HashMap<String, Instant>) -> bool {
     last.iter().all(|(name, written)| {
         let want = url(name);
         rs.iter()
-            .any(|r| r.status == 200 && r.at > *written && r.assets.iter().any(|a| *a == want))
+            .any(|r| r.status == 200 && r.at > *written && r.assets.contains(&want))
     })
 }
 
