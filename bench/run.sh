@@ -330,8 +330,8 @@ if [ "$big" = 1 ]; then
 fi
 
 # ---- watch latency and request count (fake API in watch_bench)
-log "watch: latency (200 edits) and a burst of 10,000 edits (about 3 minutes)"
-WATCH_BENCH_ONLY=latency,burst WATCH_BENCH_SAMPLES=200 WATCH_BENCH_BURST=10000 \
+log "watch: latency (200 edits), a burst of 10,000 edits, 60 s of sustained change (about 5 minutes)"
+WATCH_BENCH_ONLY=latency,burst,tokens WATCH_BENCH_SAMPLES=200 WATCH_BENCH_BURST=10000 \
   "$wbench" > "$work/watch" 2>"$work/watch.err" || {
   echo "bench: watch_bench failed:" >&2; tail -n 20 "$work/watch.err" >&2; exit 1; }
 kv() { sed -n "s/^bench $1 .*\\b$2=\\([0-9]*\\).*/\\1/p" "$work/watch"; }
@@ -339,6 +339,8 @@ R[lat_p50]=$(kv latency p50_us) R[lat_p99]=$(kv latency p99_us) R[lat_max]=$(kv 
 R[lat_n]=$(kv latency samples) R[debounce]=$(kv latency debounce_us)
 R[inv_sent]=$(kv burst invalidate_sent) R[inv_ok]=$(kv burst invalidate_ok)
 R[tok_sent]=$(kv burst token_sent) R[assets]=$(kv burst assets)
+R[tk_during]=$(kv tokens tokens_during) R[tk_after]=$(kv tokens tokens_after) R[tk_p99]=$(kv tokens p99_us)
+R[tk_interval]=$(kv tokens interval_us) R[tk_missing]=$(kv tokens missing) R[tk_edits]=$(kv tokens edits)
 
 # ------------------------------------------------------------------ table
 
@@ -409,6 +411,12 @@ row "change -> request latency, p99" "$(ms_us "${R[lat_p99]}")" "configured debo
 row "API requests, 10,000 changed files" "${R[inv_sent]} + ${R[tok_sent]} token" "minimum (100 assets/request)" "100" \
   "$(ratio "${R[inv_sent]}" 100)" "100 + <= 1 token" \
   "$( [ "${R[inv_sent]}" = 100 ] && [ "${R[tok_sent]}" -le 1 ] && [ "${R[assets]}" = 10000 ] && echo yes || echo NO)"
+tki=${R[tk_interval]}
+row "tokens, 60 s of 434 edits/s, 5,000 files" "${R[tk_during]} + ${R[tk_after]} final" "token_interval" "$(ms_us "$tki")" \
+  "-" "5-7 + 1 final" \
+  "$( [ "${R[tk_during]}" -ge 5 ] && [ "${R[tk_during]}" -le 7 ] && [ "${R[tk_after]}" = 1 ] && [ "${R[tk_missing]}" = 0 ] && echo yes || echo NO)"
+row "  accepted invalidation -> next token, p99" "$(ms_us "${R[tk_p99]}")" "token_interval" "$(ms_us "$tki")" \
+  "$(ratio "${R[tk_p99]}" "$tki")" "<= $(ms_us $((tki + 2000000)))" "$(le "${R[tk_p99]}" $((tki + 2000000)))"
 
 echo
 {
@@ -438,5 +446,7 @@ echo "       store writes: /proc/PID/io of the scan process (wchar: bytes given 
 echo "       page-cache bytes dirtied), median of $runs scans that each find 1 changed file and invalidate it."
 echo "       latency: ${R[lat_n]} edits, from write+close to the invalidate request arriving at the fake API"
 echo "       (max $(ms_us "${R[lat_max]}")); burst: ${R[inv_ok]} invalidate requests accepted, ${R[assets]} assets; fake API on 127.0.0.1."
+echo "       tokens: ${R[tk_edits]} edits round robin over 5,000 files; tokens counted before / after the last accepted"
+echo "       invalidation; the wait runs from each accepted invalidate request to the next token request."
 echo "       load average at start: $load_start; at end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine may be shared)."
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr); optiwatch $rev"

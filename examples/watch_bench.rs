@@ -21,7 +21,15 @@
 //!   spawn -> the "watching" log line, reads VmHWM/VmRSS there, then stops it
 //!   with SIGTERM; `WATCH_BENCH_RUNS` times (default 1);
 //! - `serve`: runs the fake API until killed, printing its base URL and one
-//!   line per request it receives.
+//!   line per request it receives;
+//! - `tokens`: sustained change: `WATCH_BENCH_TOKEN_RATE` edits per second
+//!   (default 434) for `WATCH_BENCH_TOKEN_SECS` seconds (default 60), round
+//!   robin over `WATCH_BENCH_TOKEN_FILES` files (default 5000), with
+//!   `token_interval` = `WATCH_BENCH_TOKEN_INTERVAL` seconds (default 10):
+//!   token requests before the last accepted invalidation, the wait from
+//!   each accepted invalidate request to the next token request (p50, p99,
+//!   max) and the tokens after the last accepted invalidation (one: the
+//!   final token).
 //!
 //! `WATCH_BENCH_BIN` names the optiwatch binary to run (default: build it).
 //! Each then prints, besides its human line, one `bench NAME key=value...`
@@ -101,9 +109,9 @@ fn only_mode(only: &str) -> Result<(), Error> {
         .filter(|p| !p.is_empty())
         .collect();
     for part in &parts {
-        if !["latency", "burst", "memory", "startup", "serve"].contains(part) {
+        if !["latency", "burst", "memory", "startup", "serve", "tokens"].contains(part) {
             return Err(format!(
-                "WATCH_BENCH_ONLY: unknown part {part:?} (latency, burst, memory, startup, serve)"
+                "WATCH_BENCH_ONLY: unknown part {part:?} (latency, burst, memory, startup, serve, tokens)"
             )
             .into());
         }
@@ -189,6 +197,35 @@ fn only_mode(only: &str) -> Result<(), Error> {
                         s.files
                     );
                 }
+            }
+            "tokens" => {
+                let t = tokens(
+                    &bin,
+                    env_num("WATCH_BENCH_TOKEN_FILES", 5_000)?.max(1) as usize,
+                    env_num("WATCH_BENCH_TOKEN_RATE", 434)?.max(1),
+                    Duration::from_secs(env_num("WATCH_BENCH_TOKEN_SECS", 60)?),
+                    Duration::from_secs(env_num("WATCH_BENCH_TOKEN_INTERVAL", 10)?.max(1)),
+                )?;
+                println!(
+                    "{} edits over {:?} ({} per second; token_interval {:?}): {} invalidate requests accepted; {} token requests before the last of them, {} after it ({:?} after it); wait from an accepted invalidation to the next token request: p50 {:?}, p99 {:?}, max {:?}; {} edits never invalidated after their last write",
+                    t.edits, t.length, t.rate, t.interval, t.invalidations, t.during, t.after,
+                    t.final_after, t.p50, t.p99, t.max, t.missing
+                );
+                println!(
+                    "bench tokens edits={} secs={} rate={} interval_us={} invalidate_ok={} tokens_during={} tokens_after={} final_after_us={} p50_us={} p99_us={} max_us={} missing={}",
+                    t.edits,
+                    t.length.as_secs(),
+                    t.rate,
+                    t.interval.as_micros(),
+                    t.invalidations,
+                    t.during,
+                    t.after,
+                    t.final_after.as_micros(),
+                    t.p50.as_micros(),
+                    t.p99.as_micros(),
+                    t.max.as_micros(),
+                    t.missing
+                );
             }
             _ => unreachable!(),
         }
@@ -311,6 +348,16 @@ struct Bench {
 
 impl Bench {
     fn start(bin: &Path, api: &FakeApi, files: usize) -> Result<Bench, Error> {
+        Bench::start_with(bin, api, files, "")
+    }
+
+    /// `watch_extra`: more `[watch]` settings, one per line.
+    fn start_with(
+        bin: &Path,
+        api: &FakeApi,
+        files: usize,
+        watch_extra: &str,
+    ) -> Result<Bench, Error> {
         let dir = tempfile::Builder::new()
             .prefix("optiwatch-bench")
             .tempdir()?;
@@ -326,7 +373,7 @@ impl Bench {
         std::fs::write(
             &config,
             format!(
-                "[api]\nbase_url = \"{}\"\n[[rules]]\ndir = \"media\"\nurl = \"{URL}\"\n[watch]\ndebounce = \"{}ms\"\n",
+                "[api]\nbase_url = \"{}\"\n[[rules]]\ndir = \"media\"\nurl = \"{URL}\"\n[watch]\ndebounce = \"{}ms\"\n{watch_extra}",
                 api.base_url(),
                 DEBOUNCE.as_millis()
             ),
@@ -454,6 +501,109 @@ fn burst_requests(bin: &Path, burst: usize, linger: Duration) -> Result<Burst, E
         invalidations_sent: sent("/invalidate/asset"),
         tokens_sent: sent("/token"),
         assets: api.invalidated_assets().len(),
+    })
+}
+
+struct Tokens {
+    edits: usize,
+    length: Duration,
+    rate: u64,
+    interval: Duration,
+    invalidations: usize,
+    /// Token requests before the last accepted invalidation, and after it.
+    during: usize,
+    after: usize,
+    /// From the last accepted invalidation to the last token request.
+    final_after: Duration,
+    /// Waits from each accepted invalidate request to the next token request.
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    /// Edits whose file was never invalidated after its last write.
+    missing: usize,
+}
+
+/// Sustained change: `rate` edits per second for `length` under a running
+/// daemon, then the token requests read from the fake API's record.
+fn tokens(
+    bin: &Path,
+    files: usize,
+    rate: u64,
+    length: Duration,
+    interval: Duration,
+) -> Result<Tokens, Error> {
+    let api = FakeApi::start();
+    let extra = format!("token_interval = \"{}s\"\n", interval.as_secs());
+    let bench = Bench::start_with(bin, &api, files, &extra)?;
+    let mut last = vec![None; files];
+    let started = Instant::now();
+    let mut edits = 0usize;
+    while started.elapsed() < length {
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as usize;
+        while edits < due {
+            let n = edits % files;
+            std::fs::write(bench.path(n), format!("edit {edits}"))?;
+            last[n] = Some(Instant::now());
+            edits += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let sent_after = |rs: &[common::fake_api::Recorded], n: usize, at: Instant| {
+        let want = url_of(n);
+        rs.iter()
+            .any(|r| r.status == 200 && r.at > at && r.assets.contains(&want))
+    };
+    let deadline = Duration::from_secs(120) + interval * 2;
+    api.wait_for("every edit and a token after it", deadline, |rs| {
+        let last_ok = rs
+            .iter()
+            .filter(|r| r.status == 200 && r.path == "/invalidate/asset")
+            .map(|r| r.at)
+            .max();
+        let token_after = rs
+            .iter()
+            .any(|r| r.status == 200 && r.path == "/token" && Some(r.at) > last_ok);
+        token_after
+            && last
+                .iter()
+                .enumerate()
+                .all(|(n, at)| at.is_none_or(|at| sent_after(rs, n, at)))
+    });
+    // A token due after the final one would come within an interval.
+    std::thread::sleep(interval + Duration::from_secs(1));
+    let rs = api.requests();
+    let accepted: Vec<Instant> = api.invalidate_requests().iter().map(|r| r.at).collect();
+    let tokens: Vec<Instant> = api.token_requests().iter().map(|r| r.at).collect();
+    let last_ok = *accepted.last().ok_or("nothing was invalidated")?;
+    let mut waits: Vec<Duration> = accepted
+        .iter()
+        .map(|a| {
+            tokens
+                .iter()
+                .find(|t| *t > a)
+                .map_or(Duration::MAX, |t| t.duration_since(*a))
+        })
+        .collect();
+    waits.sort();
+    Ok(Tokens {
+        edits,
+        length,
+        rate,
+        interval,
+        invalidations: accepted.len(),
+        during: tokens.iter().filter(|t| **t < last_ok).count(),
+        after: tokens.iter().filter(|t| **t > last_ok).count(),
+        final_after: tokens
+            .last()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(last_ok)),
+        p50: waits[waits.len() / 2],
+        p99: percentile(&waits, 99.0),
+        max: waits[waits.len() - 1],
+        missing: last
+            .iter()
+            .enumerate()
+            .filter(|(n, at)| at.is_some_and(|at| !sent_after(&rs, *n, at)))
+            .count(),
     })
 }
 

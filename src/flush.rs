@@ -8,8 +8,10 @@
 //! refused list; any other failure keeps everything owed. When one flush owes more than
 //! `[api] domain_threshold` assets of one domain, a single domain
 //! invalidation replaces them. Once an account owes no assets but a token,
-//! exactly one token is requested, remembered, then published. Accounts are
-//! flushed one after the other and a failure of one never stops the others.
+//! exactly one token is requested, remembered, then published (`watch` also
+//! requests paced tokens while assets are owed: [`TokenRule::Now`]).
+//! Accounts are flushed one after the other and a failure of one never
+//! stops the others.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -254,6 +256,7 @@ impl<'a> Flusher<'a> {
             match decide(batch, &result) {
                 Decision::Settle(batch) => {
                     crate::failpoint::pause_at("invalidated");
+                    self.store.accepted(&self.lane.account)?;
                     self.store.settle(&batch).context(
                         "optimole accepted a batch but the state store could not record it; it will be sent again",
                     )?;
@@ -349,6 +352,7 @@ impl<'a> Flusher<'a> {
             .with_context(|| {
                 format!("invalidating domain {domain} failed; its assets stay owed")
             })?;
+            self.store.accepted(&self.lane.account)?;
             self.store.settle(&assets)?;
             tracing::info!(domain = %domain, assets = assets.len(), threshold, "escalated to one domain invalidation");
             crate::metrics::add(&crate::metrics::METRICS.invalidated, assets.len() as u64);
@@ -358,26 +362,43 @@ impl<'a> Flusher<'a> {
         Ok(rest)
     }
 
-    /// Requests one token if one is owed and no asset is, and publishes it
-    /// (or publishes the one fetched earlier and not yet published).
+    /// Settles an owed token once the account owes no asset (the end of a
+    /// scan or command): publishes the one fetched earlier if nothing was
+    /// accepted after it was requested, else requests a fresh one.
     pub async fn token(&mut self, done: &mut Flushed) -> anyhow::Result<()> {
+        self.token_by(TokenRule::AfterAssets, done).await
+    }
+
+    /// Settles an owed token as [`Flusher::token`] does, under `rule`.
+    pub async fn token_by(&mut self, rule: TokenRule, done: &mut Flushed) -> anyhow::Result<()> {
         let account = self.lane.account.as_str();
-        let token = match self.store.token_state(account)? {
-            TokenState::Settled => return Ok(()),
-            TokenState::Owed if self.store.owed_count_by(account)? > 0 => return Ok(()),
-            TokenState::Fetched(token) => token,
-            TokenState::Owed => {
+        let state = self.store.token_state(account)?;
+        if state == TokenState::Settled {
+            return Ok(());
+        }
+        if rule == TokenRule::AfterAssets && self.store.owed_count_by(account)? > 0 {
+            return Ok(());
+        }
+        let token = match state {
+            TokenState::Fetched(token) if !self.store.token_stale(account)? => token,
+            _ => {
+                let mark = self.store.token_mark(account)?;
+                let uncovered_age = self
+                    .store
+                    .uncovered_since(account)?
+                    .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
                 let client = &self.lane.client;
                 let token = retry(self.retry, "token", || client.token())
                     .await
                     .map_err(|e| anyhow!(e))
                     .context("requesting a cache token failed; it stays owed")?;
-                if !self.store.token_fetched(account, &token)? {
-                    // New changes arrived meanwhile; their token comes later.
-                    return Ok(());
-                }
+                self.store.token_fetched(account, &token, mark)?;
                 crate::failpoint::pause_at("token-fetched");
-                tracing::info!(token = %token, "cache token received");
+                tracing::info!(
+                    token = %token,
+                    uncovered_age = %crate::metrics::age_text(uncovered_age),
+                    "cache token received"
+                );
                 token
             }
         };
@@ -389,4 +410,14 @@ impl<'a> Flusher<'a> {
         self.store.token_published(account, &token)?;
         Ok(())
     }
+}
+
+/// When a flush may request a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRule {
+    /// Only once the account owes no asset: one token after everything.
+    AfterAssets,
+    /// Now, even while assets are owed or in flight: the token covers what
+    /// was accepted before it (the caller paces requests).
+    Now,
 }

@@ -1,7 +1,8 @@
 //! Visibility for `watch`: process-wide counters, and (with `[metrics]
 //! listen`) an HTTP endpoint serving them in Prometheus text format at
 //! `/metrics`, plus `/healthz`, which turns unhealthy (503) once assets have
-//! been owed for longer than `[metrics] max_owed_age`.
+//! been owed, or an accepted invalidation has waited for a published token
+//! (its "uncovered age"), for longer than `[metrics] max_owed_age`.
 //!
 //! Counters are plain atomics in one static, so counting costs an atomic add
 //! wherever it happens and nothing when nobody scrapes.
@@ -39,6 +40,9 @@ pub struct Metrics {
     pub oldest_owed_at: AtomicI64,
     /// Assets Optimole refused by name (the refused list).
     pub refused: AtomicI64,
+    /// Unix milliseconds of the oldest accepted invalidation no published
+    /// token covers yet; 0: none.
+    pub oldest_uncovered_ms: AtomicI64,
     pub requests: [AtomicU64; OUTCOMES.len()],
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
@@ -55,6 +59,7 @@ pub static METRICS: Metrics = Metrics {
     owed: AtomicI64::new(0),
     oldest_owed_at: AtomicI64::new(0),
     refused: AtomicI64::new(0),
+    oldest_uncovered_ms: AtomicI64::new(0),
     requests: [const { AtomicU64::new(0) }; OUTCOMES.len()],
     latency_buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
     latency_count: AtomicU64::new(0),
@@ -96,6 +101,28 @@ pub fn owed(count: usize, oldest_at: Option<i64>) {
 pub fn refused(count: usize) {
     let count = i64::try_from(count).unwrap_or(i64::MAX);
     METRICS.refused.store(count, Ordering::Relaxed);
+}
+
+/// Records the oldest accepted invalidation not yet covered by a token.
+pub fn uncovered(oldest: Option<SystemTime>) {
+    let ms = oldest
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| {
+            i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
+        });
+    METRICS.oldest_uncovered_ms.store(ms, Ordering::Relaxed);
+}
+
+/// How long the oldest uncovered invalidation has waited; `None`: none.
+pub fn uncovered_age() -> Option<Duration> {
+    let ms = METRICS.oldest_uncovered_ms.load(Ordering::Relaxed);
+    let since = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).ok().filter(|m| *m > 0)?);
+    Some(SystemTime::now().duration_since(since).unwrap_or_default())
+}
+
+/// An age for logs: `1.5s`, or `-` for none.
+pub fn age_text(age: Option<Duration>) -> String {
+    age.map_or_else(|| "-".into(), |a| format!("{:.1}s", a.as_secs_f64()))
 }
 
 fn unix_now() -> i64 {
@@ -146,6 +173,12 @@ pub fn render() -> String {
         m.refused.load(Ordering::Relaxed).to_string(),
     );
     metric(
+        "optiwatch_uncovered_age_seconds",
+        "gauge",
+        "Time since the oldest accepted invalidation not yet covered by a published token (0: none).",
+        format!("{:.3}", uncovered_age().unwrap_or_default().as_secs_f64()),
+    );
+    metric(
         "optiwatch_tokens_requested_total",
         "counter",
         "Cache tokens received.",
@@ -186,22 +219,39 @@ pub fn render() -> String {
     out
 }
 
-/// `/healthz`: 200 unless assets have been owed longer than `max_age`.
+/// `/healthz`: 200 unless assets have been owed, or an accepted
+/// invalidation has waited for its token, longer than `max_age`.
 pub fn health(max_age: Duration) -> (StatusCode, String) {
     let oldest = METRICS.oldest_owed_at.load(Ordering::Relaxed);
     let owed = METRICS.owed.load(Ordering::Relaxed);
     let age = if oldest > 0 { unix_now() - oldest } else { 0 };
     if owed > 0 && age > max_age.as_secs() as i64 {
-        (
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "unhealthy: {owed} asset(s) owed for {age}s (limit {}s)\n",
                 max_age.as_secs()
             ),
-        )
-    } else {
-        (StatusCode::OK, format!("ok: {owed} asset(s) owed\n"))
+        );
     }
+    let uncovered = uncovered_age();
+    if uncovered.is_some_and(|a| a > max_age) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "unhealthy: accepted invalidations wait for a published cache token for {} (limit {}s)\n",
+                age_text(uncovered),
+                max_age.as_secs()
+            ),
+        );
+    }
+    (
+        StatusCode::OK,
+        format!(
+            "ok: {owed} asset(s) owed, uncovered age {}\n",
+            age_text(uncovered)
+        ),
+    )
 }
 
 /// Serves `/metrics` and `/healthz` until the future is dropped.

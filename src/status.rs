@@ -27,6 +27,11 @@ pub struct Status {
     /// `invalidate --refused`, never dropped.
     pub assets_refused: usize,
     pub refused: Vec<Refused>,
+    /// Unix seconds of the oldest invalidation Optimole accepted that no
+    /// published token covers yet (any account).
+    pub oldest_uncovered_at: Option<i64>,
+    /// Seconds since then: the "uncovered age".
+    pub uncovered_age_seconds: Option<u64>,
     pub last_flush_at: Option<i64>,
     pub last_token: Option<String>,
     pub last_token_at: Option<i64>,
@@ -54,6 +59,8 @@ pub fn status(config: &Config) -> anyhow::Result<Status> {
         token: "settled",
         assets_refused: 0,
         refused: Vec::new(),
+        oldest_uncovered_at: None,
+        uncovered_age_seconds: None,
         last_flush_at: None,
         last_token: None,
         last_token_at: None,
@@ -92,6 +99,18 @@ pub fn status(config: &Config) -> anyhow::Result<Status> {
     };
     status.refused = store.refused()?;
     status.assets_refused = status.refused.len();
+    if let Some(since) = store.oldest_uncovered_at()? {
+        let unix = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        status.oldest_uncovered_at = Some(i64::try_from(unix.as_secs()).unwrap_or(i64::MAX));
+        status.uncovered_age_seconds = Some(
+            std::time::SystemTime::now()
+                .duration_since(since)
+                .unwrap_or_default()
+                .as_secs(),
+        );
+    }
     status.last_flush_at = number("last_flush_at")?;
     status.last_token = store.meta("last_token")?;
     status.last_token_at = number("last_token_at")?;
@@ -167,6 +186,13 @@ impl Status {
                 ));
             }
         }
+        out.push_str(&match self.uncovered_age_seconds {
+            Some(age) => format!(
+                "uncovered    {age} s: accepted invalidations since {} wait for a published token\n",
+                when(self.oldest_uncovered_at)
+            ),
+            None => "uncovered    none (every accepted invalidation is covered by a published token)\n".into(),
+        });
         out.push_str(&format!("last flush   {}\n", when(self.last_flush_at)));
         out.push_str(&format!(
             "last token   {} at {}\n",

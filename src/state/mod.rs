@@ -10,6 +10,7 @@
 //! power cut.
 
 mod damage;
+mod coverage;
 mod files;
 mod index;
 mod lock;
@@ -22,10 +23,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
+pub use coverage::{TokenMark, TokenState};
 pub use files::{Changes, Stat};
 pub use index::{FileIndex, IndexEntry};
 pub use lock::{holder as lock_holder, StoreLock};
-pub use outbox::{Owed, Pending, TokenState};
+pub use outbox::{Owed, Pending};
 pub use refused::Refused;
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.

@@ -1,17 +1,16 @@
-//! The outbox: assets owed to Optimole and the cache token owed after them,
-//! per Optimole account.
+//! The outbox: assets owed to Optimole, per Optimole account (the token
+//! owed after them is kept in [`super::coverage`]).
 //!
 //! An asset is owed at most once (a UNIQUE column), keeps its place in line
 //! when it is owed again, and is removed only after Optimole accepted it.
-//! The token goes through two remembered steps, owed (must be requested) and
-//! fetched (requested, not yet published), so a publishing failure does not
-//! cost a second token request. An account is named by where its key comes
-//! from; `""` is the `[api]` key's account.
+//! An account is named by where its key comes from; `""` is the `[api]`
+//! key's account.
 
 use std::collections::BTreeSet;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
+use super::coverage::{accepted_in, key, meta_number, owe_token_in, TOKEN_KEYS};
 use super::{set_meta, unix_now, Store};
 
 /// An asset owed to one account.
@@ -26,35 +25,6 @@ pub struct Owed {
 pub struct Pending {
     pub asset: String,
     pub gen: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenState {
-    /// Nothing to do.
-    Settled,
-    /// Assets were invalidated (or are owed); a fresh token must be requested
-    /// once the account's outbox is empty.
-    Owed,
-    /// A token was received but not yet published.
-    Fetched(String),
-}
-
-/// Meta keys per account; the default account keeps the plain names.
-fn key(base: &str, account: &str) -> String {
-    if account.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}:{account}")
-    }
-}
-
-fn owe_token_in(conn: &Connection, account: &str) -> rusqlite::Result<()> {
-    set_meta(conn, &key("token_state", account), "owed")?;
-    conn.execute(
-        "DELETE FROM meta WHERE key = ?1",
-        [key("token_fetched", account)],
-    )?;
-    Ok(())
 }
 
 /// Adds assets to the outbox inside the caller's transaction and marks a
@@ -77,8 +47,8 @@ pub(super) fn owe(conn: &Connection, assets: &[Owed]) -> rusqlite::Result<usize>
         super::refused::forget(conn, &owed.asset)?;
         added += inserted;
     }
-    // New invalidations make any token fetched earlier stale: a new one must
-    // be requested after them.
+    // A token must follow these once they are accepted (a token fetched
+    // earlier still covers what was accepted before it).
     let accounts: BTreeSet<&str> = assets.iter().map(|o| o.account.as_str()).collect();
     for account in accounts {
         owe_token_in(conn, account)?;
@@ -209,10 +179,14 @@ impl Store {
                 "UPDATE outbox SET account = '' WHERE account = ?1",
                 [account],
             )?;
-            tx.execute(
-                "DELETE FROM meta WHERE key IN (?1, ?2)",
-                [key("token_state", account), key("token_fetched", account)],
-            )?;
+            // What the orphan had accepted and not yet covered needs the
+            // [api] account's next token.
+            if let Some(since) = meta_number(&tx, &key("uncovered_since", account))? {
+                accepted_in(&tx, "", since)?;
+            }
+            for base in TOKEN_KEYS {
+                tx.execute("DELETE FROM meta WHERE key = ?1", [key(base, account)])?;
+            }
             owe_token_in(&tx, "")?;
         }
         tx.commit()?;
@@ -255,86 +229,6 @@ impl Store {
             }
         }
         set_meta(&tx, "last_flush_at", &unix_now().to_string())?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// When the account's token was last requested (kept across restarts,
-    /// so a daemon restarting in a loop cannot request tokens in a loop).
-    pub fn token_requested_at(
-        &self,
-        account: &str,
-    ) -> anyhow::Result<Option<std::time::SystemTime>> {
-        Ok(self
-            .meta(&key("token_requested_at", account))?
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)))
-    }
-
-    pub fn token_state(&self, account: &str) -> anyhow::Result<TokenState> {
-        Ok(match self.meta(&key("token_state", account))?.as_deref() {
-            Some("owed") => TokenState::Owed,
-            Some("fetched") => match self.meta(&key("token_fetched", account))? {
-                Some(token) => TokenState::Fetched(token),
-                None => TokenState::Owed,
-            },
-            _ => TokenState::Settled,
-        })
-    }
-
-    /// A token is owed without any asset (an explicit `token` command, or a
-    /// domain or account-wide invalidation).
-    pub fn owe_token(&mut self, account: &str) -> anyhow::Result<()> {
-        let tx = self.write()?;
-        owe_token_in(&tx, account)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Remembers a token received from Optimole. Returns false (and keeps
-    /// the token owed) when assets became owed while it was requested: the
-    /// token then predates their invalidation and another one is needed.
-    pub fn token_fetched(&mut self, account: &str, token: &str) -> anyhow::Result<bool> {
-        let tx = self.write()?;
-        set_meta(
-            &tx,
-            &key("token_requested_at", account),
-            &unix_now().to_string(),
-        )?;
-        let owed: i64 = tx.query_row(
-            "SELECT count(*) FROM outbox WHERE account = ?1",
-            [account],
-            |r| r.get(0),
-        )?;
-        let current = owed == 0;
-        if current {
-            set_meta(&tx, &key("token_state", account), "fetched")?;
-            set_meta(&tx, &key("token_fetched", account), token)?;
-        }
-        tx.commit()?;
-        Ok(current)
-    }
-
-    /// The token reached the site. Settles the account's token unless a new
-    /// change made another one owed meanwhile.
-    pub fn token_published(&mut self, account: &str, token: &str) -> anyhow::Result<()> {
-        let tx = self.write()?;
-        let fetched: Option<String> = tx
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                [key("token_fetched", account)],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if fetched.as_deref() == Some(token) {
-            set_meta(&tx, &key("token_state", account), "settled")?;
-            tx.execute(
-                "DELETE FROM meta WHERE key = ?1",
-                [key("token_fetched", account)],
-            )?;
-        }
-        set_meta(&tx, "last_token", token)?;
-        set_meta(&tx, "last_token_at", &unix_now().to_string())?;
         tx.commit()?;
         Ok(())
     }

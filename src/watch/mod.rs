@@ -13,6 +13,7 @@
 mod detector;
 mod events;
 mod folders;
+mod pacing;
 mod sender;
 mod settle;
 mod systemd;

@@ -1,6 +1,7 @@
 //! The daemon's sending side: flushes the outbox whenever the detector
-//! records something, paces token requests by `[watch] token_interval`, and
-//! backs off while Optimole is unreachable. Each Optimole account is its own
+//! records something, paces token requests by `[watch] token_interval` (see
+//! [`super::pacing`]; under sustained change too), and backs off while
+//! Optimole is unreachable. Each Optimole account is its own
 //! lane with its own backoff, so one site's revoked key never holds up the
 //! others. It has its own connection to the state store, so detection never
 //! waits for the network.
@@ -10,10 +11,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::pacing::{next_request, Intake, Pacing};
 use super::sleep_until;
 use crate::api::ApiError;
 use crate::config::Config;
-use crate::flush::{Flushed, Flusher, Lane};
+use crate::flush::{Flushed, Flusher, Lane, TokenRule};
 use crate::retry::RetryPolicy;
 use crate::state::{Store, TokenState};
 
@@ -101,21 +103,31 @@ impl Sender {
         let requests_before = state.lane.client.requests();
         let mut done = Flushed::default();
         let mut wake = None;
-        let result = self.send(i, full_only, &mut done, &mut wake).await;
+        let result = self.send(i, busy, full_only, &mut done, &mut wake).await;
         if let (Ok(count), Ok(oldest)) = (self.store.owed_count(), self.store.oldest_owed_at()) {
             crate::metrics::owed(count, oldest);
         }
         if let Ok(refused) = self.store.refused_count() {
             crate::metrics::refused(refused);
         }
+        if let Ok(oldest) = self.store.oldest_uncovered_at() {
+            crate::metrics::uncovered(oldest);
+        }
         let state = &mut self.lanes[i];
         if !done.invalidated.is_empty() || done.token.is_some() {
+            let uncovered = self
+                .store
+                .uncovered_since(&state.lane.account)
+                .ok()
+                .flatten()
+                .and_then(|t| SystemTime::now().duration_since(t).ok());
             tracing::info!(
                 account = %display(&state.lane.account),
                 assets = done.invalidated.len(),
                 domains = ?done.domains,
                 requests = state.lane.client.requests().wrapping_sub(requests_before),
                 token = done.token.as_deref().unwrap_or("-"),
+                uncovered_age = %crate::metrics::age_text(uncovered),
                 outcome = if result.is_ok() { "ok" } else { "partial" },
                 "flushed"
             );
@@ -142,6 +154,7 @@ impl Sender {
     async fn send(
         &mut self,
         i: usize,
+        busy: bool,
         full_only: bool,
         done: &mut Flushed,
         wake: &mut Option<Instant>,
@@ -155,34 +168,55 @@ impl Sender {
             RetryPolicy::once(),
         );
         flusher.assets(full_only, done).await?;
-        if self.store.owed_count_by(&account)? > 0 {
+        let owed = self.store.owed_count_by(&account)? > 0;
+        if owed {
             let since = *state.hold_since.get_or_insert_with(Instant::now);
             *wake = Some(since + MAX_HOLD);
-            return Ok(());
+        } else {
+            state.hold_since = None;
         }
-        state.hold_since = None;
-        if full_only {
-            // The burst is still settling: its token comes after it.
-            return Ok(());
+        // Tokens are paced on their own clock: assets still owed or paths
+        // still settling do not hold back a token for what was accepted.
+        let intake = if owed || busy {
+            Intake::Busy
+        } else {
+            Intake::Quiet
+        };
+        if self
+            .token_wait(&account, intake)?
+            .is_some_and(|w| w.is_zero())
+        {
+            let state = &self.lanes[i];
+            let mut flusher = Flusher::new(
+                &mut self.store,
+                &state.lane,
+                &self.config.api,
+                RetryPolicy::once(),
+            );
+            flusher.token_by(TokenRule::Now, done).await?;
         }
-        if self.store.token_state(&account)? == TokenState::Owed {
-            let since = self
-                .store
-                .token_requested_at(&account)?
-                .and_then(|t| SystemTime::now().duration_since(t).ok());
-            let interval = self.config.watch.token_interval;
-            if let Some(since) = since.filter(|s| *s < interval) {
-                *wake = Some(Instant::now() + (interval - since));
-                return Ok(());
-            }
+        // (An interval too large to add to the clock never comes due.)
+        if let Some(at) = self
+            .token_wait(&account, intake)?
+            .and_then(|w| Instant::now().checked_add(w))
+        {
+            *wake = Some(wake.map_or(at, |w| w.min(at)));
         }
-        let mut flusher = Flusher::new(
-            &mut self.store,
-            &state.lane,
-            &self.config.api,
-            RetryPolicy::once(),
-        );
-        flusher.token(done).await
+        Ok(())
+    }
+
+    /// How long until the account's next token request is due; `None`:
+    /// nothing is due.
+    fn token_wait(&self, account: &str, intake: Intake) -> anyhow::Result<Option<Duration>> {
+        let pacing = Pacing {
+            interval: self.config.watch.token_interval,
+            last_request: self.store.token_requested_at(account)?,
+            uncovered_since: self.store.uncovered_since(account)?,
+            owed: self.store.token_state(account)? != TokenState::Settled,
+            intake,
+        };
+        let now = SystemTime::now();
+        Ok(next_request(now, &pacing).map(|due| due.duration_since(now).unwrap_or_default()))
     }
 
     /// Logs a failure once per change of state and says how long to pause.
