@@ -387,3 +387,35 @@ fn work_recorded_for_an_account_a_reload_removes_is_adopted() {
             sent(rs).contains(&"https://shop.example.com/s.jpg".to_string())
         });
 }
+
+/// `status` (another process) beside the daemon, and the daemon opening
+/// its second store connection, must never make SQLite think the daemon
+/// is gone: closing any descriptor of the store file drops the process's
+/// SQLite locks, after which `status` checkpoints and deletes the
+/// write-ahead log under the daemon and its later commits are lost.
+#[test]
+fn status_beside_the_daemon_loses_none_of_its_commits() {
+    let site = site(&["a.jpg", "b.jpg", "c.jpg"]);
+    let daemon = site.watch();
+    for (n, rel) in ["a.jpg", "b.jpg", "c.jpg"].into_iter().enumerate() {
+        site.write(rel, format!("v{}", n + 2).as_bytes());
+        wait_sent(&site, rel, 1);
+        site.api.wait_for("a token after the edit", WAIT, |rs| {
+            rs.iter()
+                .filter(|r| r.path.ends_with("/token") && r.status == 200)
+                .count()
+                > n
+        });
+        for _ in 0..3 {
+            site.status();
+        }
+    }
+    let token = site.api.tokens_issued().last().cloned().unwrap();
+    support::wait_until("the daemon to record the last token", WAIT, || {
+        site.status()["last_token"] == token.as_str()
+    });
+    assert_eq!(daemon.stop_with(libc::SIGTERM, WAIT), Some(0));
+    let after = site.status();
+    assert_eq!(after["last_token"], token.as_str(), "{after}");
+    assert_eq!(after["token"], "settled", "{after}");
+}

@@ -204,7 +204,9 @@ fn sustained_change_gets_a_token_every_interval_and_one_after_it() {
         .wait_for("every edit invalidated after it", WAIT, |rs| {
             all_sent_after(rs, &last)
         });
-    wait_settled(&site);
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_settled(&site))).is_err() {
+        panic!("never settled; the daemon's log:\n{}", daemon.log());
+    }
     let timeline = Timeline::of(&site.api.requests(), support::fake_api::GOOD_KEY);
     eprintln!("{timeline}; longest wait {:?}", timeline.longest_wait());
     timeline.check(INTERVAL);

@@ -59,7 +59,10 @@ fn cache_buster(site: &Site, blog: Option<u32>) -> String {
     assert!(out.status.success(), "php failed: {out:?}");
     let settings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(settings["quality"], "auto", "other settings are kept");
-    settings["cache_buster_images"].as_str().unwrap().to_string()
+    settings["cache_buster_images"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -88,7 +91,11 @@ fn the_optimole_plugin_reads_the_published_token() {
     site.write("2026/11/a.jpg", b"v3");
     site.scan(&[]).expect(0);
     let issued = site.api.tokens_issued();
-    assert_eq!(cache_buster(&site, None), issued[1], "the newest token wins");
+    assert_eq!(
+        cache_buster(&site, None),
+        issued[1],
+        "the newest token wins"
+    );
 }
 
 #[test]

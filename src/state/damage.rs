@@ -4,59 +4,49 @@
 //! for the wrong file. A damaged store gets its own message: what is wrong,
 //! how to recover, and what a fresh store costs.
 
-use std::io::Read;
 use std::path::Path;
 
-/// The first 16 bytes of every SQLite database file.
-const MAGIC: &[u8; 16] = b"SQLite format 3\0";
-/// The database header's size.
-const HEADER: usize = 100;
+// Nothing here opens the store file: POSIX record locks belong to the
+// process, and closing any descriptor of the file drops every lock SQLite
+// holds on it through other connections of this process (the daemon has
+// two). Another process could then take itself for the last user of the
+// store, checkpoint and delete the write-ahead log under the daemon, and
+// the daemon's later commits would be lost. So the checks use `stat` and
+// the SQLite connection only.
 
-/// Whether the file starts like an SQLite database.
-pub(super) fn is_sqlite(path: &Path) -> bool {
-    let mut start = [0u8; 16];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut start))
-        .is_ok_and(|()| &start == MAGIC)
+/// Whether SQLite's error says the file is an SQLite database that is
+/// damaged (as opposed to a foreign file).
+pub(super) fn is_corrupt(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt)
+    )
 }
 
 /// Why an SQLite file is shorter than its own header says, if it is. Only
 /// without a write-ahead log: pages a crashed checkpoint did not copy yet
 /// are still in the log, and SQLite puts them back on open.
-pub(super) fn cut_short(path: &Path) -> Option<String> {
+pub(super) fn cut_short(conn: &rusqlite::Connection, path: &Path) -> Option<String> {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
         return None;
     }
-    let mut file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    let mut header = Vec::with_capacity(HEADER);
-    file.by_ref()
-        .take(HEADER as u64)
-        .read_to_end(&mut header)
-        .ok()?;
-    if len == 0 || !header.starts_with(MAGIC) {
+    let len = std::fs::metadata(path).ok()?.len();
+    if len == 0 {
         return None;
     }
-    if header.len() < HEADER {
-        return Some(format!(
-            "it is {len} bytes long, shorter than an SQLite header"
-        ));
-    }
-    let be32 = |at: usize| {
-        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-    };
-    // The header's page count is valid when its "version valid for" field
-    // equals the change counter.
-    if be32(92) != be32(24) {
-        return None;
-    }
-    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
-        1 => 65536,
-        n => u64::from(n),
-    };
-    let expected = u64::from(be32(28)).saturating_mul(page_size);
+    // SQLite takes the page count from the header when the header says it
+    // is valid, else from the file's size: like the header check itself.
+    let pages: u64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+        .ok()
+        .and_then(|n| u64::try_from(n).ok())?;
+    let page_size: u64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+        .ok()
+        .and_then(|n| u64::try_from(n).ok())?;
+    let expected = pages.saturating_mul(page_size);
     (len < expected)
         .then(|| format!("it is {len} bytes long but its header says {expected}: it was cut short"))
 }

@@ -9,8 +9,8 @@
 //! `synchronous = FULL` keeps a committed transaction through a crash or a
 //! power cut.
 
-mod damage;
 mod coverage;
+mod damage;
 mod files;
 mod index;
 mod lock;
@@ -91,12 +91,12 @@ impl Store {
 
     fn prepare(&mut self) -> anyhow::Result<()> {
         self.conn.busy_timeout(Duration::from_secs(10))?;
-        if let Some(why) = damage::cut_short(&self.path) {
+        if let Some(why) = damage::cut_short(&self.conn, &self.path) {
             return Err(damage::damaged(&self.path, &why));
         }
         let (app_id, version, tables) = match self.identify() {
             Ok(found) => found,
-            Err(e) if damage::is_sqlite(&self.path) => {
+            Err(e) if damage::is_corrupt(&e) => {
                 return Err(damage::damaged(&self.path, &e.to_string()))
             }
             Err(e) => return Err(e).context(
