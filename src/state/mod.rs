@@ -19,15 +19,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
-pub use files::{Changes, Stat};
-pub use index::{FileIndex, IndexEntry};
+pub use files::{Changes, Hashed, Stat};
+pub use index::{FileIndex, Known};
 pub use lock::{holder as lock_holder, StoreLock};
 pub use outbox::{Owed, Pending, TokenState};
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
 const APPLICATION_ID: i32 = 0x4F50_5457;
 /// Bumped on every schema change; older binaries refuse newer stores.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 const SCHEMA: &str = "
     CREATE TABLE files (
@@ -35,8 +35,13 @@ const SCHEMA: &str = "
         size     INTEGER NOT NULL,
         mtime_ns INTEGER NOT NULL,
         inode    INTEGER NOT NULL,
-        hash     BLOB NOT NULL
+        hash     BLOB NOT NULL,
+        ctime_ns INTEGER NOT NULL DEFAULT 0,
+        dev      INTEGER NOT NULL DEFAULT 0,
+        racy     INTEGER NOT NULL DEFAULT 0,
+        links    INTEGER NOT NULL DEFAULT 1
     ) WITHOUT ROWID;
+    CREATE INDEX files_links ON files (inode, dev) WHERE links > 1;
     CREATE TABLE outbox (
         asset    TEXT NOT NULL UNIQUE,
         added_at INTEGER NOT NULL,
@@ -133,6 +138,20 @@ impl Store {
                 "ALTER TABLE outbox ADD COLUMN account TEXT NOT NULL DEFAULT '';
                  ALTER TABLE outbox ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
                  ALTER TABLE rules_seen ADD COLUMN dev INTEGER;",
+            )?;
+        }
+        if from < 3 {
+            // v3: the quick-check also compares the inode change time and
+            // the device; racy rows are hashed again; rows with hard links
+            // find each other. Older rows get ctime 0 and device 0, so each
+            // file is hashed once more (a touch if unchanged) and then
+            // carries full stat data.
+            tx.execute_batch(
+                "ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE files ADD COLUMN dev INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE files ADD COLUMN racy INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE files ADD COLUMN links INTEGER NOT NULL DEFAULT 1;
+                 CREATE INDEX files_links ON files (inode, dev) WHERE links > 1;",
             )?;
         }
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;

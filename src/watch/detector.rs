@@ -21,6 +21,14 @@ use crate::rules::RuleSet;
 use crate::scan::{Detected, Scope};
 use crate::state::Store;
 
+/// Where a rule folder is, as a poll tick sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Same,
+    Moved,
+    Missing,
+}
+
 pub struct Detector {
     store: Store,
     rules: RuleSet,
@@ -173,7 +181,9 @@ impl Detector {
         let owed = pipeline::record(&mut self.store, &detected)?;
         crate::metrics::owed(self.store.owed_count()?, self.store.oldest_owed_at()?);
         let now = Instant::now();
-        for path in &detected.hot {
+        // Files being written (hot, or changed while read) are looked at
+        // again once they settle.
+        for path in detected.hot.iter().chain(&detected.unsettled) {
             self.settler.add(path.clone(), now);
         }
         for (what, tally) in [
@@ -192,16 +202,23 @@ impl Detector {
         Ok(detected)
     }
 
-    /// Whether a rule folder is there, on the file system its files were
-    /// recorded on (an empty mount point is not).
-    fn available(&self, i: usize) -> bool {
+    /// Whether a rule folder is there, and on the file system its files were
+    /// recorded on. On another one it is `Moved` if it holds anything (a
+    /// pass compares its files by content) and `Missing` if it is empty (an
+    /// empty mount point).
+    fn available(&self, i: usize) -> Place {
         let dir = &self.rules.get(i).dir;
         match std::fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => match self.store.rule_device(dir) {
-                Ok(Some(dev)) => dev == std::os::unix::fs::MetadataExt::dev(&meta),
-                _ => true,
+                Ok(Some(dev)) if dev != std::os::unix::fs::MetadataExt::dev(&meta) => {
+                    match std::fs::read_dir(dir).map(|mut d| d.next().is_some()) {
+                        Ok(true) => Place::Moved,
+                        _ => Place::Missing,
+                    }
+                }
+                _ => Place::Same,
             },
-            _ => false,
+            _ => Place::Missing,
         }
     }
 
@@ -209,20 +226,29 @@ impl Detector {
     /// still there (an unmount ends their watches without a word), and
     /// brings back vanished folders.
     fn poll(&mut self) -> anyhow::Result<()> {
-        let gone: Vec<PathBuf> = (0..self.rules.rules().len())
+        let gone: Vec<usize> = (0..self.rules.rules().len())
             .filter(|i| {
-                !self.polled.contains(i) && !self.missing.contains(i) && !self.available(*i)
+                !self.polled.contains(i)
+                    && !self.missing.contains(i)
+                    && self.available(*i) != Place::Same
             })
-            .map(|i| self.rules.get(i).dir.clone())
             .collect();
         if !gone.is_empty() {
-            self.process(Scope::Paths(gone), false)?;
+            let dirs = gone.iter().map(|&i| self.rules.get(i).dir.clone()).collect();
+            let detected = self.process(Scope::Paths(dirs), false)?;
+            // Remounted and compared by content: the old watches went with
+            // the old mount.
+            for i in gone.into_iter().filter(|i| !detected.unavailable.contains(i)) {
+                if let Some(source) = &mut self.source {
+                    source.rewatch(&self.rules.get(i).dir);
+                }
+            }
         }
         let back: Vec<usize> = self
             .missing
             .iter()
             .copied()
-            .filter(|&i| self.available(i))
+            .filter(|&i| self.available(i) != Place::Missing)
             .collect();
         for &i in &back {
             self.missing.remove(&i);
