@@ -96,8 +96,12 @@ pub fn examine(
     match known {
         None => Observation::New(file),
         Some(entry) if *entry.hash != file.hash => Observation::Changed(file),
-        Some(entry) if entry.stat != file.stat => Observation::Touched(file),
-        Some(entry) if entry.racy != file.racy => Observation::Confirmed(file),
+        Some(entry) if entry.stat != file.stat && !entry.stat.is_legacy_of(&file.stat) => {
+            Observation::Touched(file)
+        }
+        Some(entry) if entry.stat != file.stat || entry.racy != file.racy => {
+            Observation::Confirmed(file)
+        }
         Some(_) => Observation::Unchanged,
     }
 }
@@ -136,6 +140,7 @@ pub fn hash_file(path: &Path, follow_symlinks: bool) -> io::Result<Read> {
         ));
     }
     let stat = Stat::of(&meta);
+    crate::failpoint::pause_at("hashing");
     let hash = if stat.size < LARGE {
         hash_small(&file, stat.size)?
     } else {

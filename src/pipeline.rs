@@ -104,6 +104,7 @@ pub fn detect(
     if let (Some(store), Scope::Paths(_)) = (store.as_deref(), scope) {
         add_hard_links(store, rules, plan, &mut detected)
             .context("cannot read the state store")?;
+        detected.changes.relinked = std::mem::take(&mut detected.new_links);
     }
     Ok((detected, owed))
 }
@@ -112,7 +113,9 @@ pub fn detect(
 /// its new bytes. A whole-tree walk meets each name itself; a per-path
 /// pass (file events) sees only the name that was written, so the other
 /// names still linked to it are found in the store and invalidated and
-/// recorded with the same stat data and hash.
+/// recorded with the same stat data and hash. (A name recorded while its
+/// file had one link is found once the pass that met the new name marked
+/// it: [`crate::state::Changes::relinked`].)
 fn add_hard_links(
     store: &Store,
     rules: &RuleSet,

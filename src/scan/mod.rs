@@ -82,6 +82,9 @@ pub struct Detected {
     /// of the same inode serve the same new bytes (see
     /// [`crate::pipeline::detect`]).
     pub linked: Vec<(PathBuf, Hashed)>,
+    /// New files with more than one hard link (for
+    /// [`Changes::relinked`]).
+    pub new_links: Vec<Stat>,
     /// The walk was abandoned part-way ([`ScanPlan::cancel`]).
     pub cancelled: bool,
     /// The sink failed; the walk stopped and nothing more may be recorded.
@@ -425,6 +428,9 @@ fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
         }
         Observation::New(file) => {
             out.new.add(&path, keep);
+            if file.links > 1 {
+                out.new_links.push(file.stat);
+            }
             if plan.invalidate_new && !plan.baseline[rule] {
                 out.changes.assets.extend(urls(&path));
             }

@@ -37,6 +37,15 @@ impl Stat {
         }
     }
 
+    /// Whether `self` was recorded by a version without ctime and device
+    /// (schema 2; both read as 0) for the file `now` describes: then the
+    /// stat data did not change, it only became complete.
+    pub fn is_legacy_of(&self, now: &Stat) -> bool {
+        self.ctime_ns == 0
+            && self.dev == 0
+            && (self.size, self.mtime_ns, self.inode) == (now.size, now.mtime_ns, now.inode)
+    }
+
     /// The later of mtime and ctime: what the racy rule looks at.
     pub fn last_change_ns(&self) -> i64 {
         self.mtime_ns.max(self.ctime_ns)
@@ -94,6 +103,12 @@ pub struct Changes {
     pub baselined: Vec<PathBuf>,
     /// Rule folders' file systems (`st_dev`) to remember.
     pub devices: Vec<(PathBuf, u64)>,
+    /// Files that got another name (hard link) since some of their names
+    /// were recorded: those rows are marked as linked, so a change through
+    /// any name finds them (see [`Store::hard_links`]). Costs one pass over
+    /// the table; only per-path passes need it (a whole walk re-records
+    /// every name, whose ctime the new link changed).
+    pub relinked: Vec<Stat>,
 }
 
 impl Store {
@@ -230,6 +245,17 @@ impl Store {
                 tx.prepare_cached("INSERT OR IGNORE INTO rules_seen (dir) VALUES (?1)")?;
             for dir in &changes.baselined {
                 seen.execute([dir.as_os_str().as_bytes()])?;
+            }
+            for files in changes.relinked.chunks(200) {
+                let pairs = vec!["(?, ?)"; files.len()].join(", ");
+                let sql = format!(
+                    "UPDATE files SET links = 2 WHERE links <= 1 AND (inode, dev) IN (VALUES {pairs})"
+                );
+                let values: Vec<i64> = files
+                    .iter()
+                    .flat_map(|s| [s.inode as i64, s.dev as i64])
+                    .collect();
+                tx.execute(&sql, rusqlite::params_from_iter(values))?;
             }
             let mut device = tx.prepare_cached("UPDATE rules_seen SET dev = ?2 WHERE dir = ?1")?;
             for (dir, dev) in &changes.devices {

@@ -144,8 +144,8 @@ impl Store {
             // v3: the quick-check also compares the inode change time and
             // the device; racy rows are hashed again; rows with hard links
             // find each other. Older rows get ctime 0 and device 0, so each
-            // file is hashed once more (a touch if unchanged) and then
-            // carries full stat data.
+            // file is hashed once more and then carries full stat data
+            // (see `Stat::is_legacy_of`).
             tx.execute_batch(
                 "ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
                  ALTER TABLE files ADD COLUMN dev INTEGER NOT NULL DEFAULT 0;
@@ -236,4 +236,44 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schema-2 store (no ctime, device, racy or links) is upgraded in
+    /// place and its rows read with ctime and device 0.
+    #[test]
+    fn a_version_2_store_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE files (path BLOB PRIMARY KEY, size INTEGER NOT NULL,
+               mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, hash BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE outbox (asset TEXT NOT NULL UNIQUE, added_at INTEGER NOT NULL,
+               account TEXT NOT NULL DEFAULT '', gen INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE rules_seen (dir BLOB PRIMARY KEY, dev INTEGER) WITHOUT ROWID;
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO files VALUES (x'2f612e6a7067', 3, 7, 9, zeroblob(32));
+             PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 2;"
+        ))
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.identify().unwrap().1, SCHEMA_VERSION);
+        let index = store.load_index().unwrap();
+        let known = index.get(Path::new("/a.jpg")).unwrap();
+        let now = Stat {
+            size: 3,
+            mtime_ns: 7,
+            ctime_ns: 8,
+            inode: 9,
+            dev: 5,
+        };
+        assert_eq!((known.stat.ctime_ns, known.stat.dev, known.racy), (0, 0, false));
+        assert!(known.stat.is_legacy_of(&now));
+        assert!(!known.stat.is_legacy_of(&Stat { mtime_ns: 6, ..now }));
+    }
 }
