@@ -150,7 +150,8 @@ pub fn hash_file(path: &Path, follow_symlinks: bool) -> io::Result<Read> {
         return Ok(Read::Moving);
     };
     let after = Stat::of(&file.metadata()?);
-    let moved = (after.size, after.mtime_ns, after.ctime_ns) != (stat.size, stat.mtime_ns, stat.ctime_ns);
+    let moved =
+        (after.size, after.mtime_ns, after.ctime_ns) != (stat.size, stat.mtime_ns, stat.ctime_ns);
     if moved {
         return Ok(Read::Moving);
     }

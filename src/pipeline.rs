@@ -102,8 +102,7 @@ pub fn detect(
         return Err(failure.context("nothing more was recorded; what was recorded is consistent"));
     }
     if let (Some(store), Scope::Paths(_)) = (store.as_deref(), scope) {
-        add_hard_links(store, rules, plan, &mut detected)
-            .context("cannot read the state store")?;
+        add_hard_links(store, rules, plan, &mut detected).context("cannot read the state store")?;
         detected.changes.relinked = std::mem::take(&mut detected.new_links);
     }
     Ok((detected, owed))

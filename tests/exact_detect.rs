@@ -52,7 +52,8 @@ fn wait_until_settled_for_the_quick_check(dir: &Path) {
         .unwrap()
         .map(|e| {
             let m = e.unwrap().metadata().unwrap();
-            (m.mtime() * 1_000_000_000 + m.mtime_nsec()).max(m.ctime() * 1_000_000_000 + m.ctime_nsec())
+            (m.mtime() * 1_000_000_000 + m.mtime_nsec())
+                .max(m.ctime() * 1_000_000_000 + m.ctime_nsec())
         })
         .max()
         .unwrap_or(0);
@@ -89,18 +90,39 @@ fn rewrites_keeping_size_mtime_and_inode_are_changes_and_chmod_is_a_touch() {
         .map(|n| old_stat(&site.path(n)))
         .collect();
     for name in ["cp.jpg", "tar.jpg", "rsync.jpg"] {
-        let to = if name == "tar.jpg" { src.join("tar").join(name) } else { src.join(name) };
+        let to = if name == "tar.jpg" {
+            src.join("tar").join(name)
+        } else {
+            src.join(name)
+        };
         std::fs::write(&to, format!("NEW content of {name:>10}")).unwrap();
-        sh(&src, &format!("touch -r {} {}", site.path(name).display(), to.display()));
+        sh(
+            &src,
+            &format!("touch -r {} {}", site.path(name).display(), to.display()),
+        );
     }
     let media = site.media.display();
-    sh(&src, &format!("cp --preserve=timestamps cp.jpg {media}/cp.jpg"));
-    sh(&src, &format!("tar --format=posix -C tar -cf t.tar tar.jpg && tar -C {media} --overwrite -xf t.tar"));
+    sh(
+        &src,
+        &format!("cp --preserve=timestamps cp.jpg {media}/cp.jpg"),
+    );
+    sh(
+        &src,
+        &format!(
+            "tar --format=posix -C tar -cf t.tar tar.jpg && tar -C {media} --overwrite -xf t.tar"
+        ),
+    );
     if rsync {
-        sh(&src, &format!("rsync --inplace -t -I rsync.jpg {media}/rsync.jpg"));
+        sh(
+            &src,
+            &format!("rsync --inplace -t -I rsync.jpg {media}/rsync.jpg"),
+        );
     } else {
         println!("rsync is not installed: its case is done with cp instead");
-        sh(&src, &format!("cp --preserve=timestamps rsync.jpg {media}/rsync.jpg"));
+        sh(
+            &src,
+            &format!("cp --preserve=timestamps rsync.jpg {media}/rsync.jpg"),
+        );
     }
     sh(&site.media, "chmod 600 chmod.jpg");
     let after: Vec<_> = ["cp.jpg", "tar.jpg", "rsync.jpg"]
@@ -174,7 +196,9 @@ fn mount(args: &[&str], at: &Path) -> Option<Mount> {
         );
         return None;
     }
-    Some(Mount { at: at.to_path_buf() })
+    Some(Mount {
+        at: at.to_path_buf(),
+    })
 }
 
 fn mount_coarse_ext4(site: &Site) -> Option<Mount> {
@@ -238,7 +262,10 @@ fn a_same_second_rewrite_on_one_second_timestamps_is_a_change_in_scan() {
         let run = site.scan(&[]).expect(0);
         assert_eq!(run.list("changed").len(), 1, "{run}");
         let sent = site.api.invalidated_assets();
-        assert_eq!(sent.iter().filter(|a| **a == url("a.jpg")).count(), 2 * attempt as usize);
+        assert_eq!(
+            sent.iter().filter(|a| **a == url("a.jpg")).count(),
+            2 * attempt as usize
+        );
         return;
     }
     panic!("could not rewrite within the second of a scan in 10 attempts (machine too slow?)");
@@ -327,7 +354,10 @@ fn a_remounted_rule_folder_is_compared_by_content() {
     // Another file system with the same library, edited while away: one
     // file rewritten (same size, same mtime), one deleted, one added.
     std::fs::write(copy.join("edited.jpg"), b"  EDITED.jpg").unwrap();
-    sh(&copy, "touch -r same.jpg edited.jpg && rm gone.jpg && echo new > new.jpg");
+    sh(
+        &copy,
+        "touch -r same.jpg edited.jpg && rm gone.jpg && echo new > new.jpg",
+    );
     let Some(_second) = bind(&copy, &site.media) else {
         return;
     };
@@ -371,8 +401,18 @@ fn another_disk_without_the_recorded_files_is_not_a_deleted_library() {
     assert!(site.api.requests().is_empty());
 }
 
-#[test]
-fn watch_compares_a_remounted_rule_folder_by_content_and_watches_it_again() {
+/// How the rule folder moves to another file system under `watch`.
+#[derive(Clone, Copy, PartialEq)]
+enum Remount {
+    /// Unmounted first: the daemon may see the empty mount point (the
+    /// folder is missing) before the other file system appears.
+    AfterUnmount,
+    /// Mounted over the old one at once: no event, no empty moment; only
+    /// the poll tick sees the device change.
+    AtOnce,
+}
+
+fn watch_remount(how: Remount) {
     let mut site = Site::new();
     let Some(first) = tmpfs(&site.media) else {
         return;
@@ -387,17 +427,26 @@ fn watch_compares_a_remounted_rule_folder_by_content_and_watches_it_again() {
     let copy = save(&site);
     std::fs::write(copy.join("edited.jpg"), b"  EDITED.jpg").unwrap();
     sh(&copy, "touch -r same.jpg edited.jpg");
-    drop(first);
-    // The same library on another file system, appearing at once (a bind
-    // mount of a folder on the root file system).
-    let Some(_second) = bind(&copy, &site.media) else {
+    let first = match how {
+        Remount::AfterUnmount => {
+            drop(first);
+            None
+        }
+        Remount::AtOnce => Some(first),
+    };
+    // The same library on another file system (a folder of the root file
+    // system, bound over the rule folder).
+    let Some(second) = bind(&copy, &site.media) else {
         return;
     };
     site.api.wait_for("the file edited while away", WAIT, |_| {
         site.api.invalidated_assets().contains(&url("edited.jpg"))
     });
+    // The whole folder was compared and its new device remembered; an
+    // edit now reaches the daemon only through watches on the new file
+    // system.
+    daemon.wait_log("compared by content", WAIT);
     assert!(!daemon.log().contains("baseline"), "{}", daemon.log());
-    // Watched again on the new file system.
     site.write("same.jpg", b"edited later");
     site.api.wait_for("an edit after the remount", WAIT, |_| {
         site.api.invalidated_assets().contains(&url("same.jpg"))
@@ -406,6 +455,18 @@ fn watch_compares_a_remounted_rule_folder_by_content_and_watches_it_again() {
         sorted(site.api.invalidated_assets()),
         vec![url("edited.jpg"), url("same.jpg")]
     );
+    drop(second);
+    drop(first);
+}
+
+#[test]
+fn watch_compares_a_rule_folder_remounted_after_an_unmount_by_content() {
+    watch_remount(Remount::AfterUnmount);
+}
+
+#[test]
+fn watch_compares_a_rule_folder_remounted_at_once_by_content_and_watches_it_again() {
+    watch_remount(Remount::AtOnce);
 }
 
 // ---------------------------------------------------------------- item 7
@@ -431,8 +492,11 @@ fn a_file_changed_while_it_is_read_is_reported_and_not_recorded() {
         .unwrap();
     let stat = format!("/proc/{}/stat", scan.id());
     wait_until("the scan to stop while hashing", WAIT, || {
-        std::fs::read_to_string(&stat)
-            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')))
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('T'))
+        })
     });
     site.write("a.jpg", b"three, longer");
     // SAFETY: kill(2) on our own child.

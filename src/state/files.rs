@@ -120,9 +120,7 @@ impl Store {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let mut index = FileIndex::with_capacity(files as usize, bytes as usize);
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM files"))?;
+        let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM files"))?;
         read_rows(stmt.query([])?, &mut index)?;
         Ok(index)
     }
@@ -167,13 +165,12 @@ impl Store {
     /// Other recorded paths that are hard links of the file `stat` describes
     /// (same device and inode), found through the index of multi-link rows.
     pub fn hard_links(&self, stat: &Stat) -> anyhow::Result<Vec<PathBuf>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT path FROM files WHERE links > 1 AND inode = ?1 AND dev = ?2",
-        )?;
-        let rows = stmt.query_map(
-            rusqlite::params![stat.inode as i64, stat.dev as i64],
-            |r| r.get::<_, Vec<u8>>(0),
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path FROM files WHERE links > 1 AND inode = ?1 AND dev = ?2")?;
+        let rows = stmt.query_map(rusqlite::params![stat.inode as i64, stat.dev as i64], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })?;
         let mut paths = Vec::new();
         for row in rows {
             paths.push(PathBuf::from(std::ffi::OsString::from_vec(row?)));

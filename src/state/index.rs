@@ -132,7 +132,11 @@ impl FileIndex {
                 size: entry.size,
                 mtime_ns: entry.mtime_ns,
                 ctime_ns: entry.ctime_ns,
-                inode: if entry.device == NO_DEVICE { 0 } else { entry.inode },
+                inode: if entry.device == NO_DEVICE {
+                    0
+                } else {
+                    entry.inode
+                },
                 dev,
             },
             hash: &entry.hash,
@@ -194,7 +198,12 @@ mod tests {
         };
         let mut index = FileIndex::with_capacity(0, 0);
         for n in 0..1000u64 {
-            index.insert(format!("/m/{n}.jpg").as_bytes(), stat(n), [n as u8; 32], n == 7);
+            index.insert(
+                format!("/m/{n}.jpg").as_bytes(),
+                stat(n),
+                [n as u8; 32],
+                n == 7,
+            );
         }
         assert_eq!(index.len(), 1000);
         let e = index.get(Path::new("/m/7.jpg")).unwrap();

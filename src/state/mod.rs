@@ -272,7 +272,10 @@ mod tests {
             inode: 9,
             dev: 5,
         };
-        assert_eq!((known.stat.ctime_ns, known.stat.dev, known.racy), (0, 0, false));
+        assert_eq!(
+            (known.stat.ctime_ns, known.stat.dev, known.racy),
+            (0, 0, false)
+        );
         assert!(known.stat.is_legacy_of(&now));
         assert!(!known.stat.is_legacy_of(&Stat { mtime_ns: 6, ..now }));
     }

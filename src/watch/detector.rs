@@ -226,23 +226,25 @@ impl Detector {
     /// still there (an unmount ends their watches without a word), and
     /// brings back vanished folders.
     fn poll(&mut self) -> anyhow::Result<()> {
-        let gone: Vec<usize> = (0..self.rules.rules().len())
-            .filter(|i| {
-                !self.polled.contains(i)
-                    && !self.missing.contains(i)
-                    && self.available(*i) != Place::Same
-            })
-            .collect();
-        if !gone.is_empty() {
-            let dirs = gone.iter().map(|&i| self.rules.get(i).dir.clone()).collect();
-            let detected = self.process(Scope::Paths(dirs), false)?;
-            // Remounted and compared by content: the old watches went with
-            // the old mount.
-            for i in gone.into_iter().filter(|i| !detected.unavailable.contains(i)) {
-                if let Some(source) = &mut self.source {
-                    source.rewatch(&self.rules.get(i).dir);
-                }
+        let mut gone: Vec<PathBuf> = Vec::new();
+        for i in 0..self.rules.rules().len() {
+            if self.polled.contains(&i) || self.missing.contains(&i) {
+                continue;
             }
+            let place = self.available(i);
+            let dir = &self.rules.get(i).dir;
+            // Remounted: the old watches went with the old mount. Watched
+            // again before the pass compares it by content, so nothing
+            // written meanwhile is missed.
+            if let (Place::Moved, Some(source)) = (place, &mut self.source) {
+                source.rewatch(dir);
+            }
+            if place != Place::Same {
+                gone.push(dir.clone());
+            }
+        }
+        if !gone.is_empty() {
+            self.process(Scope::Paths(gone), false)?;
         }
         let back: Vec<usize> = self
             .missing
