@@ -68,7 +68,7 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 /// Examines `path`, whose stat data the caller already has (from the walk),
 /// against what the store recorded.
 ///
-/// `hot_after`: a file modified after this (mtime in ns) is reported as
+/// `hot_after`: a file changed after this (mtime or ctime, in ns) is reported as
 /// [`Observation::Hot`] instead of being read: the daemon's rescans use it
 /// so a file in the middle of being written is left to settle first.
 pub fn examine(
@@ -84,7 +84,9 @@ pub fn examine(
             return Observation::Unchanged;
         }
     }
-    if hot_after.is_some_and(|t| stat.mtime_ns > t) {
+    // The ctime too: a writer that restores the mtime (`cp -p`) may have
+    // finished a moment ago.
+    if hot_after.is_some_and(|t| stat.last_change_ns() > t) {
         return Observation::Hot;
     }
     let file = match hash_file(path, follow_symlinks) {

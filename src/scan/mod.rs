@@ -31,7 +31,7 @@ pub struct ScanPlan {
     pub invalidate_new: bool,
     /// Keep every path for the report (`--json`); counts only otherwise.
     pub keep_paths: bool,
-    /// Files modified after this (mtime, ns since the epoch) are not read
+    /// Files changed after this (mtime or ctime, ns since the epoch) are not read
     /// but listed in [`Detected::hot`] (see [`detect::examine`]).
     pub hot_after: Option<i64>,
     /// Per rule: the file system (`st_dev`) its folder was on when its files
