@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::flush::{adopt_orphans, flush_lanes, lanes, refused_error, Flushed};
 use crate::report::{show_paths, Counts, ScanReport};
 use crate::retry::RetryPolicy;
-use crate::rules::RuleSet;
+use crate::rules::{RuleSet, Verdict};
 use crate::scan::{scan, Detected, ScanPlan, Scope};
 use crate::state::{FileIndex, Store, StoreLock};
 
@@ -101,7 +101,51 @@ pub fn detect(
     if let Some(failure) = detected.failure.take() {
         return Err(failure.context("nothing more was recorded; what was recorded is consistent"));
     }
+    if let (Some(store), Scope::Paths(_)) = (store.as_deref(), scope) {
+        add_hard_links(store, rules, plan, &mut detected).context("cannot read the state store")?;
+        detected.changes.relinked = std::mem::take(&mut detected.new_links);
+    }
     Ok((detected, owed))
+}
+
+/// Hard links are aliases: every recorded name of a changed inode serves
+/// its new bytes. A whole-tree walk meets each name itself; a per-path
+/// pass (file events) sees only the name that was written, so the other
+/// names still linked to it are found in the store and invalidated and
+/// recorded with the same stat data and hash. (A name recorded while its
+/// file had one link is found once the pass that met the new name marked
+/// it: [`crate::state::Changes::relinked`].)
+fn add_hard_links(
+    store: &Store,
+    rules: &RuleSet,
+    plan: &ScanPlan,
+    detected: &mut Detected,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for (path, file) in std::mem::take(&mut detected.linked) {
+        for alias in store.hard_links(&file.stat)? {
+            let done = alias == path || detected.changes.upserts.iter().any(|(p, _)| *p == alias);
+            let Verdict::Mapped { rule } = rules.verdict(&alias) else {
+                continue;
+            };
+            // Still the same inode (it may have been replaced since).
+            let same = std::fs::symlink_metadata(&alias)
+                .is_ok_and(|m| (m.dev(), m.ino()) == (file.stat.dev, file.stat.inode));
+            if done || !same {
+                continue;
+            }
+            let r = rules.get(rule);
+            if !plan.baseline[rule] {
+                let rel = alias.strip_prefix(&r.dir).unwrap_or(&alias);
+                detected.changes.assets.extend(r.owed(rel));
+            }
+            tracing::debug!(path = %alias.display(), of = %path.display(), "hard link changed too");
+            detected.changed.add(&alias, plan.keep_paths);
+            detected.scanned.add(&alias, plan.keep_paths);
+            detected.changes.upserts.push((alias, file));
+        }
+    }
+    Ok(())
 }
 
 /// Records a detection pass: hashes, outbox and token owed in one
@@ -219,6 +263,12 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
 
 fn fill(report: &mut ScanReport, detected: &Detected) {
     report.errors.extend(detected.errors.iter().cloned());
+    report.errors.extend(detected.unsettled.iter().map(|path| {
+        format!(
+            "{} changed while it was read (still being written?): nothing was recorded for it; it is tried again next run",
+            crate::report::show_path(path)
+        )
+    }));
     report.counts = Counts {
         scanned: detected.scanned.count,
         unchanged: detected.unchanged.count,

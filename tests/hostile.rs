@@ -323,6 +323,10 @@ fn an_unmounted_rule_folder_is_not_a_deleted_library() {
         "{}",
         read("after.err")
     );
+    assert!(
+        !read("after.err").contains("--baseline"),
+        "no advice that loses changes"
+    );
     let after: serde_json::Value = serde_json::from_str(&read("after.json")).unwrap();
     assert_eq!(after["counts"]["deleted"], 0, "{after}");
     assert!(site.api.requests().is_empty());

@@ -18,9 +18,9 @@ mod roots;
 
 use roots::{error_path, walker};
 
-use crate::detect::{self, Observation};
+use crate::detect::{self, Compare, Observation};
 use crate::rules::{RuleSet, Verdict};
-use crate::state::{Changes, FileIndex, Stat};
+use crate::state::{Changes, FileIndex, Hashed, Stat};
 
 /// How a scan treats what it finds.
 #[derive(Debug, Clone)]
@@ -31,11 +31,12 @@ pub struct ScanPlan {
     pub invalidate_new: bool,
     /// Keep every path for the report (`--json`); counts only otherwise.
     pub keep_paths: bool,
-    /// Files modified after this (mtime, ns since the epoch) are not read
+    /// Files changed after this (mtime or ctime, ns since the epoch) are not read
     /// but listed in [`Detected::hot`] (see [`detect::examine`]).
     pub hot_after: Option<i64>,
     /// Per rule: the file system (`st_dev`) its folder was on when its files
-    /// were recorded; a different one now means "unmounted", not "deleted".
+    /// were recorded; a different one now means its files are compared by
+    /// content (and, if none is left, "unmounted", not "deleted").
     pub devices: Vec<Option<u64>>,
     /// The terminal progress bar, if one is shown.
     pub progress: Option<Arc<crate::progress::Progress>>,
@@ -54,7 +55,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, path: &Path, keep: bool) {
+    pub(crate) fn add(&mut self, path: &Path, keep: bool) {
         self.count += 1;
         if keep {
             self.paths.push(path.to_path_buf());
@@ -74,6 +75,16 @@ pub struct Detected {
     /// Files left alone because they were being modified (only with
     /// [`ScanPlan::hot_after`]).
     pub hot: Vec<PathBuf>,
+    /// Files that changed while they were read: nothing was recorded for
+    /// them; the daemon looks again once they settle, `scan` reports them.
+    pub unsettled: Vec<PathBuf>,
+    /// Changed files with more than one hard link: other recorded paths
+    /// of the same inode serve the same new bytes (see
+    /// [`crate::pipeline::detect`]).
+    pub linked: Vec<(PathBuf, Hashed)>,
+    /// New files with more than one hard link (for
+    /// [`Changes::relinked`]).
+    pub new_links: Vec<Stat>,
     /// The walk was abandoned part-way ([`ScanPlan::cancel`]).
     pub cancelled: bool,
     /// The sink failed; the walk stopped and nothing more may be recorded.
@@ -147,7 +158,9 @@ pub fn scan(
     // Folders whose content is unknown this time: nothing under them counts
     // as deleted.
     let mut blind: Vec<PathBuf> = Vec::new();
-    let roots = roots::roots(rules, plan, scope, &mut out, &mut blind);
+    let start = roots::roots(rules, plan, scope, &mut out, &mut blind);
+    let roots = &start.roots;
+    let compare = &start.compare;
     let (tx, rx) = mpsc::channel::<Vec<Message>>();
     let counters = Counters::default();
     // Rules that follow symlinks need a walker that does; the rest (the
@@ -165,7 +178,8 @@ pub fn scan(
                     walker.run(|| {
                         let mut batch = Batch::new(tx.clone());
                         Box::new(move |entry| {
-                            visit(rules, index, entry, plan, follow, counters, &mut batch)
+                            let how = How { follow, compare };
+                            visit(rules, index, entry, plan, how, counters, &mut batch)
                         })
                     });
                 }
@@ -207,6 +221,7 @@ pub fn scan(
     let quiet = counters.quiet_unchanged.into_inner();
     out.unchanged.count += quiet;
     out.scanned.count += quiet;
+    roots::settle_moved(rules, index, &start, &mut out, &mut blind);
     find_deletions(&mut out, rules, index, plan, &blind);
     // Whatever pass walked a rule folder whole completes its baseline (a
     // whole-tree pass, or a pass over the folder itself: the daemon walks a
@@ -232,13 +247,21 @@ pub fn scan(
     out
 }
 
+/// How a walker reads files: whether it follows symlinks, and per rule how
+/// recorded stat data is trusted.
+#[derive(Clone, Copy)]
+struct How<'a> {
+    follow: bool,
+    compare: &'a [Compare],
+}
+
 /// One walker callback: filter, stat, detect, report.
 fn visit(
     rules: &RuleSet,
     index: &FileIndex,
     entry: Result<ignore::DirEntry, ignore::Error>,
     plan: &ScanPlan,
-    follow: bool,
+    how: How<'_>,
     counters: &Counters,
     batch: &mut Batch,
 ) -> WalkState {
@@ -282,26 +305,29 @@ fn visit(
         progress.walked();
     }
     let known = index.get(path);
+    let compare = how.compare.get(rule).copied().unwrap_or(Compare::Content);
     let observation = match entry.metadata() {
-        Ok(meta) => detect::examine(path, Stat::of(&meta), known, plan.hot_after, follow),
+        Ok(meta) => detect::examine(
+            path,
+            Stat::of(&meta),
+            known,
+            plan.hot_after,
+            how.follow,
+            compare,
+        ),
         Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
             Observation::Vanished
         }
         Err(err) => Observation::Unreadable(std::io::Error::other(err.to_string())),
     };
-    if let (
-        Some(progress),
-        Observation::Changed { stat, .. }
-        | Observation::New { stat, .. }
-        | Observation::Touched { stat, .. },
-    ) = (&plan.progress, &observation)
+    if let Observation::Changed(file)
+    | Observation::New(file)
+    | Observation::Touched(file)
+    | Observation::Confirmed(file) = &observation
     {
-        progress.hashed(stat.size);
-    }
-    if matches!(
-        observation,
-        Observation::Changed { .. } | Observation::New { .. } | Observation::Touched { .. }
-    ) {
+        if let Some(progress) = &plan.progress {
+            progress.hashed(file.stat.size);
+        }
         crate::metrics::add(&crate::metrics::METRICS.hashed, 1);
     }
     if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
@@ -374,6 +400,10 @@ fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
             out.hot.push(path);
             return;
         }
+        Observation::Unsettled => {
+            out.unsettled.push(path);
+            return;
+        }
         Observation::Unreadable(e) => {
             out.errors.push(format!(
                 "cannot read {}: {e}; it will be tried again next run",
@@ -381,24 +411,34 @@ fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
             ));
         }
         Observation::Unchanged => out.unchanged.add(&path, keep),
-        Observation::Touched { stat, hash } => {
-            out.touched.add(&path, keep);
-            out.changes.upserts.push((path.clone(), stat, hash));
+        Observation::Confirmed(file) => {
+            out.unchanged.add(&path, keep);
+            out.changes.upserts.push((path.clone(), file));
         }
-        Observation::Changed { stat, hash } => {
+        Observation::Touched(file) => {
+            out.touched.add(&path, keep);
+            out.changes.upserts.push((path.clone(), file));
+        }
+        Observation::Changed(file) => {
             crate::failpoint::pause_at("walking");
             out.changed.add(&path, keep);
             if !plan.baseline[rule] {
                 out.changes.assets.extend(urls(&path));
+                if file.links > 1 {
+                    out.linked.push((path.clone(), file));
+                }
             }
-            out.changes.upserts.push((path.clone(), stat, hash));
+            out.changes.upserts.push((path.clone(), file));
         }
-        Observation::New { stat, hash } => {
+        Observation::New(file) => {
             out.new.add(&path, keep);
+            if file.links > 1 {
+                out.new_links.push(file.stat);
+            }
             if plan.invalidate_new && !plan.baseline[rule] {
                 out.changes.assets.extend(urls(&path));
             }
-            out.changes.upserts.push((path.clone(), stat, hash));
+            out.changes.upserts.push((path.clone(), file));
         }
     }
     out.scanned.add(&path, keep);
@@ -411,7 +451,7 @@ fn find_deletions(
     plan: &ScanPlan,
     blind: &[PathBuf],
 ) {
-    for (path, _) in index.unseen() {
+    for path in index.unseen() {
         if blind.iter().any(|dir| path.starts_with(dir)) {
             continue;
         }

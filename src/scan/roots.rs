@@ -1,6 +1,7 @@
 //! Where a walk starts and how: the rule folders (or event paths) to walk,
 //! which of them cannot be seen right now ("blind": missing, unmounted,
-//! reached only through a symlink), and the parallel walker itself.
+//! reached only through a symlink), which must be compared by content
+//! (moved to another device), and the parallel walker itself.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,9 @@ use std::path::{Path, PathBuf};
 use ignore::{WalkBuilder, WalkParallel};
 
 use super::{Detected, ScanPlan, Scope};
+use crate::detect::Compare;
 use crate::rules::RuleSet;
+use crate::state::FileIndex;
 
 /// A parallel walker over `roots`, or `None` when there are none.
 pub(super) fn walker(
@@ -33,6 +36,18 @@ pub(super) fn walker(
     Some(builder.build_parallel())
 }
 
+/// Where a walk starts, and how each rule's files are compared.
+pub(super) struct Start {
+    pub roots: Vec<PathBuf>,
+    /// Per rule (same order as the rule set).
+    pub compare: Vec<Compare>,
+    /// Rules whose folder is on another device than when their files were
+    /// recorded, with the device it is on now: compared by content, and
+    /// the new device is remembered only once a walk of the whole folder
+    /// showed it holds the same library (see `scan`).
+    pub moved: Vec<(usize, u64)>,
+}
+
 /// The walk's starting points. A rule folder that cannot be opened makes
 /// everything under it blind (reported, never taken as deleted); a target
 /// path that is gone (or is now a symlink) is simply not walked, so what was
@@ -43,24 +58,30 @@ pub(super) fn roots(
     scope: &Scope,
     out: &mut Detected,
     blind: &mut Vec<PathBuf>,
-) -> Vec<PathBuf> {
+) -> Start {
+    let mut start = Start {
+        roots: Vec::new(),
+        compare: vec![Compare::Stat; rules.rules().len()],
+        moved: Vec::new(),
+    };
     let mut rule_ok: Vec<Option<bool>> = vec![None; rules.rules().len()];
-    let mut check_rule = |i: usize, out: &mut Detected| -> bool {
+    let mut check_rule = |i: usize, out: &mut Detected, start: &mut Start| -> bool {
         *rule_ok[i].get_or_insert_with(|| {
             let dir = &rules.get(i).dir;
             let recorded = plan.devices.get(i).copied().flatten();
             let problem = match std::fs::metadata(dir) {
-                // On another file system than when its files were recorded:
-                // most likely an empty mount point, which must not read as a
-                // deleted library.
+                // On another file system than when its files were recorded
+                // (a remount, a disk moved, or an empty mount point): inode
+                // numbers and times say nothing now, so every file is read
+                // and its hash alone decides.
                 Ok(meta)
                     if meta.is_dir()
                         && recorded.is_some_and(|d| d != meta.dev())
                         && !plan.baseline[i] =>
                 {
-                    "it is on another file system than when its files were recorded (unmounted?): \
-                     mount it, or if it really moved run `optiwatch scan --baseline`"
-                        .to_string()
+                    start.compare[i] = Compare::Content;
+                    start.moved.push((i, meta.dev()));
+                    return true;
                 }
                 Ok(meta) if meta.is_dir() => {
                     if recorded != Some(meta.dev()) {
@@ -79,12 +100,11 @@ pub(super) fn roots(
             false
         })
     };
-    let mut roots: Vec<PathBuf> = Vec::new();
     match scope {
         Scope::All => {
             for (i, rule) in rules.rules().iter().enumerate() {
-                if check_rule(i, out) {
-                    roots.push(rule.dir.clone());
+                if check_rule(i, out, &mut start) {
+                    start.roots.push(rule.dir.clone());
                 } else {
                     blind.push(rule.dir.clone());
                 }
@@ -116,7 +136,7 @@ pub(super) fn roots(
                 if holding.iter().any(|(_, owner)| *owner == rule) {
                     continue;
                 }
-                if !check_rule(rule, out) {
+                if !check_rule(rule, out, &mut start) {
                     blind.push(path);
                     continue;
                 }
@@ -131,14 +151,57 @@ pub(super) fn roots(
                 match meta {
                     Ok(meta) if reachable && (meta.is_dir() || meta.is_file()) => {
                         holding.push((path.clone(), rule));
-                        roots.push(path);
+                        start.roots.push(path);
                     }
                     _ => {}
                 }
             }
         }
     }
-    roots
+    start
+}
+
+/// Settles the rules whose folder moved to another device, after the walk
+/// compared their files by content. A folder where none of the recorded
+/// files is left (an empty mount point: the disk is not mounted; or another
+/// disk altogether) is taken as unavailable: nothing under it counts as
+/// deleted and its device is not remembered, so the next run compares
+/// again. Otherwise it holds the same library: missing files are deletions
+/// and the new device is remembered. Decided only when the walk covered the
+/// whole folder.
+pub(super) fn settle_moved(
+    rules: &RuleSet,
+    index: &FileIndex,
+    start: &Start,
+    out: &mut Detected,
+    blind: &mut Vec<PathBuf>,
+) {
+    for &(i, dev) in &start.moved {
+        let dir = &rules.get(i).dir;
+        if !start.roots.contains(dir) {
+            continue;
+        }
+        let (mut recorded, mut found) = (0usize, 0usize);
+        for (path, seen) in index.files() {
+            if rules.owner(path).is_some_and(|(owner, _)| owner == i) {
+                recorded += 1;
+                found += usize::from(seen);
+            }
+        }
+        if recorded > 0 && found == 0 {
+            out.errors.push(format!(
+                "cannot use rule folder {}: it is on another file system than when its {recorded} \
+                 files were recorded, and none of them is there (not mounted?): mount it; its files \
+                 were left as recorded",
+                dir.display()
+            ));
+            out.unavailable.push(i);
+            blind.push(dir.clone());
+        } else {
+            tracing::info!(dir = %dir.display(), files = recorded, found, "rule folder is on another file system now; its files were compared by content");
+            out.changes.devices.push((dir.clone(), dev));
+        }
+    }
 }
 
 /// Whether a folder between `dir` and `path` is a symlink: such a path is

@@ -24,8 +24,8 @@ use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
 pub use coverage::{TokenMark, TokenState};
-pub use files::{Changes, Stat};
-pub use index::{FileIndex, IndexEntry};
+pub use files::{Changes, Hashed, Stat};
+pub use index::{FileIndex, Known};
 pub use lock::{holder as lock_holder, StoreLock};
 pub use outbox::{Owed, Pending};
 pub use refused::Refused;
@@ -41,8 +41,13 @@ const SCHEMA: &str = "
         size     INTEGER NOT NULL,
         mtime_ns INTEGER NOT NULL,
         inode    INTEGER NOT NULL,
-        hash     BLOB NOT NULL
+        hash     BLOB NOT NULL,
+        ctime_ns INTEGER NOT NULL DEFAULT 0,
+        dev      INTEGER NOT NULL DEFAULT 0,
+        racy     INTEGER NOT NULL DEFAULT 0,
+        links    INTEGER NOT NULL DEFAULT 1
     ) WITHOUT ROWID;
+    CREATE INDEX files_links ON files (inode, dev) WHERE links > 1;
     CREATE TABLE outbox (
         asset    TEXT NOT NULL UNIQUE,
         added_at INTEGER NOT NULL,
@@ -151,6 +156,20 @@ impl Store {
                  ALTER TABLE rules_seen ADD COLUMN dev INTEGER;",
             )?;
         }
+        if from < 3 {
+            // v3: the quick-check also compares the inode change time and
+            // the device; racy rows are hashed again; rows with hard links
+            // find each other. Older rows get ctime 0 and device 0, so each
+            // file is hashed once more and then carries full stat data
+            // (see `Stat::is_legacy_of`).
+            tx.execute_batch(
+                "ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE files ADD COLUMN dev INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE files ADD COLUMN racy INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE files ADD COLUMN links INTEGER NOT NULL DEFAULT 1;
+                 CREATE INDEX files_links ON files (inode, dev) WHERE links > 1;",
+            )?;
+        }
         if from < 4 {
             // v4: assets Optimole refused by name, kept visible.
             tx.execute_batch(refused::SCHEMA)?;
@@ -238,4 +257,47 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schema-2 store (no ctime, device, racy or links) is upgraded in
+    /// place and its rows read with ctime and device 0.
+    #[test]
+    fn a_version_2_store_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE files (path BLOB PRIMARY KEY, size INTEGER NOT NULL,
+               mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, hash BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE outbox (asset TEXT NOT NULL UNIQUE, added_at INTEGER NOT NULL,
+               account TEXT NOT NULL DEFAULT '', gen INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE rules_seen (dir BLOB PRIMARY KEY, dev INTEGER) WITHOUT ROWID;
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO files VALUES (x'2f612e6a7067', 3, 7, 9, zeroblob(32));
+             PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 2;"
+        ))
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.identify().unwrap().1, SCHEMA_VERSION);
+        let index = store.load_index().unwrap();
+        let known = index.get(Path::new("/a.jpg")).unwrap();
+        let now = Stat {
+            size: 3,
+            mtime_ns: 7,
+            ctime_ns: 8,
+            inode: 9,
+            dev: 5,
+        };
+        assert_eq!(
+            (known.stat.ctime_ns, known.stat.dev, known.racy),
+            (0, 0, false)
+        );
+        assert!(known.stat.is_legacy_of(&now));
+        assert!(!known.stat.is_legacy_of(&Stat { mtime_ns: 6, ..now }));
+    }
 }

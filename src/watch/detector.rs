@@ -182,7 +182,9 @@ impl Detector {
         let owed = pipeline::record(&mut self.store, &detected)?;
         crate::metrics::owed(self.store.owed_count()?, self.store.oldest_owed_at()?);
         let now = Instant::now();
-        for path in &detected.hot {
+        // Files being written (hot, or changed while read) are looked at
+        // again once they settle.
+        for path in detected.hot.iter().chain(&detected.unsettled) {
             self.settler.add(path.clone(), now);
         }
         for (what, tally) in [

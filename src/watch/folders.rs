@@ -172,13 +172,17 @@ pub fn log_renewed(rules: &RuleSet, renewed: &[(usize, Renewal)]) {
     }
 }
 
-/// Whether a rule folder is there, on the file system its files were
-/// recorded on (an empty mount point is not).
+/// Whether a rule folder is there to be walked. On another file system
+/// than its files were recorded on, it is there if it holds anything: a
+/// remounted or moved disk, watched anew and compared by content; an empty
+/// folder there is an empty mount point, not a deleted library.
 fn available(rules: &RuleSet, store: &Store, i: usize) -> bool {
     let dir = &rules.get(i).dir;
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => match store.rule_device(dir) {
-            Ok(Some(dev)) => dev == meta.dev(),
+            Ok(Some(dev)) if dev != meta.dev() => {
+                std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+            }
             _ => true,
         },
         _ => false,
