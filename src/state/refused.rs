@@ -172,7 +172,12 @@ mod tests {
         let store = Store::open(&path).unwrap();
         store
             .conn
-            .execute_batch("DROP TABLE refused; PRAGMA user_version = 2;")
+            .execute_batch(
+                "DROP TABLE refused; DROP INDEX files_links;
+                 ALTER TABLE files DROP COLUMN ctime_ns; ALTER TABLE files DROP COLUMN dev;
+                 ALTER TABLE files DROP COLUMN racy; ALTER TABLE files DROP COLUMN links;
+                 PRAGMA user_version = 2;",
+            )
             .unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
