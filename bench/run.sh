@@ -53,7 +53,7 @@ if [ -n "$(git -C "$here" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev
   rev="$rev + uncommitted changes"
 fi
 
-# The fake API's key (tests/support/fake_api.rs GOOD_KEY); scans without
+# The fake API's key (tests/it/support/fake_api.rs GOOD_KEY); scans without
 # changes never send it anywhere.
 export OPTIMOLE_API_KEY=opt_test_key_1234567890
 

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-#[path = "../../tests/support/fake_api.rs"]
+#[path = "../../tests/it/support/fake_api.rs"]
 pub mod fake_api;
 
 use std::path::{Path, PathBuf};

@@ -1,14 +1,12 @@
 //! Hostile and odd input: names a stranger can upload, symlinks, files that
 //! cannot be read or vanish, sizes and depths.
 
-mod support;
-
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use support::{sorted, Site, SITE_URL};
+use crate::support::{sorted, Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -75,7 +73,7 @@ fn hostile_names_are_data_in_scan_watch_and_the_token_command() {
     site.api
         .wait_for("a token", WAIT, |rs| rs.iter().any(|r| r.path == "/token"));
     let token = site.api.tokens_issued().last().unwrap().clone();
-    support::wait_until("the token command ran", WAIT, || {
+    crate::support::wait_until("the token command ran", WAIT, || {
         std::fs::read_to_string(&out).is_ok_and(|t| t == token)
     });
 }
@@ -194,7 +192,7 @@ fn empty_large_and_deeply_nested_files() {
 /// Runs `script` (sh) in a user and mount namespace of its own, as root of
 /// that namespace, with `"$0" "$@"` the optiwatch binary and its
 /// `--config` arguments.
-fn in_namespace(site: &Site, script: &str) -> support::Outcome {
+fn in_namespace(site: &Site, script: &str) -> crate::support::Outcome {
     site.optiwatch_via(&["unshare", "-Urm", "sh", "-c", script])
         .run()
 }

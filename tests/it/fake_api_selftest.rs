@@ -1,12 +1,9 @@
 //! Tests of the fake Optimole API itself, so a failing client test can trust
 //! that the fake behaves as documented.
 
-#[path = "support/fake_api.rs"]
-mod fake_api;
-
 use std::time::{Duration, Instant};
 
-use fake_api::{FakeApi, Fault, GOOD_KEY};
+use crate::support::fake_api::{FakeApi, Fault, GOOD_KEY};
 use serde_json::{json, Value};
 
 struct Answer {

@@ -2,20 +2,18 @@
 //! isolation, domain escalation, the metrics and health endpoints, systemd
 //! readiness.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use support::fake_api::{FakeApi, Recorded};
-use support::{Site, SITE_URL};
+use crate::support::fake_api::{FakeApi, Recorded};
+use crate::support::{Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(20);
 const KEY_A: &str = "opt_site_a_key_aaaaaaaaaa";
 const KEY_B: &str = "opt_site_b_key_bbbbbbbbbb";
 
 fn sent(rs: &[Recorded]) -> Vec<String> {
-    support::accepted(rs)
+    crate::support::accepted(rs)
 }
 
 /// Two sites on two Optimole accounts, each with its own key and token file.
@@ -160,7 +158,7 @@ fn metrics_and_health_are_served_over_http() {
         .wait_for("the edit", WAIT, |rs| rs.iter().any(|r| r.path == "/token"));
     // The fake records a request before its answer reaches the daemon, and
     // the owed gauge is updated after the token is published.
-    support::wait_until("the flush to be counted", WAIT, || {
+    crate::support::wait_until("the flush to be counted", WAIT, || {
         let body = get(&addr, "/metrics").1;
         body.contains("optiwatch_tokens_requested_total 1")
             && body.contains("optiwatch_assets_owed 0")
@@ -182,15 +180,15 @@ fn metrics_and_health_are_served_over_http() {
 
     // An outage longer than max_owed_age turns health red.
     site.api
-        .push_faults(support::fake_api::Fault::Status(503), 10_000);
+        .push_faults(crate::support::fake_api::Fault::Status(503), 10_000);
     site.write("a.jpg", b"3");
-    support::wait_until("health to turn unhealthy", WAIT, || {
+    crate::support::wait_until("health to turn unhealthy", WAIT, || {
         get(&addr, "/healthz").0 == 503
     });
     let (_, body) = get(&addr, "/healthz");
     assert!(body.contains("1 asset(s) owed"), "{body}");
     site.api.clear_faults();
-    support::wait_until("health to recover", WAIT, || {
+    crate::support::wait_until("health to recover", WAIT, || {
         get(&addr, "/healthz").0 == 200
     });
 }

@@ -1,12 +1,10 @@
 //! `optiwatch scan` end to end: the real binary against the fake API in a
 //! temp folder.
 
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::fake_api::GOOD_KEY;
-use support::{sorted, Site, SITE_URL};
+use crate::support::fake_api::GOOD_KEY;
+use crate::support::{sorted, Site, SITE_URL};
 
 fn image(n: usize, version: u8) -> Vec<u8> {
     format!("image {n} version {version} ")

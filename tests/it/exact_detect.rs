@@ -4,8 +4,6 @@
 //! hashed; hard links. Real binary, real files, real mounts (skipped with a
 //! printed reason where mounting is not allowed).
 
-mod support;
-
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
@@ -13,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{sorted, wait_until, Site, SITE_URL};
+use crate::support::{sorted, wait_until, Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(20);
 

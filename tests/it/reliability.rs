@@ -1,12 +1,10 @@
 //! Reliability of the daemon and the store: one process per store, outages
 //! and refused keys in watch mode, rule folders that come and go.
 
-mod support;
-
 use std::time::Duration;
 
-use support::fake_api::{FakeApi, Fault, Recorded};
-use support::{Site, SITE_URL};
+use crate::support::fake_api::{FakeApi, Fault, Recorded};
+use crate::support::{Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -19,7 +17,7 @@ fn watched_site(api: FakeApi, files: &[&str]) -> Site {
 }
 
 fn sent(rs: &[Recorded]) -> Vec<String> {
-    support::accepted(rs)
+    crate::support::accepted(rs)
 }
 
 #[test]
@@ -164,7 +162,7 @@ fn nested_rules_survive_path_scoped_passes() {
     );
     // Stop only once nothing is owed: a kill between an accepted request
     // and its removal from the outbox would (rightly) send it again.
-    support::wait_until("nothing owed", WAIT, || site.status()["assets_owed"] == 0);
+    crate::support::wait_until("nothing owed", WAIT, || site.status()["assets_owed"] == 0);
     assert_eq!(daemon.stop_with(libc::SIGTERM, WAIT), Some(0));
 
     // Polling a parent folder does the same walk.

@@ -1,10 +1,8 @@
 //! The operator's commands: invalidate, token, urls, status, check,
 //! completions and man.
 
-mod support;
-
-use support::fake_api::Fault;
-use support::{sorted, Site, SITE_URL};
+use crate::support::fake_api::Fault;
+use crate::support::{sorted, Site, SITE_URL};
 
 fn url(rel: &str) -> String {
     format!("{SITE_URL}/{rel}")

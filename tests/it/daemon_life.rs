@@ -5,14 +5,12 @@
 //! owed work. The real binary against the fake API; every wait is on a
 //! condition with a deadline.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::fake_api::{FakeApi, Recorded};
-use support::{Daemon, Site, SITE_URL};
+use crate::support::fake_api::{FakeApi, Recorded};
+use crate::support::{Daemon, Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(20);
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -30,7 +28,7 @@ fn site(files: &[&str]) -> Site {
 }
 
 fn sent(rs: &[Recorded]) -> Vec<String> {
-    support::accepted(rs)
+    crate::support::accepted(rs)
 }
 
 /// Whether this machine lets us make user and mount namespaces (needed to
@@ -290,7 +288,7 @@ fn stopped(pid: u32) -> bool {
 }
 
 fn wait_stopped(pid: u32) {
-    support::wait_until("the daemon to pause", WAIT, || stopped(pid));
+    crate::support::wait_until("the daemon to pause", WAIT, || stopped(pid));
 }
 
 #[test]
@@ -411,7 +409,7 @@ fn status_beside_the_daemon_loses_none_of_its_commits() {
         }
     }
     let token = site.api.tokens_issued().last().cloned().unwrap();
-    support::wait_until("the daemon to record the last token", WAIT, || {
+    crate::support::wait_until("the daemon to record the last token", WAIT, || {
         site.status()["last_token"] == token.as_str()
     });
     assert_eq!(daemon.stop_with(libc::SIGTERM, WAIT), Some(0));

@@ -3,14 +3,12 @@
 //! the store lock and a damaged store, and owed assets following their
 //! rule's current account.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::fake_api::{FakeApi, Fault, Recorded, GOOD_KEY};
-use support::{Site, SITE_URL};
+use crate::support::fake_api::{FakeApi, Fault, Recorded, GOOD_KEY};
+use crate::support::{Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(20);
 const SHOP_KEY: &str = "opt_shop_key_0987654321";
@@ -108,7 +106,7 @@ fn the_token_command_finds_no_key_in_watch_even_after_a_reload() {
         .spawn();
     daemon.wait_log("watching", WAIT);
     site.write("a.jpg", b"2");
-    support::wait_until("the first token command", WAIT, || {
+    crate::support::wait_until("the first token command", WAIT, || {
         std::fs::read_to_string(&out).is_ok_and(|s| s.contains("== end"))
     });
     assert_no_key(&out, 1);
@@ -116,7 +114,7 @@ fn the_token_command_finds_no_key_in_watch_even_after_a_reload() {
     daemon.signal(libc::SIGHUP);
     daemon.wait_log("config reloaded", WAIT);
     std::fs::write(site.root.path().join("shop/s.jpg"), b"2").unwrap();
-    support::wait_until("the token command after the reload", WAIT, || {
+    crate::support::wait_until("the token command after the reload", WAIT, || {
         std::fs::read_to_string(&out).is_ok_and(|s| s.matches("== end").count() == 2)
     });
     assert_no_key(&out, 2);
@@ -432,7 +430,7 @@ fn owed_assets_follow_their_rule_to_its_new_account() {
 /// The owed asset went out once, with `key`, and that key's account got a
 /// token after it. (The old account's token stays owed too: it may cover
 /// earlier invalidations, and a spare token costs one call.)
-fn assert_follows(site: &Site, key: &str, run: &support::Outcome) {
+fn assert_follows(site: &Site, key: &str, run: &crate::support::Outcome) {
     let calls = calls(&site.api.requests());
     let sent: Vec<&(String, String)> = calls
         .iter()

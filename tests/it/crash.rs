@@ -4,13 +4,11 @@
 //! token published after the last change. Duplicates are allowed, losses
 //! are not.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::fake_api::Fault;
-use support::{Daemon, Site, SITE_URL};
+use crate::support::fake_api::Fault;
+use crate::support::{Daemon, Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(20);
 const POINTS: &[&str] = &[

@@ -5,14 +5,12 @@
 //! in `status`, `/metrics`, `/healthz` and the logs. Timings are read from
 //! the fake API's record of when each request arrived.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use support::fake_api::{FakeApi, Recorded};
-use support::{Site, SITE_URL};
+use crate::support::fake_api::{FakeApi, Recorded};
+use crate::support::{Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// `token_interval` of the churn tests.
@@ -207,7 +205,7 @@ fn sustained_change_gets_a_token_every_interval_and_one_after_it() {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_settled(&site))).is_err() {
         panic!("never settled; the daemon's log:\n{}", daemon.log());
     }
-    let timeline = Timeline::of(&site.api.requests(), support::fake_api::GOOD_KEY);
+    let timeline = Timeline::of(&site.api.requests(), crate::support::fake_api::GOOD_KEY);
     eprintln!("{timeline}; longest wait {:?}", timeline.longest_wait());
     timeline.check(INTERVAL);
     let during = timeline.during();
@@ -238,7 +236,7 @@ fn a_burst_within_one_interval_costs_one_token() {
     site.api
         .wait_for("the whole burst", WAIT, |rs| all_sent_after(rs, &last));
     wait_settled(&site);
-    let timeline = Timeline::of(&site.api.requests(), support::fake_api::GOOD_KEY);
+    let timeline = Timeline::of(&site.api.requests(), crate::support::fake_api::GOOD_KEY);
     let span = timeline
         .accepted
         .last()
@@ -285,7 +283,7 @@ fn each_account_gets_tokens_for_its_own_acceptances() {
     let (last, _) = churn(&site, &files, 200, Duration::from_secs(7));
     site.api.wait_for("every edit", WAIT, |rs| {
         all_sent_after(rs, &last)
-            && support::accepted(rs).contains(&"https://shop.example.com/s.jpg".to_string())
+            && crate::support::accepted(rs).contains(&"https://shop.example.com/s.jpg".to_string())
     });
     wait_settled(&site);
     let rs = site.api.requests();
@@ -342,9 +340,9 @@ fn the_uncovered_age_is_shown_and_turns_health_red() {
     let daemon = site.watch();
     site.write("a.jpg", b"v2");
     site.api.wait_for("the edit", WAIT, |rs| {
-        support::accepted(rs) == [url("a.jpg")]
+        crate::support::accepted(rs) == [url("a.jpg")]
     });
-    support::wait_until("health to turn unhealthy", WAIT, || {
+    crate::support::wait_until("health to turn unhealthy", WAIT, || {
         get(&addr, "/healthz").0 == 503
     });
     let (_, health) = get(&addr, "/healthz");
@@ -370,7 +368,7 @@ fn the_uncovered_age_is_shown_and_turns_health_red() {
     site.config.tail = format!("{watch}[token]\nfile = \"token.txt\"\n");
     site.write_config();
     daemon.signal(libc::SIGHUP);
-    support::wait_until("health to recover", WAIT, || {
+    crate::support::wait_until("health to recover", WAIT, || {
         get(&addr, "/healthz").0 == 200
     });
     let status = wait_settled(&site);

@@ -1,9 +1,7 @@
 //! Configuration and command-line errors: exit code 2, a message that names
 //! the key with line and column, and nothing attempted.
 
-mod support;
-
-use support::{Site, SITE_URL};
+use crate::support::{Site, SITE_URL};
 
 fn config_error(site: &Site) -> String {
     let run = site.scan(&[]).expect(2);

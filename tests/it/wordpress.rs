@@ -3,12 +3,10 @@
 //! WordPress's real hook code (Debian's `wordpress` package), must make the
 //! Optimole plugin's settings carry the token optiwatch published.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::Site;
+use crate::support::Site;
 
 const WP: &str = "/usr/share/wordpress";
 

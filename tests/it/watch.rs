@@ -1,12 +1,10 @@
 //! `optiwatch watch` end to end: the real binary as a daemon against the fake
 //! API and a temp folder. Every wait is on a condition with a deadline.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::fake_api::{FakeApi, Recorded};
-use support::{sorted, Site, SITE_URL};
+use crate::support::fake_api::{FakeApi, Recorded};
+use crate::support::{sorted, Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -4,12 +4,10 @@
 //! an asset Optimole refuses by name, visible in the refused list), and the
 //! next healthy run sends it all.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::fake_api::{FakeApi, Fault, REDIRECT_PATH};
-use support::{sorted, Site, SITE_URL};
+use crate::support::fake_api::{FakeApi, Fault, REDIRECT_PATH};
+use crate::support::{sorted, Site, SITE_URL};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -176,12 +174,12 @@ fn watch_counts_refused_assets_in_metrics() {
         stream.read_to_string(&mut text).unwrap();
         text
     };
-    support::wait_until("the refused gauge", WAIT, || {
+    crate::support::wait_until("the refused gauge", WAIT, || {
         metrics().contains("optiwatch_assets_refused 1")
     });
     assert!(metrics().contains("optiwatch_api_requests_total{outcome=\"refused\"} 1"));
     site.api.wait_for("the other edit", WAIT, |rs| {
-        support::accepted(rs).contains(&url("b.jpg"))
+        crate::support::accepted(rs).contains(&url("b.jpg"))
     });
     assert!(daemon.log().contains("refused list"), "{}", daemon.log());
 }
@@ -276,7 +274,7 @@ fn watch_survives_an_absurd_retry_after_and_sends_later() {
         site.api.push_fault(Fault::RetryAfter(429, value.into()));
         site.write("a.jpg", format!("v{}", n + 2).as_bytes());
         site.api.wait_for(value, WAIT, |rs| {
-            support::accepted(rs)
+            crate::support::accepted(rs)
                 .iter()
                 .filter(|a| **a == url("a.jpg"))
                 .count()
@@ -299,7 +297,7 @@ fn watch_keeps_changes_owed_through_a_wrong_base_url_until_sighup() {
     site.api.clear_faults();
     daemon.signal(libc::SIGHUP);
     site.api.wait_for("the edit after the fix", WAIT, |rs| {
-        support::accepted(rs).contains(&url("a.jpg"))
+        crate::support::accepted(rs).contains(&url("a.jpg"))
     });
 }
 
@@ -322,7 +320,7 @@ fn watch_retries_an_answer_that_is_not_a_success() {
             .all(|r| r.path != "/token" || r.at > requests[3].at),
         "no token before the assets were accepted"
     );
-    support::wait_until("nothing owed", WAIT, || owed(&site) == 0);
+    crate::support::wait_until("nothing owed", WAIT, || owed(&site) == 0);
 }
 
 #[test]

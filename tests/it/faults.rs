@@ -1,12 +1,10 @@
 //! How `scan` behaves when Optimole or the network misbehaves: transient
 //! failures are retried, fatal ones stop the run, and nothing owed is lost.
 
-mod support;
-
 use std::time::Duration;
 
-use support::fake_api::{Fault, GOOD_KEY};
-use support::{sorted, Site, SITE_URL};
+use crate::support::fake_api::{Fault, GOOD_KEY};
+use crate::support::{sorted, Site, SITE_URL};
 
 /// A site with `a.jpg` and `b.jpg` baselined and then both edited.
 fn site_with_two_changes() -> Site {
