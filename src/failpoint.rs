@@ -1,14 +1,16 @@
 //! A test hook for crash tests: named points in the pipeline where the
 //! process stops itself (SIGSTOP) when `OPTIWATCH_PAUSE_AT` lists the point's
-//! name, so a test can `kill -9` it at an exact moment. When the variable is
-//! unset, each point costs one cached lookup.
-
-use std::sync::OnceLock;
-
-static POINTS: OnceLock<Vec<String>> = OnceLock::new();
+//! name, so a test can `kill -9` it at an exact moment. Compiled in only with
+//! the `failpoints` feature, which only the tests turn on (a release build
+//! ignores the variable); when the variable is unset, each point costs one
+//! cached lookup.
 
 /// Stops the process here if the crash tests asked for it.
+#[cfg(feature = "failpoints")]
 pub fn pause_at(point: &str) {
+    use std::sync::OnceLock;
+
+    static POINTS: OnceLock<Vec<String>> = OnceLock::new();
     let points = POINTS.get_or_init(|| {
         std::env::var("OPTIWATCH_PAUSE_AT")
             .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
@@ -22,3 +24,8 @@ pub fn pause_at(point: &str) {
         }
     }
 }
+
+/// Without the `failpoints` feature a point is nothing at all.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn pause_at(_point: &str) {}
