@@ -2,19 +2,14 @@
 //! completions and man.
 
 use crate::support::fake_api::Fault;
-use crate::support::{sorted, Site, SITE_URL};
+use crate::support::{sorted, url, Site, Table};
 
-fn url(rel: &str) -> String {
-    format!("{SITE_URL}/{rel}")
-}
-
+/// `a.jpg` and `b b.png` baselined; tokens go to `token.txt`.
 fn site() -> Site {
-    let mut site = Site::new();
-    site.config.tail = "[token]\nfile = \"token.txt\"\n".into();
-    site.write("a.jpg", b"1");
-    site.write("b b.png", b"1");
-    site.scan(&[]).expect(0);
-    site
+    Site::new()
+        .setting(Table::Token, "file = \"token.txt\"")
+        .files(&["a.jpg", "b b.png"])
+        .baselined()
 }
 
 #[test]
@@ -44,7 +39,7 @@ fn invalidate_takes_paths_urls_and_hashes_in_one_batch_then_a_token() {
         ])
     );
     assert_eq!(site.api.token_requests().len(), 1);
-    let token = std::fs::read_to_string(site.root.path().join("token.txt")).unwrap();
+    let token = std::fs::read_to_string(site.at("token.txt")).unwrap();
     assert!(run.stdout.contains(&token), "{run}");
 }
 
@@ -130,7 +125,7 @@ fn token_prints_and_publishes_a_fresh_token() {
     let token = site.api.tokens_issued()[0].clone();
     assert_eq!(run.stdout.trim(), token);
     assert_eq!(
-        std::fs::read_to_string(site.root.path().join("token.txt")).unwrap(),
+        std::fs::read_to_string(site.at("token.txt")).unwrap(),
         token
     );
     assert!(site.api.invalidate_requests().is_empty());
@@ -138,8 +133,7 @@ fn token_prints_and_publishes_a_fresh_token() {
 
 #[test]
 fn urls_explains_each_path() {
-    let mut site = site();
-    site.config.rules.push_str("exclude = [\"**/cache/**\"]\n");
+    let site = site().rule_setting("exclude = [\"**/cache/**\"]");
     let run = site
         .optiwatch()
         .args(&[

@@ -1,22 +1,18 @@
 //! Configuration and command-line errors: exit code 2, a message that names
 //! the key with line and column, and nothing attempted.
 
-use crate::support::{Site, SITE_URL};
+use crate::support::{Site, Table, SITE_URL};
 
 fn config_error(site: &Site) -> String {
     let run = site.scan(&[]).expect(2);
     assert!(site.api.requests().is_empty());
-    assert!(
-        !site.root.path().join("optiwatch.db").exists(),
-        "nothing attempted"
-    );
+    assert!(!site.at("optiwatch.db").exists(), "nothing attempted");
     run.stderr
 }
 
 #[test]
 fn unknown_keys_are_named_with_line_and_column() {
-    let mut site = Site::new();
-    site.config.api.push_str("bacth_size = 10\n");
+    let site = Site::new().setting(Table::Api, "bacth_size = 10");
     let err = config_error(&site);
     assert!(err.contains("bacth_size"), "{err}");
     assert!(err.contains("line 5, column 1"), "{err}");
@@ -30,8 +26,7 @@ fn bad_values_are_named_with_line_and_column() {
         ("batch_size = \"ten\"\n", "batch_size"),
     ];
     for (line, want) in cases {
-        let mut site = Site::new();
-        site.config.api.push_str(line);
+        let site = Site::new().setting(Table::Api, line);
         let err = config_error(&site);
         assert!(err.contains(want), "{line}: {err}");
         assert!(err.contains("line 5"), "{line}: {err}");
@@ -41,28 +36,17 @@ fn bad_values_are_named_with_line_and_column() {
 #[test]
 fn plain_http_to_a_remote_api_is_refused() {
     let mut site = Site::new();
-    site.config.top = "[api]\nbase_url = \"http://dashboard.optimole.com/api\"\n".into();
-    // The harness adds its own [api] table; write the file by hand instead.
-    let text = format!(
-        "{}\n[[rules]]\ndir = \"media\"\nurl = \"{SITE_URL}\"\n",
-        site.config.top
-    );
-    std::fs::write(site.config_path(), text).unwrap();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_optiwatch"))
-        .arg("--config")
-        .arg(site.config_path())
-        .arg("scan")
-        .env("OPTIMOLE_API_KEY", "k")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(2), "{err}");
+    site.config.raw(&format!(
+        "[api]\nbase_url = \"http://dashboard.optimole.com/api\"\n\
+         [[rules]]\ndir = \"media\"\nurl = \"{SITE_URL}\"\n"
+    ));
+    let run = site.optiwatch().arg("scan").run().expect(2);
+    let err = &run.stderr;
     assert!(
         err.contains("base_url") && err.contains("https://"),
         "{err}"
     );
     assert!(err.contains("line 2"), "{err}");
-    site.config.top.clear();
 }
 
 #[test]
@@ -105,11 +89,10 @@ fn a_missing_key_is_a_usage_error_naming_the_variable() {
 
 #[test]
 fn the_key_can_come_from_a_file() {
-    let mut site = Site::new();
-    let key_file = site.root.path().join("key");
-    std::fs::write(&key_file, format!("{}\n", site.key)).unwrap();
-    site.config.api.push_str("key_file = \"key\"\n");
-    site.write("a.jpg", b"1");
+    let site = Site::new()
+        .setting(Table::Api, "key_file = \"key\"")
+        .files(&["a.jpg"]);
+    std::fs::write(site.at("key"), format!("{}\n", site.key)).unwrap();
     site.scan(&[]).expect(0);
     site.write("a.jpg", b"2");
     let run = site
@@ -127,39 +110,22 @@ fn the_key_can_come_from_a_file() {
 
 #[test]
 fn config_lookup_order_is_flag_then_env_then_working_dir() {
-    let site = Site::new();
-    site.write("a.jpg", b"1");
-    site.write_config();
-    let bin = env!("CARGO_BIN_EXE_optiwatch");
-    let run = |cmd: &mut std::process::Command| {
-        cmd.current_dir(site.root.path())
-            .env("OPTIMOLE_API_KEY", &site.key)
-            .output()
-            .unwrap()
-            .status
-            .code()
+    let site = Site::new().files(&["a.jpg"]);
+    let dry_run = || {
+        site.optiwatch_looking_up_config()
+            .args(&["scan", "--dry-run"])
     };
     // ./watcher.toml in the working directory.
-    assert_eq!(
-        run(std::process::Command::new(bin)
-            .env_remove("OPTIWATCH_CONFIG")
-            .args(["scan", "--dry-run"])),
-        Some(0)
-    );
+    dry_run().run().expect(0);
     // $OPTIWATCH_CONFIG beats the working directory.
-    assert_eq!(
-        run(std::process::Command::new(bin)
-            .env("OPTIWATCH_CONFIG", "nope.toml")
-            .args(["scan", "--dry-run"])),
-        Some(2)
-    );
+    let missing = dry_run().env("OPTIWATCH_CONFIG", "nope.toml").run();
+    assert!(missing.expect(2).stderr.contains("nope.toml"));
     // --config beats $OPTIWATCH_CONFIG.
-    assert_eq!(
-        run(std::process::Command::new(bin)
-            .env("OPTIWATCH_CONFIG", "nope.toml")
-            .args(["--config", "watcher.toml", "scan", "--dry-run"])),
-        Some(0)
-    );
+    site.optiwatch_looking_up_config()
+        .args(&["--config", "watcher.toml", "scan", "--dry-run"])
+        .env("OPTIWATCH_CONFIG", "nope.toml")
+        .run()
+        .expect(0);
 }
 
 #[test]
@@ -179,7 +145,7 @@ fn bad_command_lines_exit_2() {
 fn a_foreign_or_corrupt_store_is_refused_and_left_untouched() {
     let site = Site::new();
     site.write("a.jpg", b"1");
-    let db = site.root.path().join("optiwatch.db");
+    let db = site.at("optiwatch.db");
     std::fs::write(
         &db,
         b"this is not a database, it is someone's notes\n".repeat(100),

@@ -8,9 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::support::fake_api::Fault;
-use crate::support::{Daemon, Site, SITE_URL};
+use crate::support::{accepted, token_after_last_invalidation, url, Daemon, Site, Table, WAIT};
 
-const WAIT: Duration = Duration::from_secs(20);
 const POINTS: &[&str] = &[
     "walking",
     "walked",
@@ -22,19 +21,15 @@ const POINTS: &[&str] = &[
     "published",
 ];
 
-fn url(rel: &str) -> String {
-    format!("{SITE_URL}/{rel}")
-}
-
+/// `files` files baselined; batches of 10; tokens to a file and a command.
 fn site(files: usize) -> Site {
-    let mut site = Site::new();
-    site.config.api.push_str("batch_size = 10\n");
-    site.config.tail = "[token]\nfile = \"token.txt\"\ncommand = [\"true\"]\n".into();
-    for n in 0..files {
-        site.write(format!("{n}.jpg"), b"original");
-    }
-    site.scan(&[]).expect(0);
-    site
+    let names: Vec<String> = (0..files).map(|n| format!("{n}.jpg")).collect();
+    Site::new()
+        .setting(Table::Api, "batch_size = 10")
+        .setting(Table::Token, "file = \"token.txt\"")
+        .setting(Table::Token, "command = [\"true\"]")
+        .files(&names)
+        .baselined()
 }
 
 /// Waits until the process paused at its point; kills it there.
@@ -64,18 +59,11 @@ fn check_nothing_lost(site: &Site, changed: &BTreeSet<String>) {
     assert!(missing.is_empty(), "lost: {missing:?}");
     // The last token request came after the last invalidation, and the site
     // has the last token.
-    let rs = site.api.requests();
-    let last_invalidate = rs
-        .iter()
-        .rposition(|r| r.path == "/invalidate/asset" && r.status == 200);
-    let last_token = rs
-        .iter()
-        .rposition(|r| r.path == "/token" && r.status == 200);
     assert!(
-        last_token > last_invalidate,
+        token_after_last_invalidation(&site.api.requests()),
         "a token after the last invalidation"
     );
-    let published = std::fs::read_to_string(site.root.path().join("token.txt")).unwrap();
+    let published = std::fs::read_to_string(site.at("token.txt")).unwrap();
     assert_eq!(Some(&published), site.api.tokens_issued().last());
     // And nothing is owed any more.
     site.api.clear();
@@ -92,11 +80,7 @@ fn scan_killed_at_every_pause_point_loses_nothing() {
             site.write(format!("{n}.jpg"), b"v2");
             changed.insert(url(&format!("{n}.jpg")));
         }
-        let run = site
-            .optiwatch()
-            .args(&["scan"])
-            .env("OPTIWATCH_PAUSE_AT", point)
-            .spawn();
+        let run = site.optiwatch().arg("scan").pause_at(point).spawn();
         assert!(kill_when_paused(run, point), "scan must pass {point}");
         check_nothing_lost(&site, &changed);
     }
@@ -131,16 +115,8 @@ fn scan_killed_again_and_again_at_random_moments_loses_nothing() {
 #[test]
 fn watch_killed_at_pause_points_loses_nothing() {
     for point in ["recorded", "invalidated", "token-fetched", "published"] {
-        let mut site = site(10);
-        site.config
-            .tail
-            .push_str("[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n");
-        let daemon = site
-            .optiwatch()
-            .args(&["watch"])
-            .env("OPTIWATCH_PAUSE_AT", point)
-            .spawn();
-        daemon.wait_log("watching", WAIT);
+        let site = site(10).fast_watch("100ms");
+        let daemon = site.optiwatch().pause_at(point).start_watch();
         let mut changed = BTreeSet::new();
         for n in 0..5 {
             site.write(format!("{n}.jpg"), b"v2");
@@ -151,11 +127,7 @@ fn watch_killed_at_pause_points_loses_nothing() {
         let again = site.watch();
         site.api
             .wait_for("everything after the restart", WAIT, |rs| {
-                let sent: BTreeSet<String> = rs
-                    .iter()
-                    .filter(|r| r.status == 200)
-                    .flat_map(|r| r.assets.clone())
-                    .collect();
+                let sent: BTreeSet<String> = accepted(rs).into_iter().collect();
                 changed.is_subset(&sent) && rs.iter().any(|r| r.path == "/token" && r.status == 200)
             });
         drop(again);

@@ -9,39 +9,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::fake_api::{FakeApi, Recorded};
-use crate::support::{Daemon, Site, SITE_URL};
+use crate::support::skip::{lacks, Need};
+use crate::support::{
+    accepted, is_stopped, shop_url, times_accepted, url, wait_until, Daemon, Site, Table, KEY_A,
+    KEY_B, SHOP_URL, SITE_URL, WAIT,
+};
 
-const WAIT: Duration = Duration::from_secs(20);
 const DEBOUNCE: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_millis(1000);
 
-fn url(rel: &str) -> String {
-    format!("{SITE_URL}/{rel}")
+/// Fast watch settings (`DEBOUNCE`, `POLL`), nothing baselined yet.
+fn unscanned() -> Site {
+    Site::new()
+        .fast_watch("200ms")
+        .setting(Table::Watch, "poll_interval = \"1s\"")
 }
 
 /// A site with `files` baselined and fast watch settings.
 fn site(files: &[&str]) -> Site {
-    let mut site = Site::watched(FakeApi::start(), files, "200ms");
-    site.config.tail.push_str("poll_interval = \"1s\"\n");
-    site
-}
-
-fn sent(rs: &[Recorded]) -> Vec<String> {
-    crate::support::accepted(rs)
-}
-
-/// Whether this machine lets us make user and mount namespaces (needed to
-/// mount a small tmpfs or lower the inotify limit for one process only).
-fn namespaces() -> bool {
-    let ok = std::process::Command::new("unshare")
-        .args(["-Urm", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: `unshare -Urm` is not available here (no user namespaces)");
-    }
-    ok
+    unscanned().files(files).baselined()
 }
 
 /// The daemon's exit code and the last line of its log, once it exited
@@ -58,7 +44,7 @@ fn wait_sent(site: &Site, rel: &str, times: usize) -> Instant {
     let rs = site
         .api
         .wait_for(&format!("{rel} sent {times}x"), WAIT, |rs| {
-            sent(rs).iter().filter(|a| **a == want).count() >= times
+            times_accepted(rs, &want) >= times
         });
     rs.iter()
         .filter(|r| r.status == 200 && r.assets.contains(&want))
@@ -80,13 +66,12 @@ fn assert_in_time(what: &str, edited: Instant, arrived: Instant) {
 
 #[test]
 fn a_watch_whose_store_disk_fills_up_exits_non_zero_and_says_why_last() {
-    if !namespaces() {
+    if lacks(&[Need::Namespaces]) {
         return;
     }
-    let mut site = site(&[]);
-    let store = site.root.path().join("store");
+    let site = site(&[]).setting(Table::Top, "state = \"store/optiwatch.db\"");
+    let store = site.at("store");
     std::fs::create_dir(&store).unwrap();
-    site.config.top = "state = \"store/optiwatch.db\"\n".into();
     for n in 0..5 {
         site.write(format!("{n}.jpg"), b"1");
     }
@@ -117,7 +102,7 @@ fn a_watch_whose_store_disk_fills_up_exits_non_zero_and_says_why_last() {
 fn a_watch_whose_store_is_deleted_exits_non_zero_and_says_why_last() {
     let site = site(&["a.jpg"]);
     let daemon = site.watch();
-    std::fs::remove_file(site.root.path().join("optiwatch.db")).unwrap();
+    std::fs::remove_file(site.at("optiwatch.db")).unwrap();
     let (code, last) = exit_and_last_line(daemon);
     assert_eq!(code, Some(1), "last log line: {last}");
     assert!(last.contains("ERROR"), "{last}");
@@ -129,9 +114,7 @@ fn a_watch_whose_store_is_deleted_exits_non_zero_and_says_why_last() {
 #[test]
 fn a_rule_folder_missing_at_start_is_baselined_when_it_appears_then_edits_are_sent() {
     // No scan before: the rule has never been baselined.
-    let mut site = Site::new();
-    site.config.tail =
-        "[watch]\ndebounce = \"200ms\"\ntoken_interval = \"1s\"\npoll_interval = \"1s\"\n".into();
+    let site = unscanned();
     std::fs::remove_dir(&site.media).unwrap();
     let daemon = site.watch();
     daemon.wait_log("rule folder is unavailable", WAIT);
@@ -144,7 +127,7 @@ fn a_rule_folder_missing_at_start_is_baselined_when_it_appears_then_edits_are_se
     let arrived = wait_sent(&site, "a.jpg", 1);
     assert_in_time("edit in a folder that appeared late", edited, arrived);
     assert_eq!(
-        sent(&site.api.requests()),
+        accepted(&site.api.requests()),
         vec![url("a.jpg")],
         "the baseline sent nothing"
     );
@@ -154,31 +137,25 @@ fn a_rule_folder_missing_at_start_is_baselined_when_it_appears_then_edits_are_se
 fn a_rule_added_by_sighup_before_its_folder_exists_is_baselined_when_it_appears() {
     let mut site = site(&["a.jpg"]);
     let daemon = site.watch();
-    site.config
-        .rules
-        .push_str("[[rules]]\ndir = \"shop\"\nurl = \"https://shop.example.com\"\n");
+    site = site.rule("shop", SHOP_URL);
     site.write_config();
     daemon.signal(libc::SIGHUP);
     daemon.wait_log("rule folder is unavailable", WAIT);
-    let shop = site.root.path().join("shop");
+    let shop = site.at("shop");
     std::fs::create_dir(&shop).unwrap();
     std::fs::write(shop.join("s.jpg"), b"v1").unwrap();
     daemon.wait_log("watched again", WAIT);
     std::fs::write(shop.join("s.jpg"), b"v2").unwrap();
     site.api
         .wait_for("the edit in the new rule's folder", WAIT, |rs| {
-            sent(rs).contains(&"https://shop.example.com/s.jpg".to_string())
+            accepted(rs).contains(&shop_url("s.jpg"))
         });
     // And after a restart, edits still count (the baseline is recorded).
     assert_eq!(daemon.stop_with(libc::SIGTERM, WAIT), Some(0));
     let _again = site.watch();
     std::fs::write(shop.join("s.jpg"), b"v3").unwrap();
     site.api.wait_for("the edit after a restart", WAIT, |rs| {
-        sent(rs)
-            .iter()
-            .filter(|a| *a == "https://shop.example.com/s.jpg")
-            .count()
-            == 2
+        times_accepted(rs, &shop_url("s.jpg")) == 2
     });
 }
 
@@ -188,11 +165,11 @@ fn a_rule_added_by_sighup_before_its_folder_exists_is_baselined_when_it_appears(
 fn a_rule_folder_swapped_by_renames_is_watched_again() {
     let site = site(&["a.jpg", "b.jpg"]);
     let _daemon = site.watch();
-    let new = site.root.path().join("media.new");
+    let new = site.at("media.new");
     std::fs::create_dir(&new).unwrap();
     std::fs::write(new.join("a.jpg"), b"swapped").unwrap();
     std::fs::write(new.join("b.jpg"), b"v1").unwrap();
-    std::fs::rename(&site.media, site.root.path().join("media.old")).unwrap();
+    std::fs::rename(&site.media, site.at("media.old")).unwrap();
     std::fs::rename(&new, &site.media).unwrap();
     // The swap itself is a change of a.jpg.
     wait_sent(&site, "a.jpg", 1);
@@ -204,8 +181,7 @@ fn a_rule_folder_swapped_by_renames_is_watched_again() {
 
 #[test]
 fn a_rule_folder_deleted_and_made_again_is_watched_again() {
-    let mut site = site(&["a.jpg", "b.jpg"]);
-    site.config.top.push_str("invalidate_new = true\n");
+    let site = site(&["a.jpg", "b.jpg"]).setting(Table::Top, "invalidate_new = true");
     let _daemon = site.watch();
     std::fs::remove_dir_all(&site.media).unwrap();
     std::fs::create_dir(&site.media).unwrap();
@@ -221,9 +197,8 @@ fn a_rule_folder_deleted_and_made_again_is_watched_again() {
 fn a_rule_folder_that_is_a_symlink_is_watched_and_followed_when_switched() {
     // `media -> releases/1`, switched to `releases/2` by a deploy: no event
     // at all, only the poll tick's identity check can see the switch.
-    let mut site = Site::watched(FakeApi::start(), &[], "200ms");
-    site.config.tail.push_str("poll_interval = \"1s\"\n");
-    let releases = site.root.path().join("releases");
+    let site = site(&[]);
+    let releases = site.at("releases");
     for (r, a) in [("1", "v1"), ("2", "r2")] {
         std::fs::create_dir_all(releases.join(r)).unwrap();
         std::fs::write(releases.join(r).join("a.jpg"), a).unwrap();
@@ -235,7 +210,7 @@ fn a_rule_folder_that_is_a_symlink_is_watched_and_followed_when_switched() {
     let daemon = site.watch();
     std::fs::write(releases.join("1/a.jpg"), b"v2").unwrap();
     wait_sent(&site, "a.jpg", 1);
-    let next = site.root.path().join("media.next");
+    let next = site.at("media.next");
     std::os::unix::fs::symlink("releases/2", &next).unwrap();
     std::fs::rename(&next, &site.media).unwrap();
     daemon.wait_log("another folder now", WAIT);
@@ -245,7 +220,7 @@ fn a_rule_folder_that_is_a_symlink_is_watched_and_followed_when_switched() {
     std::fs::write(releases.join("2/a.jpg"), b"v3").unwrap();
     let arrived = wait_sent(&site, "a.jpg", 3);
     assert_in_time("edit behind a switched symlink", edited, arrived);
-    assert!(!sent(&site.api.requests()).contains(&url("b.jpg")));
+    assert!(!accepted(&site.api.requests()).contains(&url("b.jpg")));
 }
 
 // --- 16: nothing is lost in a full queue or across a reload ----------------
@@ -261,7 +236,7 @@ impl Resumer {
         let flag = done.clone();
         std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
-                if stopped(pid) {
+                if is_stopped(pid) {
                     // SAFETY: kill(2) on our own child's pid.
                     unsafe { libc::kill(pid as i32, libc::SIGCONT) };
                 }
@@ -278,29 +253,19 @@ impl Drop for Resumer {
     }
 }
 
-fn stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .and_then(|s| s.split_whitespace().next())
-            == Some("T")
-    })
-}
-
 fn wait_stopped(pid: u32) {
-    crate::support::wait_until("the daemon to pause", WAIT, || stopped(pid));
+    wait_until("the daemon to pause", WAIT, || is_stopped(pid));
 }
 
 #[test]
 fn running_out_of_watches_while_the_event_queue_is_full_still_polls() {
-    if !namespaces() {
+    if lacks(&[Need::Namespaces]) {
         return;
     }
-    let mut site = Site::watched(FakeApi::start(), &["a.jpg"], "200ms");
-    site.config.top.push_str("invalidate_new = true\n");
-    site.config
-        .tail
-        .push_str("poll_interval = \"300ms\"\nevent_queue = 1\n");
+    let site = Site::watched("200ms", &["a.jpg"])
+        .setting(Table::Top, "invalidate_new = true")
+        .setting(Table::Watch, "poll_interval = \"300ms\"")
+        .setting(Table::Watch, "event_queue = 1");
     // Three inotify watches in this namespace: the media folder and two
     // more. Every pass stops before recording (a pause point), so the
     // detector is busy, not reading its one-slot queue, while the folders
@@ -315,7 +280,7 @@ fn running_out_of_watches_while_the_event_queue_is_full_still_polls() {
     let daemon = site
         .optiwatch_via(&launcher)
         .arg("watch")
-        .env("OPTIWATCH_PAUSE_AT", "walked")
+        .pause_at("walked")
         .spawn();
     let pid = daemon.pid();
     wait_stopped(pid);
@@ -344,45 +309,31 @@ fn running_out_of_watches_while_the_event_queue_is_full_still_polls() {
 
 #[test]
 fn work_recorded_for_an_account_a_reload_removes_is_adopted() {
-    const KEY_A: &str = "opt_site_a_key_aaaaaaaaaa";
-    const KEY_B: &str = "opt_site_b_key_bbbbbbbbbb";
-    let mut site = Site::with_api(FakeApi::start_with_keys(&[KEY_A, KEY_B]));
-    site.key = KEY_A.into();
-    site.config.tail = "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n".into();
-    let shop_rule =
-        |key: &str| format!("[[rules]]\ndir = \"shop\"\nurl = \"https://shop.example.com\"\n{key}");
-    let media_rule = format!("[[rules]]\ndir = \"media\"\nurl = \"{SITE_URL}\"\n");
-    site.config.rules = format!("{media_rule}{}", shop_rule("key_env = \"SHOP_KEY\"\n"));
-    let shop = site.root.path().join("shop");
-    std::fs::create_dir(&shop).unwrap();
+    let mut site = Site::with_keys(&[KEY_A, KEY_B])
+        .fast_watch("100ms")
+        .shop(KEY_B);
+    let shop = site.at("shop");
     std::fs::write(shop.join("s.jpg"), b"v1").unwrap();
-    site.optiwatch()
-        .arg("scan")
-        .env("SHOP_KEY", KEY_B)
-        .run()
-        .expect(0);
-    let daemon = site
-        .optiwatch()
-        .args(&["-v", "watch"])
-        .env("SHOP_KEY", KEY_B)
-        .spawn();
-    daemon.wait_log("watching", WAIT);
+    site.scan(&[]).expect(0);
+    let daemon = site.optiwatch().arg("-v").start_watch();
     let walks = daemon.log().matches("walk finished").count();
     // Hold the store's write lock: the detector's next record waits for it
     // (it waits up to 10 s), so it lands after the reload below was built.
-    let db = rusqlite::Connection::open(site.root.path().join("optiwatch.db")).unwrap();
+    let db = rusqlite::Connection::open(site.at("optiwatch.db")).unwrap();
     db.execute_batch("BEGIN IMMEDIATE").unwrap();
     std::fs::write(shop.join("s.jpg"), b"v2").unwrap();
     daemon.wait_log_count("walk finished", walks + 1, WAIT);
     // The shop now uses the [api] key: its own account is gone.
-    site.config.rules = format!("{media_rule}{}", shop_rule(""));
+    site.config.rules = format!(
+        "[[rules]]\ndir = \"media\"\nurl = \"{SITE_URL}\"\n[[rules]]\ndir = \"shop\"\nurl = \"{SHOP_URL}\"\n"
+    );
     site.write_config();
     daemon.signal(libc::SIGHUP);
     daemon.wait_log("config reloaded", WAIT);
     db.execute_batch("COMMIT").unwrap();
     site.api
         .wait_for("the shop's edit, with the [api] key", WAIT, |rs| {
-            sent(rs).contains(&"https://shop.example.com/s.jpg".to_string())
+            accepted(rs).contains(&shop_url("s.jpg"))
         });
 }
 
@@ -409,7 +360,7 @@ fn status_beside_the_daemon_loses_none_of_its_commits() {
         }
     }
     let token = site.api.tokens_issued().last().cloned().unwrap();
-    crate::support::wait_until("the daemon to record the last token", WAIT, || {
+    wait_until("the daemon to record the last token", WAIT, || {
         site.status()["last_token"] == token.as_str()
     });
     assert_eq!(daemon.stop_with(libc::SIGTERM, WAIT), Some(0));

@@ -11,28 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::{sorted, wait_until, Site, SITE_URL};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-fn url(rel: &str) -> String {
-    format!("{SITE_URL}/{rel}")
-}
-
-/// Runs `script` with sh in `dir`; panics with its output if it fails.
-fn sh(dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::support::skip::{lacks, Need};
+use crate::support::{is_stopped, sh, sorted, url, wait_until, Site, Table, WAIT};
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -75,7 +55,7 @@ fn old_stat(path: &Path) -> (u64, i64, u64) {
 #[test]
 fn rewrites_keeping_size_mtime_and_inode_are_changes_and_chmod_is_a_touch() {
     let site = Site::new();
-    let src = site.root.path().join("src");
+    let src = site.at("src");
     std::fs::create_dir_all(src.join("tar")).unwrap();
     for name in ["cp.jpg", "tar.jpg", "rsync.jpg", "chmod.jpg", "same.jpg"] {
         site.write(name, format!("old content of {name:>10}").as_bytes());
@@ -144,10 +124,9 @@ fn rewrites_keeping_size_mtime_and_inode_are_changes_and_chmod_is_a_touch() {
 
 #[test]
 fn watch_invalidates_a_rewrite_keeping_size_mtime_and_inode() {
-    let mut site = Site::new();
-    site.config.tail = "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n".into();
+    let site = Site::new().fast_watch("100ms");
     site.write("a.jpg", b"version one");
-    let new = site.root.path().join("new.jpg");
+    let new = site.at("new.jpg");
     std::fs::write(&new, b"version two").unwrap();
     wait_until_settled_for_the_quick_check(&site.media);
     site.scan(&[]).expect(0);
@@ -181,8 +160,7 @@ impl Drop for Mount {
 }
 
 fn mount(args: &[&str], at: &Path) -> Option<Mount> {
-    if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: mounting needs root");
+    if lacks(&[Need::Root]) {
         return None;
     }
     let out = Command::new("mount").args(args).arg(at).output().ok()?;
@@ -200,7 +178,10 @@ fn mount(args: &[&str], at: &Path) -> Option<Mount> {
 }
 
 fn mount_coarse_ext4(site: &Site) -> Option<Mount> {
-    let image = site.root.path().join("coarse.img");
+    if lacks(&[Need::Root, Need::Program("mkfs.ext4")]) {
+        return None;
+    }
+    let image = site.at("coarse.img");
     let made = Command::new("truncate")
         .args(["-s", "16M"])
         .arg(&image)
@@ -271,11 +252,10 @@ fn a_same_second_rewrite_on_one_second_timestamps_is_a_change_in_scan() {
 
 #[test]
 fn a_second_write_045s_after_the_first_is_a_change_in_watch() {
-    let mut site = Site::new();
+    let site = Site::new().fast_watch("100ms");
     let Some(_mount) = mount_coarse_ext4(&site) else {
         return;
     };
-    site.config.tail = "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n".into();
     site.write("a.jpg", b"v00");
     site.scan(&[]).expect(0);
     let _daemon = site.watch();
@@ -328,7 +308,7 @@ fn bind(folder: &Path, at: &Path) -> Option<Mount> {
 
 /// Copies the rule folder's files out, keeping their times.
 fn save(site: &Site) -> PathBuf {
-    let copy = site.root.path().join("copy");
+    let copy = site.at("copy");
     sh(
         site.root.path(),
         &format!("rm -rf copy && cp -a {}/. copy", site.media.display()),
@@ -386,7 +366,7 @@ fn another_disk_without_the_recorded_files_is_not_a_deleted_library() {
     site.write("b.jpg", b"2");
     site.scan(&[]).expect(0);
     drop(first);
-    let other = site.root.path().join("other");
+    let other = site.at("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("unrelated.jpg"), b"3").unwrap();
     let Some(_other) = bind(&other, &site.media) else {
@@ -411,12 +391,12 @@ enum Remount {
 }
 
 fn watch_remount(how: Remount) {
-    let mut site = Site::new();
+    let site = Site::new()
+        .fast_watch("100ms")
+        .setting(Table::Watch, "poll_interval = \"1s\"");
     let Some(first) = tmpfs(&site.media) else {
         return;
     };
-    site.config.tail =
-        "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\npoll_interval = \"1s\"\n".into();
     for name in ["same.jpg", "edited.jpg"] {
         site.write(name, format!("{name:>12}").as_bytes());
     }
@@ -477,24 +457,17 @@ fn a_file_changed_while_it_is_read_is_reported_and_not_recorded() {
     site.write("a.jpg", b"one");
     site.scan(&[]).expect(0);
     site.write("a.jpg", b"two");
-    let scan = Command::new(env!("CARGO_BIN_EXE_optiwatch"))
-        .current_dir(site.root.path())
-        .env("OPTIMOLE_API_KEY", &site.key)
-        .env("OPTIWATCH_PAUSE_AT", "hashing")
-        .arg("--config")
-        .arg(site.config_path())
-        .args(["scan", "--json"])
+    let scan = site
+        .optiwatch()
+        .args(&["scan", "--json"])
+        .pause_at("hashing")
+        .command()
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stat = format!("/proc/{}/stat", scan.id());
     wait_until("the scan to stop while hashing", WAIT, || {
-        std::fs::read_to_string(&stat).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('T'))
-        })
+        is_stopped(scan.id())
     });
     site.write("a.jpg", b"three, longer");
     // SAFETY: kill(2) on our own child.
@@ -521,8 +494,7 @@ fn a_file_changed_while_it_is_read_is_reported_and_not_recorded() {
 /// would end them with SIGBUS).
 #[test]
 fn truncating_a_large_file_while_it_is_hashed_kills_no_process() {
-    let mut site = Site::new();
-    site.config.tail = "[watch]\ndebounce = \"20ms\"\ntoken_interval = \"1s\"\n".into();
+    let site = Site::new().fast_watch("20ms");
     let big = site.path("big.tif");
     let block: Vec<u8> = (0..1 << 20).map(|n: u32| (n % 253) as u8).collect();
     let rewrite = |round: u8| {
@@ -536,22 +508,18 @@ fn truncating_a_large_file_while_it_is_hashed_kills_no_process() {
     site.scan(&[]).expect(0);
     let mut daemon = site.watch();
     // The scans use a store of their own (the daemon holds the lock of its own).
-    let scan_config = site.root.path().join("scan.toml");
-    let text = std::fs::read_to_string(site.config_path())
-        .unwrap()
-        .replace("[api]", "state = \"scans.db\"\n[api]");
-    std::fs::write(&scan_config, text).unwrap();
+    let mut scans = site.config.clone();
+    scans.set(Table::Top, "state = \"scans.db\"");
+    std::fs::write(site.at("scan.toml"), scans.render()).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     let (scans, signals) = std::thread::scope(|s| {
         let scanner = s.spawn(|| {
             let (mut scans, mut signals) = (0, Vec::new());
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let status = Command::new(env!("CARGO_BIN_EXE_optiwatch"))
-                    .current_dir(site.root.path())
-                    .env("OPTIMOLE_API_KEY", &site.key)
-                    .args(["-q", "--config"])
-                    .arg(&scan_config)
-                    .arg("scan")
+                let status = site
+                    .optiwatch_looking_up_config()
+                    .args(&["-q", "--config", "scan.toml", "scan"])
+                    .command()
                     .output()
                     .unwrap()
                     .status;
@@ -588,15 +556,13 @@ fn truncating_a_large_file_while_it_is_hashed_kills_no_process() {
 /// name of the inode, also a link made while the daemon runs.
 #[test]
 fn watch_invalidates_every_hard_link_of_a_written_file() {
-    let mut site = Site::new();
-    site.config.tail = "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n".into();
+    let site = Site::new().fast_watch("100ms");
     site.write("a.jpg", b"v1");
     site.write("c.jpg", b"v1");
     std::fs::create_dir(site.path("sub")).unwrap();
     std::fs::hard_link(site.path("a.jpg"), site.path("sub/b.jpg")).unwrap();
     site.scan(&[]).expect(0);
-    let daemon = site.optiwatch().arg("-v").arg("watch").spawn();
-    daemon.wait_log("watching", WAIT);
+    let daemon = site.optiwatch().arg("-v").start_watch();
     // A link made now: the daemon must learn that c.jpg has two names.
     std::fs::hard_link(site.path("c.jpg"), site.path("d.jpg")).unwrap();
     daemon.wait_log(&site.path("d.jpg").display().to_string(), WAIT);

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::fake_api::{FakeApi, Fault, GOOD_KEY};
+use crate::support::{wait_until, WAIT};
 use serde_json::{json, Value};
 
 struct Answer {
@@ -305,8 +306,12 @@ fn client_timeout_during_delay_is_not_processed() {
         Duration::from_millis(100),
     );
     assert!(err.is_err_and(|e| e.is_timeout()));
-    // Give the fake time to notice the hang-up (it must not record a success later).
-    std::thread::sleep(Duration::from_millis(1000));
+    // Once the fake is done with the connection, its record of the request
+    // is final: done at the hang-up, it was not processed; a fake that
+    // missed the hang-up would be done only after answering it.
+    wait_until("the fake to be done with the connection", WAIT, || {
+        api.finished() == 1
+    });
     assert_eq!(api.requests().len(), 1);
     assert_eq!(api.requests()[0].status, 0);
     assert!(api.invalidated_assets().is_empty());
@@ -315,12 +320,20 @@ fn client_timeout_during_delay_is_not_processed() {
 #[test]
 fn wait_for_sees_requests_made_by_another_thread() {
     let api = FakeApi::start();
+    let (looked, looked_rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
-        s.spawn(|| {
-            std::thread::sleep(Duration::from_millis(100));
-            post(&api, "/invalidate/asset", Some(GOOD_KEY), Some(assets(2))).unwrap();
+        let api = &api;
+        s.spawn(move || {
+            // Only once `wait_for` has looked and found nothing.
+            looked_rx.recv().unwrap();
+            post(api, "/invalidate/asset", Some(GOOD_KEY), Some(assets(2))).unwrap();
         });
-        let reqs = api.wait_for("one invalidation", Duration::from_secs(5), |r| {
+        let first_look = std::sync::atomic::AtomicBool::new(true);
+        let reqs = api.wait_for("one invalidation", WAIT, |r| {
+            if first_look.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                assert!(r.is_empty(), "nothing was sent before the first look");
+            }
+            let _ = looked.send(());
             r.iter().any(|r| r.status == 200)
         });
         assert_eq!(reqs.len(), 1);

@@ -4,21 +4,18 @@
 use std::time::Duration;
 
 use crate::support::fake_api::{Fault, GOOD_KEY};
-use crate::support::{sorted, Site, SITE_URL};
+use crate::support::{sorted, url, Site};
 
 /// A site with `a.jpg` and `b.jpg` baselined and then both edited.
 fn site_with_two_changes() -> Site {
-    let site = Site::new();
-    site.write("a.jpg", b"1");
-    site.write("b.jpg", b"1");
-    site.scan(&[]).expect(0);
+    let site = Site::new().files(&["a.jpg", "b.jpg"]).baselined();
     site.write("a.jpg", b"2");
     site.write("b.jpg", b"2");
     site
 }
 
 fn both() -> Vec<String> {
-    vec![format!("{SITE_URL}/a.jpg"), format!("{SITE_URL}/b.jpg")]
+    vec![url("a.jpg"), url("b.jpg")]
 }
 
 #[test]
@@ -70,7 +67,7 @@ fn an_outage_longer_than_the_budget_keeps_everything_owed() {
         both(),
         "owed assets go first"
     );
-    assert_eq!(sent[1].assets, vec![format!("{SITE_URL}/c.jpg")]);
+    assert_eq!(sent[1].assets, vec![url("c.jpg")]);
     assert_eq!(site.api.token_requests().len(), 1);
     assert!(next.list("pending").is_empty());
 }

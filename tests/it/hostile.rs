@@ -1,18 +1,11 @@
 //! Hostile and odd input: names a stranger can upload, symlinks, files that
 //! cannot be read or vanish, sizes and depths.
 
+use crate::support::skip::{lacks, Need};
+use crate::support::{sorted, url, wait_until, Outcome, Site, Table, WAIT};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
-
-use crate::support::{sorted, Site, SITE_URL};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-fn url(rel: &str) -> String {
-    format!("{SITE_URL}/{rel}")
-}
 
 /// Names that would do harm if anything passed them to a shell or pasted
 /// them into a URL unescaped, with the URL path each must map to.
@@ -38,15 +31,15 @@ const HOSTILE: &[(&[u8], &str)] = &[
 
 #[test]
 fn hostile_names_are_data_in_scan_watch_and_the_token_command() {
-    let mut site = Site::new();
-    let out = site.root.path().join("argv");
+    let site = Site::new().fast_watch("100ms");
+    let out = site.at("argv");
     // The token command receives the token as one argv item; file names
     // never reach it.
-    site.config.tail = format!(
-        "[token]\ncommand = [\"sh\", \"-c\", \"printf '%s' \\\"$1\\\" > {}\", \"sh\", \"{{token}}\"]\n\
-         [watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n",
+    let command = format!(
+        "command = [\"sh\", \"-c\", \"printf '%s' \\\"$1\\\" > {}\", \"sh\", \"{{token}}\"]",
         out.display()
     );
+    let site = site.setting(Table::Token, &command);
     for (name, _) in HOSTILE {
         site.write(OsStr::from_bytes(name), b"v1");
     }
@@ -68,12 +61,12 @@ fn hostile_names_are_data_in_scan_watch_and_the_token_command() {
             site.api.invalidated_assets().len() >= HOSTILE.len()
         });
     assert_eq!(sorted(site.api.invalidated_assets()), want);
-    assert!(!site.root.path().join("pwned").exists());
+    assert!(!site.at("pwned").exists());
     assert!(!site.media.join("pwned").exists());
     site.api
         .wait_for("a token", WAIT, |rs| rs.iter().any(|r| r.path == "/token"));
     let token = site.api.tokens_issued().last().unwrap().clone();
-    crate::support::wait_until("the token command ran", WAIT, || {
+    wait_until("the token command ran", WAIT, || {
         std::fs::read_to_string(&out).is_ok_and(|t| t == token)
     });
 }
@@ -81,7 +74,7 @@ fn hostile_names_are_data_in_scan_watch_and_the_token_command() {
 #[test]
 fn symlinks_are_not_followed_unless_a_rule_asks() {
     let mut site = Site::new();
-    let outside = site.root.path().join("outside");
+    let outside = site.at("outside");
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("secret.jpg"), b"not yours").unwrap();
     std::os::unix::fs::symlink(&outside, site.media.join("linked-dir")).unwrap();
@@ -93,7 +86,7 @@ fn symlinks_are_not_followed_unless_a_rule_asks() {
         vec![site.path("real.jpg").display().to_string()]
     );
 
-    site.config.rules.push_str("follow_symlinks = true\n");
+    site = site.rule_setting("follow_symlinks = true");
     let followed = site.scan(&[]).expect(0);
     assert_eq!(followed.list("scanned").len(), 3, "{followed}");
     std::fs::write(outside.join("secret.jpg"), b"changed").unwrap();
@@ -106,6 +99,9 @@ fn symlinks_are_not_followed_unless_a_rule_asks() {
 
 #[test]
 fn unreadable_files_are_reported_and_retried_later() {
+    if lacks(&[Need::Root, Need::Program("setpriv")]) {
+        return;
+    }
     let site = Site::new();
     site.write("a.jpg", b"1");
     site.write("b.jpg", b"1");
@@ -145,10 +141,10 @@ fn unreadable_files_are_reported_and_retried_later() {
 
 #[test]
 fn files_that_vanish_and_churn_do_not_stop_the_daemon() {
-    let mut site = Site::new();
-    site.config.tail = "[watch]\ndebounce = \"50ms\"\ntoken_interval = \"1s\"\n".into();
-    site.write("keep.jpg", b"1");
-    site.scan(&[]).expect(0);
+    let site = Site::new()
+        .fast_watch("50ms")
+        .files(&["keep.jpg"])
+        .baselined();
     let daemon = site.watch();
     for round in 0..200 {
         site.write(format!("churn/{}.jpg", round % 7), b"x");
@@ -192,7 +188,7 @@ fn empty_large_and_deeply_nested_files() {
 /// Runs `script` (sh) in a user and mount namespace of its own, as root of
 /// that namespace, with `"$0" "$@"` the optiwatch binary and its
 /// `--config` arguments.
-fn in_namespace(site: &Site, script: &str) -> crate::support::Outcome {
+fn in_namespace(site: &Site, script: &str) -> Outcome {
     site.optiwatch_via(&["unshare", "-Urm", "sh", "-c", script])
         .run()
 }
@@ -205,15 +201,17 @@ fn in_namespace_at_site<'a>(site: &'a Site, script: &str) -> impl Fn(&str) -> St
         &format!("cd {} && {script}", site.root.path().display()),
     );
     assert_eq!(run.code, 0, "{run}");
-    move |name| std::fs::read_to_string(site.root.path().join(name)).unwrap()
+    move |name| std::fs::read_to_string(site.at(name)).unwrap()
 }
 
 #[test]
 fn a_full_disk_fails_clearly_and_leaves_the_store_consistent() {
-    let mut site = Site::new();
-    let store_dir = site.root.path().join("store");
+    if lacks(&[Need::Namespaces]) {
+        return;
+    }
+    let site = Site::new().setting(Table::Top, "state = \"store/optiwatch.db\"");
+    let store_dir = site.at("store");
     std::fs::create_dir(&store_dir).unwrap();
-    site.config.top = "state = \"store/optiwatch.db\"\n".into();
     for n in 0..5 {
         site.write(format!("{n}.jpg"), b"1");
     }
@@ -248,10 +246,12 @@ fn a_full_disk_fails_clearly_and_leaves_the_store_consistent() {
 
 #[test]
 fn a_read_only_store_folder_fails_clearly() {
-    let mut site = Site::new();
-    let store_dir = site.root.path().join("store");
+    if lacks(&[Need::Namespaces]) {
+        return;
+    }
+    let site = Site::new().setting(Table::Top, "state = \"store/optiwatch.db\"");
+    let store_dir = site.at("store");
     std::fs::create_dir(&store_dir).unwrap();
-    site.config.top = "state = \"store/optiwatch.db\"\n".into();
     site.write("a.jpg", b"1");
     let script = format!(
         "mount --bind {d} {d} && mount -o remount,bind,ro {d} || exit 99
@@ -266,14 +266,13 @@ fn a_read_only_store_folder_fails_clearly() {
 
 #[test]
 fn the_token_command_never_sees_the_api_key() {
-    let mut site = Site::new();
-    let out = site.root.path().join("env.txt");
-    site.config.tail = format!(
-        "[token]\ncommand = [\"sh\", \"-c\", \"env > {}\"]\n",
-        out.display()
-    );
-    site.write("a.jpg", b"1");
-    site.scan(&[]).expect(0);
+    let site = Site::new();
+    let out = site.at("env.txt");
+    let command = format!("command = [\"sh\", \"-c\", \"env > {}\"]", out.display());
+    let site = site
+        .setting(Table::Token, &command)
+        .files(&["a.jpg"])
+        .baselined();
     site.write("a.jpg", b"2");
     site.scan(&[]).expect(0);
     let env = std::fs::read_to_string(out).unwrap();
@@ -283,9 +282,8 @@ fn the_token_command_never_sees_the_api_key() {
 
 #[test]
 fn watch_does_not_follow_a_symlinked_subfolder() {
-    let mut site = Site::new();
-    site.config.tail = "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n".into();
-    let outside = site.root.path().join("outside");
+    let site = Site::new().fast_watch("100ms");
+    let outside = site.at("outside");
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("x.jpg"), b"1").unwrap();
     std::os::unix::fs::symlink("../outside", site.media.join("ext")).unwrap();
@@ -302,8 +300,10 @@ fn watch_does_not_follow_a_symlinked_subfolder() {
 
 #[test]
 fn an_unmounted_rule_folder_is_not_a_deleted_library() {
-    let mut site = Site::new();
-    site.config.top = "state = \"optiwatch.db\"\n".into();
+    if lacks(&[Need::Namespaces]) {
+        return;
+    }
+    let site = Site::new().setting(Table::Top, "state = \"optiwatch.db\"");
     // Inside a private namespace: a tmpfs holds the media, is recorded,
     // then unmounted, leaving the empty mount point.
     let script = format!(

@@ -2,51 +2,28 @@
 //! isolation, domain escalation, the metrics and health endpoints, systemd
 //! readiness.
 
-use std::io::{Read, Write};
-use std::time::Duration;
-
-use crate::support::fake_api::{FakeApi, Recorded};
-use crate::support::{Site, SITE_URL};
-
-const WAIT: Duration = Duration::from_secs(20);
-const KEY_A: &str = "opt_site_a_key_aaaaaaaaaa";
-const KEY_B: &str = "opt_site_b_key_bbbbbbbbbb";
-
-fn sent(rs: &[Recorded]) -> Vec<String> {
-    crate::support::accepted(rs)
-}
+use crate::support::fake_api::{Fault, Recorded};
+use crate::support::http::{free_addr, get, metrics};
+use crate::support::{accepted, shop_url, url, wait_until, Site, Table, KEY_A, KEY_B, WAIT};
 
 /// Two sites on two Optimole accounts, each with its own key and token file.
 fn two_sites() -> Site {
-    let mut site = Site::with_api(FakeApi::start_with_keys(&[KEY_A, KEY_B]));
-    site.key = KEY_A.into();
-    site.config.rules = format!(
-        "[[rules]]\ndir = \"media\"\nurl = \"{SITE_URL}\"\n[rules.token]\nfile = \"token-a\"\n\
-         [[rules]]\ndir = \"shop\"\nurl = \"https://shop.example.com\"\nkey_env = \"SHOP_KEY\"\n[rules.token]\nfile = \"token-b\"\n"
-    );
-    std::fs::create_dir(site.root.path().join("shop")).unwrap();
-    site.write("a.jpg", b"1");
-    std::fs::write(site.root.path().join("shop/s.jpg"), b"1").unwrap();
-    site.optiwatch()
-        .arg("scan")
-        .env("SHOP_KEY", KEY_B)
-        .run()
-        .expect(0);
-    site
+    let site = Site::with_keys(&[KEY_A, KEY_B])
+        .rule_setting("[rules.token]\nfile = \"token-a\"")
+        .shop(KEY_B)
+        .rule_setting("[rules.token]\nfile = \"token-b\"")
+        .files(&["a.jpg"]);
+    std::fs::write(site.at("shop/s.jpg"), b"1").unwrap();
+    site.baselined()
 }
 
 #[test]
 fn each_site_uses_its_own_key_and_a_revoked_one_holds_up_no_other() {
     let site = two_sites();
     site.write("a.jpg", b"2");
-    std::fs::write(site.root.path().join("shop/s.jpg"), b"2").unwrap();
+    std::fs::write(site.at("shop/s.jpg"), b"2").unwrap();
     site.api.revoke_key(KEY_A);
-    let run = site
-        .optiwatch()
-        .args(&["scan", "--json"])
-        .env("SHOP_KEY", KEY_B)
-        .run()
-        .expect(1);
+    let run = site.scan(&[]).expect(1);
     assert!(run.stderr.contains("User not found"), "{run}");
     // The shop's asset went out with the shop's key, and got its token.
     let ok: Vec<Recorded> = site
@@ -55,46 +32,37 @@ fn each_site_uses_its_own_key_and_a_revoked_one_holds_up_no_other() {
         .into_iter()
         .filter(|r| r.status == 200)
         .collect();
-    assert_eq!(
-        sent(&ok),
-        vec!["https://shop.example.com/s.jpg".to_string()]
-    );
+    assert_eq!(accepted(&ok), vec![shop_url("s.jpg")]);
     assert!(ok
         .iter()
         .all(|r| r.authorization.as_deref() == Some(&format!("Bearer {KEY_B}"))));
-    let token_b = std::fs::read_to_string(site.root.path().join("token-b")).unwrap();
+    let token_b = std::fs::read_to_string(site.at("token-b")).unwrap();
     assert_eq!(&token_b, site.api.tokens_issued().last().unwrap());
-    assert!(!site.root.path().join("token-a").exists());
+    assert!(!site.at("token-a").exists());
     // The blog's asset stays owed until its key works again.
-    assert_eq!(
-        run.json()["pending"][0],
-        format!("{SITE_URL}/a.jpg").as_str()
-    );
+    assert_eq!(run.json()["pending"][0], url("a.jpg").as_str());
 }
 
 #[test]
 fn the_daemon_isolates_accounts_too() {
-    let mut site = two_sites();
-    site.config.tail = "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n".into();
+    let site = two_sites().fast_watch("100ms");
     site.api.revoke_key(KEY_A);
-    let daemon = site.optiwatch().arg("watch").env("SHOP_KEY", KEY_B).spawn();
-    daemon.wait_log("watching", WAIT);
+    let daemon = site.watch();
     site.write("a.jpg", b"2");
     daemon.wait_log("optimole refuses requests", WAIT);
-    std::fs::write(site.root.path().join("shop/s.jpg"), b"2").unwrap();
+    std::fs::write(site.at("shop/s.jpg"), b"2").unwrap();
     site.api.wait_for("the shop's edit", WAIT, |rs| {
-        sent(rs).contains(&"https://shop.example.com/s.jpg".to_string())
+        accepted(rs).contains(&shop_url("s.jpg"))
     });
 }
 
 #[test]
 fn many_assets_of_one_domain_escalate_to_a_domain_invalidation() {
-    let mut site = Site::new();
-    site.config.api.push_str("domain_threshold = 20\n");
-    for n in 0..30 {
-        site.write(format!("{n}.jpg"), b"1");
-    }
-    site.scan(&[]).expect(0);
+    let names: Vec<String> = (0..30).map(|n| format!("{n}.jpg")).collect();
+    let site = Site::new()
+        .setting(Table::Api, "domain_threshold = 20")
+        .files(&names)
+        .baselined();
     for n in 0..30 {
         site.write(format!("{n}.jpg"), b"2");
     }
@@ -119,47 +87,24 @@ fn many_assets_of_one_domain_escalate_to_a_domain_invalidation() {
     assert_eq!(site.api.invalidated_assets().len(), 20);
 }
 
-/// A plain HTTP GET; returns (status, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn metrics_and_health_are_served_over_http() {
-    let mut site = Site::new();
-    let addr = format!("127.0.0.1:{}", free_port());
-    site.config.tail = format!(
-        "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\nmax_backoff = \"200ms\"\n\
-         [metrics]\nlisten = \"{addr}\"\nmax_owed_age = \"1s\"\n"
-    );
-    site.write("a.jpg", b"1");
-    site.scan(&[]).expect(0);
+    let addr = free_addr();
+    let site = Site::new()
+        .fast_watch("100ms")
+        .setting(Table::Watch, "max_backoff = \"200ms\"")
+        .setting(Table::Metrics, &format!("listen = \"{addr}\""))
+        .setting(Table::Metrics, "max_owed_age = \"1s\"")
+        .files(&["a.jpg"])
+        .baselined();
     let _daemon = site.watch();
     site.write("a.jpg", b"2");
     site.api
         .wait_for("the edit", WAIT, |rs| rs.iter().any(|r| r.path == "/token"));
     // The fake records a request before its answer reaches the daemon, and
     // the owed gauge is updated after the token is published.
-    crate::support::wait_until("the flush to be counted", WAIT, || {
-        let body = get(&addr, "/metrics").1;
+    wait_until("the flush to be counted", WAIT, || {
+        let body = metrics(&addr);
         body.contains("optiwatch_tokens_requested_total 1")
             && body.contains("optiwatch_assets_owed 0")
     });
@@ -179,26 +124,23 @@ fn metrics_and_health_are_served_over_http() {
     assert_eq!(get(&addr, "/healthz").0, 200);
 
     // An outage longer than max_owed_age turns health red.
-    site.api
-        .push_faults(crate::support::fake_api::Fault::Status(503), 10_000);
+    site.api.push_faults(Fault::Status(503), 10_000);
     site.write("a.jpg", b"3");
-    crate::support::wait_until("health to turn unhealthy", WAIT, || {
+    wait_until("health to turn unhealthy", WAIT, || {
         get(&addr, "/healthz").0 == 503
     });
     let (_, body) = get(&addr, "/healthz");
     assert!(body.contains("1 asset(s) owed"), "{body}");
     site.api.clear_faults();
-    crate::support::wait_until("health to recover", WAIT, || {
+    wait_until("health to recover", WAIT, || {
         get(&addr, "/healthz").0 == 200
     });
 }
 
 #[test]
 fn systemd_is_told_when_the_daemon_is_ready() {
-    let site = Site::new();
-    site.write("a.jpg", b"1");
-    site.scan(&[]).expect(0);
-    let socket_path = site.root.path().join("notify.sock");
+    let site = Site::new().files(&["a.jpg"]).baselined();
+    let socket_path = site.at("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(WAIT)).unwrap();
     let daemon = site

@@ -3,26 +3,14 @@
 
 use std::time::Duration;
 
-use crate::support::fake_api::{FakeApi, Fault, Recorded};
-use crate::support::{Site, SITE_URL};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-fn url(rel: &str) -> String {
-    format!("{SITE_URL}/{rel}")
-}
-
-fn watched_site(api: FakeApi, files: &[&str]) -> Site {
-    Site::watched(api, files, "100ms")
-}
-
-fn sent(rs: &[Recorded]) -> Vec<String> {
-    crate::support::accepted(rs)
-}
+use crate::support::fake_api::{FakeApi, Fault};
+use crate::support::{
+    accepted, times_accepted, token_after_last_invalidation, url, wait_until, Site, Table, WAIT,
+};
 
 #[test]
 fn a_second_process_on_the_same_store_is_refused() {
-    let site = watched_site(FakeApi::start(), &["a.jpg"]);
+    let site = Site::watched("100ms", &["a.jpg"]);
     let daemon = site.watch();
     let refused = site.optiwatch().arg("scan").run().expect(1);
     let pid = format!("pid {}", daemon.pid());
@@ -42,14 +30,14 @@ fn a_second_process_on_the_same_store_is_refused() {
 
 #[test]
 fn watch_rides_out_an_outage_and_logs_it_once_each_way() {
-    let mut site = watched_site(FakeApi::start(), &["a.jpg", "b.jpg"]);
-    site.config.tail.push_str("max_backoff = \"400ms\"\n");
+    let site = Site::watched("100ms", &["a.jpg", "b.jpg"])
+        .setting(Table::Watch, "max_backoff = \"400ms\"");
     let daemon = site.watch();
     site.api.push_faults(Fault::Status(503), 6);
     site.api.push_fault(Fault::Drop);
     site.write("a.jpg", b"v2");
     site.api.wait_for("the edit after the outage", WAIT, |rs| {
-        sent(rs).contains(&url("a.jpg"))
+        accepted(rs).contains(&url("a.jpg"))
     });
     daemon.wait_log("accepts requests again", WAIT);
     let log = daemon.log();
@@ -65,12 +53,12 @@ fn watch_rides_out_an_outage_and_logs_it_once_each_way() {
 
 #[test]
 fn watch_honours_retry_after() {
-    let site = watched_site(FakeApi::start(), &["a.jpg"]);
+    let site = Site::watched("100ms", &["a.jpg"]);
     let _daemon = site.watch();
     site.api.push_fault(Fault::RetryAfter(429, "2".into()));
     site.write("a.jpg", b"v2");
     let rs = site.api.wait_for("the retried edit", WAIT, |rs| {
-        sent(rs).contains(&url("a.jpg"))
+        accepted(rs).contains(&url("a.jpg"))
     });
     let gap = rs[1].at.duration_since(rs[0].at);
     assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}");
@@ -80,12 +68,15 @@ fn watch_honours_retry_after() {
 fn a_refused_key_pauses_sending_until_sighup_while_changes_are_kept() {
     const OLD: &str = "opt_old_key_aaaaaaaaaaaa";
     const NEW: &str = "opt_new_key_bbbbbbbbbbbb";
-    let mut site = watched_site(FakeApi::start_with_keys(&[OLD, NEW]), &["a.jpg", "b.jpg"]);
-    let key_file = site.root.path().join("key");
+    let mut site = Site::with_api(FakeApi::start_with_keys(&[OLD, NEW]))
+        .files(&["a.jpg", "b.jpg"])
+        .baselined()
+        .fast_watch("100ms");
+    let key_file = site.at("key");
     std::fs::write(&key_file, OLD).unwrap();
     let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
     std::fs::set_permissions(&key_file, private).unwrap();
-    site.config.api.push_str("key_file = \"key\"\n");
+    site.config.set(Table::Api, "key_file = \"key\"");
     let daemon = site.optiwatch().args(&["-v", "watch"]).spawn();
     daemon.wait_log("watching", WAIT);
     site.api.revoke_key(OLD);
@@ -104,17 +95,17 @@ fn a_refused_key_pauses_sending_until_sighup_while_changes_are_kept() {
     daemon.signal(libc::SIGHUP);
     site.api
         .wait_for("both edits with the new key", WAIT, |rs| {
-            let s = sent(rs);
+            let s = accepted(rs);
             s.contains(&url("a.jpg")) && s.contains(&url("b.jpg"))
         });
 }
 
 #[test]
 fn a_rule_folder_that_disappears_and_comes_back_is_watched_again() {
-    let mut site = watched_site(FakeApi::start(), &["a.jpg", "b.jpg"]);
-    site.config.tail.push_str("poll_interval = \"200ms\"\n");
+    let site = Site::watched("100ms", &["a.jpg", "b.jpg"])
+        .setting(Table::Watch, "poll_interval = \"200ms\"");
     let daemon = site.watch();
-    let aside = site.root.path().join("aside");
+    let aside = site.at("aside");
     std::fs::rename(&site.media, &aside).unwrap();
     daemon.wait_log("cannot use rule folder", WAIT);
     std::fs::rename(&aside, &site.media).unwrap();
@@ -126,23 +117,19 @@ fn a_rule_folder_that_disappears_and_comes_back_is_watched_again() {
     site.write("a.jpg", b"v2");
     site.api
         .wait_for("an edit after the folder came back", WAIT, |rs| {
-            sent(rs).contains(&url("a.jpg"))
+            accepted(rs).contains(&url("a.jpg"))
         });
-    assert!(!sent(&site.api.requests()).contains(&url("b.jpg")));
+    assert!(!accepted(&site.api.requests()).contains(&url("b.jpg")));
 }
 
 #[test]
 fn nested_rules_survive_path_scoped_passes() {
-    let mut site = Site::new();
-    site.config
-        .rules
-        .push_str("[[rules]]\ndir = \"media/sub\"\nurl = \"https://cdn.example.com\"\n");
-    site.config.tail =
-        "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\npoll_interval = \"200ms\"\n"
-            .into();
-    site.write("a.jpg", b"v1");
-    site.write("sub/x.jpg", b"v1");
-    site.scan(&[]).expect(0);
+    let mut site = Site::new()
+        .rule("media/sub", "https://cdn.example.com")
+        .fast_watch("100ms")
+        .setting(Table::Watch, "poll_interval = \"200ms\"")
+        .files(&["a.jpg", "sub/x.jpg"])
+        .baselined();
     let daemon = site.watch();
     // An event on the parent folder itself (chmod) walks it; the nested
     // rule's files must not look deleted.
@@ -150,43 +137,42 @@ fn nested_rules_survive_path_scoped_passes() {
     std::fs::set_permissions(&site.media, mode).unwrap();
     site.write("a.jpg", b"v2");
     site.api
-        .wait_for("the edit", WAIT, |rs| sent(rs).contains(&url("a.jpg")));
+        .wait_for("the edit", WAIT, |rs| accepted(rs).contains(&url("a.jpg")));
     site.write("sub/x.jpg", b"v2");
     site.api.wait_for("the nested edit", WAIT, |rs| {
-        sent(rs).contains(&"https://cdn.example.com/x.jpg".to_string())
+        accepted(rs).contains(&"https://cdn.example.com/x.jpg".to_string())
     });
     assert_eq!(
-        sent(&site.api.requests()).len(),
+        accepted(&site.api.requests()).len(),
         2,
         "nothing else was invalidated"
     );
     // Stop only once nothing is owed: a kill between an accepted request
     // and its removal from the outbox would (rightly) send it again.
-    crate::support::wait_until("nothing owed", WAIT, || site.status()["assets_owed"] == 0);
+    wait_until("nothing owed", WAIT, || site.status()["assets_owed"] == 0);
     assert_eq!(daemon.stop_with(libc::SIGTERM, WAIT), Some(0));
 
     // Polling a parent folder does the same walk.
-    site.config.tail.push_str("poll = true\n");
+    site.config.set(Table::Watch, "poll = true");
     site.api.clear();
     let _daemon = site.watch();
     site.write("a.jpg", b"v3");
     site.api.wait_for("the polled edit", WAIT, |rs| {
-        sent(rs).contains(&url("a.jpg"))
+        accepted(rs).contains(&url("a.jpg"))
     });
     site.write("marker.jpg", b"new");
     site.write("a.jpg", b"v4");
     site.api.wait_for("a second poll", WAIT, |rs| {
-        sent(rs).iter().filter(|a| **a == url("a.jpg")).count() == 2
+        times_accepted(rs, &url("a.jpg")) == 2
     });
-    assert!(!sent(&site.api.requests())
+    assert!(!accepted(&site.api.requests())
         .iter()
         .any(|a| a.contains("cdn.example.com")));
 }
 
 #[test]
 fn a_change_recorded_while_its_asset_is_in_flight_is_sent_again() {
-    let mut site = watched_site(FakeApi::start(), &["a.jpg"]);
-    site.config.tail.push_str("max_backoff = \"200ms\"\n");
+    let site = Site::watched("100ms", &["a.jpg"]).setting(Table::Watch, "max_backoff = \"200ms\"");
     let _daemon = site.watch();
     site.api.push_fault(Fault::Delay(Duration::from_secs(2)));
     site.write("a.jpg", b"v2");
@@ -194,30 +180,23 @@ fn a_change_recorded_while_its_asset_is_in_flight_is_sent_again() {
         .wait_for("the slow request to start", WAIT, |rs| !rs.is_empty());
     site.write("a.jpg", b"v3");
     site.api.wait_for("a second invalidation", WAIT, |rs| {
-        sent(rs).iter().filter(|a| **a == url("a.jpg")).count() >= 2
+        times_accepted(rs, &url("a.jpg")) >= 2
     });
-    site.api.wait_for("a token after it", WAIT, |rs| {
-        let last_inv = rs
-            .iter()
-            .rposition(|r| r.path == "/invalidate/asset" && r.status == 200);
-        let last_tok = rs
-            .iter()
-            .rposition(|r| r.path == "/token" && r.status == 200);
-        last_tok > last_inv
-    });
+    site.api
+        .wait_for("a token after it", WAIT, token_after_last_invalidation);
 }
 
 #[test]
 fn a_reload_that_cannot_start_keeps_the_old_workers() {
-    let mut site = watched_site(FakeApi::start(), &["a.jpg"]);
-    let key_file = site.root.path().join("key");
+    let mut site = Site::watched("100ms", &["a.jpg"]);
+    let key_file = site.at("key");
     std::fs::write(&key_file, &site.key).unwrap();
     std::fs::set_permissions(
         &key_file,
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    site.config.api.push_str("key_file = \"key\"\n");
+    site.config.set(Table::Api, "key_file = \"key\"");
     let daemon = site.watch();
     std::fs::remove_file(&key_file).unwrap();
     daemon.signal(libc::SIGHUP);
@@ -225,15 +204,14 @@ fn a_reload_that_cannot_start_keeps_the_old_workers() {
     site.write("a.jpg", b"v2");
     site.api
         .wait_for("an edit after the failed reload", WAIT, |rs| {
-            sent(rs).contains(&url("a.jpg"))
+            accepted(rs).contains(&url("a.jpg"))
         });
 }
 
 #[test]
 fn a_low_server_limit_is_learned_once() {
     let names: Vec<String> = (0..300).map(|n| format!("{n}.jpg")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let site = watched_site(FakeApi::start(), &refs);
+    let site = Site::watched("100ms", &names);
     for name in &names {
         site.write(name, b"v2");
     }
@@ -251,7 +229,7 @@ fn a_low_server_limit_is_learned_once() {
 
 #[test]
 fn a_refused_asset_is_set_aside_visibly_and_does_not_block_the_rest() {
-    let site = watched_site(FakeApi::start(), &["a.jpg", "b.jpg", "c.jpg"]);
+    let site = Site::watched("100ms", &["a.jpg", "b.jpg", "c.jpg"]);
     for name in ["a.jpg", "b.jpg", "c.jpg"] {
         site.write(name, b"v2");
     }

@@ -4,16 +4,12 @@
 use std::collections::BTreeSet;
 
 use crate::support::fake_api::GOOD_KEY;
-use crate::support::{sorted, Site, SITE_URL};
+use crate::support::{sorted, url, Site, Table};
 
 fn image(n: usize, version: u8) -> Vec<u8> {
     format!("image {n} version {version} ")
         .repeat(40)
         .into_bytes()
-}
-
-fn url(rel: &str) -> String {
-    format!("{SITE_URL}/{rel}")
 }
 
 #[test]
@@ -140,7 +136,7 @@ fn dry_run_on_a_new_site_creates_no_store() {
     let site = Site::new();
     site.write("a.jpg", b"one");
     site.scan(&["--dry-run"]).expect(0);
-    assert!(!site.root.path().join("optiwatch.db").exists());
+    assert!(!site.at("optiwatch.db").exists());
 }
 
 #[test]
@@ -196,16 +192,14 @@ fn odd_file_names_are_encoded_as_a_browser_requests_them() {
         .collect(),
     );
     assert_eq!(sorted(site.api.invalidated_assets()), expected);
-    assert!(!site.root.path().join("pwned").exists());
+    assert!(!site.at("pwned").exists());
 }
 
 #[test]
 fn also_prefixes_and_nested_rules() {
-    let mut site = Site::new();
-    site.config.rules = format!(
-        "[[rules]]\ndir = \"media\"\nurl = \"{SITE_URL}\"\nalso = [\"https://www.example.com/uploads/\"]\n\
-         [[rules]]\ndir = \"media/cdn\"\nurl = \"https://cdn.example.com\"\n"
-    );
+    let site = Site::new()
+        .rule_setting("also = [\"https://www.example.com/uploads/\"]")
+        .rule("media/cdn", "https://cdn.example.com");
     site.write("a.jpg", b"1");
     site.write("cdn/b.jpg", b"1");
     let first = site.scan(&[]).expect(0);
@@ -229,8 +223,7 @@ fn also_prefixes_and_nested_rules() {
 
 #[test]
 fn include_and_exclude_patterns() {
-    let mut site = Site::new();
-    site.config.rules.push_str("exclude = [\"**/cache/**\"]\n");
+    let site = Site::new().rule_setting("exclude = [\"**/cache/**\"]");
     site.write("a.JPG", b"1");
     site.write("cache/b.jpg", b"1");
     site.write("notes.txt", b"1");
@@ -250,7 +243,7 @@ fn new_files_are_invalidated_only_when_asked() {
     site.scan(&[]).expect(0);
     assert!(site.api.requests().is_empty());
 
-    site.config.top.push_str("invalidate_new = true\n");
+    site.config.set(Table::Top, "invalidate_new = true");
     site.write("c.jpg", b"1");
     site.scan(&[]).expect(0);
     assert_eq!(site.api.invalidated_assets(), vec![url("c.jpg")]);
@@ -259,15 +252,13 @@ fn new_files_are_invalidated_only_when_asked() {
 
 #[test]
 fn a_new_rule_gets_its_own_baseline() {
-    let mut site = Site::new();
-    site.config.top.push_str("invalidate_new = true\n");
-    site.write("a.jpg", b"1");
-    site.scan(&[]).expect(0);
-    std::fs::create_dir(site.root.path().join("other")).unwrap();
-    std::fs::write(site.root.path().join("other/x.jpg"), b"1").unwrap();
-    site.config
-        .rules
-        .push_str("[[rules]]\ndir = \"other\"\nurl = \"https://other.example.com\"\n");
+    let site = Site::new()
+        .setting(Table::Top, "invalidate_new = true")
+        .files(&["a.jpg"])
+        .baselined();
+    std::fs::create_dir(site.at("other")).unwrap();
+    std::fs::write(site.at("other/x.jpg"), b"1").unwrap();
+    let site = site.rule("other", "https://other.example.com");
     site.scan(&[]).expect(0);
     assert!(
         site.api.requests().is_empty(),
@@ -293,13 +284,16 @@ fn explicit_baseline_records_without_sending() {
 
 #[test]
 fn token_file_and_command_receive_the_token() {
-    let mut site = Site::new();
-    let out = site.root.path().join("cmd-out");
-    site.config.tail = format!(
-        "[token]\nfile = \"public/token\"\ncommand = [\"sh\", \"-c\", \"printf '%s %s' \\\"$1\\\" \\\"$OPTIWATCH_TOKEN\\\" > {}\", \"sh\", \"{{token}}\"]\n",
+    let site = Site::new();
+    let out = site.at("cmd-out");
+    let command = format!(
+        "command = [\"sh\", \"-c\", \"printf '%s %s' \\\"$1\\\" \\\"$OPTIWATCH_TOKEN\\\" > {}\", \"sh\", \"{{token}}\"]",
         out.display()
     );
-    std::fs::create_dir(site.root.path().join("public")).unwrap();
+    let site = site
+        .setting(Table::Token, "file = \"public/token\"")
+        .setting(Table::Token, &command);
+    std::fs::create_dir(site.at("public")).unwrap();
     site.write("a.jpg", b"1");
     site.scan(&[]).expect(0);
     site.write("a.jpg", b"2");
@@ -307,7 +301,7 @@ fn token_file_and_command_receive_the_token() {
     let token = site.api.tokens_issued()[0].clone();
     assert_eq!(run.json()["token"], token.as_str());
     assert_eq!(
-        std::fs::read_to_string(site.root.path().join("public/token")).unwrap(),
+        std::fs::read_to_string(site.at("public/token")).unwrap(),
         token
     );
     assert_eq!(
@@ -318,12 +312,13 @@ fn token_file_and_command_receive_the_token() {
 
 #[test]
 fn a_failing_token_command_keeps_the_token_owed() {
-    let mut site = Site::new();
-    let flag = site.root.path().join("allow");
-    site.config.tail = format!(
-        "[token]\ncommand = [\"sh\", \"-c\", \"test -e {} || {{ echo refused >&2; exit 3; }}\"]\n",
+    let site = Site::new();
+    let flag = site.at("allow");
+    let command = format!(
+        "command = [\"sh\", \"-c\", \"test -e {} || {{ echo refused >&2; exit 3; }}\"]",
         flag.display()
     );
+    let site = site.setting(Table::Token, &command);
     site.write("a.jpg", b"1");
     site.scan(&[]).expect(0);
     site.write("a.jpg", b"2");
@@ -362,12 +357,12 @@ fn missing_rule_folder_fails_without_deleting_anything() {
     let site = Site::new();
     site.write("a.jpg", b"1");
     site.scan(&[]).expect(0);
-    std::fs::rename(&site.media, site.root.path().join("moved")).unwrap();
+    std::fs::rename(&site.media, site.at("moved")).unwrap();
     let run = site.scan(&[]).expect(1);
     assert!(run.stderr.contains("media"), "{run}");
     assert!(run.list("deleted").is_empty());
     assert!(site.api.requests().is_empty());
-    std::fs::rename(site.root.path().join("moved"), &site.media).unwrap();
+    std::fs::rename(site.at("moved"), &site.media).unwrap();
     let back = site.scan(&[]).expect(0);
     assert_eq!(back.list("unchanged").len(), 1);
 }

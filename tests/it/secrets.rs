@@ -3,32 +3,19 @@
 //! the store lock and a damaged store, and owed assets following their
 //! rule's current account.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::fake_api::{FakeApi, Fault, Recorded, GOOD_KEY};
-use crate::support::{Site, SITE_URL};
+use crate::support::fake_api::{Fault, Recorded, GOOD_KEY};
+use crate::support::skip::{lacks, Need};
+use crate::support::{shop_url, url, wait_until, Outcome, Site, Table, SITE_URL, WAIT};
 
-const WAIT: Duration = Duration::from_secs(20);
 const SHOP_KEY: &str = "opt_shop_key_0987654321";
-
-fn url(rel: &str) -> String {
-    format!("{SITE_URL}/{rel}")
-}
-
-/// Writes an executable shell script into the site's root.
-fn script(site: &Site, name: &str, body: &str) -> PathBuf {
-    let path = site.root.path().join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
 
 /// A token command that copies what it can read about its parent
 /// (optiwatch) into `spy.out`, one block per run.
 fn spy(site: &Site) -> PathBuf {
-    let out = site.root.path().join("spy.out");
+    let out = site.at("spy.out");
     let body = format!(
         "out={out:?}\n\
          {{ echo '== environ'; tr '\\0' '\\n' < /proc/$PPID/environ\n\
@@ -37,31 +24,24 @@ fn spy(site: &Site) -> PathBuf {
            echo '== own'; env; echo '== end'; }} >> \"$out\"",
         out = out.display().to_string()
     );
-    script(site, "spy.sh", &body);
+    site.script("spy.sh", &body);
     out
 }
 
 /// Two accounts: `media` on the `[api]` key, `shop` on SHOP_KEY; both
 /// publish through the spy.
 fn spied_site() -> (Site, PathBuf) {
-    let mut site = Site::with_api(FakeApi::start_with_keys(&[GOOD_KEY, SHOP_KEY]));
-    site.config.rules.push_str(
-        "[[rules]]\ndir = \"shop\"\nurl = \"https://shop.example.com\"\nkey_env = \"SHOP_KEY\"\n",
-    );
-    std::fs::create_dir(site.root.path().join("shop")).unwrap();
+    let site = Site::with_keys(&[GOOD_KEY, SHOP_KEY])
+        .shop(SHOP_KEY)
+        .fast_watch("100ms");
     let out = spy(&site);
-    site.config.tail = format!(
-        "[token]\ncommand = [{:?}, \"{{token}}\"]\n[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\n",
-        site.root.path().join("spy.sh").display().to_string()
+    let command = format!(
+        "command = [{:?}, \"{{token}}\"]",
+        site.at("spy.sh").display().to_string()
     );
-    site.write("a.jpg", b"1");
-    std::fs::write(site.root.path().join("shop/s.jpg"), b"1").unwrap();
-    site.optiwatch()
-        .arg("scan")
-        .env("SHOP_KEY", SHOP_KEY)
-        .run()
-        .expect(0);
-    (site, out)
+    let site = site.setting(Table::Token, &command).files(&["a.jpg"]);
+    std::fs::write(site.at("shop/s.jpg"), b"1").unwrap();
+    (site.baselined(), out)
 }
 
 /// The spy ran `runs` times, read its parent's environment each time, and
@@ -85,12 +65,8 @@ fn assert_no_key(out: &Path, runs: usize) {
 fn the_token_command_finds_no_key_in_scan() {
     let (site, out) = spied_site();
     site.write("a.jpg", b"2");
-    std::fs::write(site.root.path().join("shop/s.jpg"), b"2").unwrap();
-    site.optiwatch()
-        .arg("scan")
-        .env("SHOP_KEY", SHOP_KEY)
-        .run()
-        .expect(0);
+    std::fs::write(site.at("shop/s.jpg"), b"2").unwrap();
+    site.optiwatch().arg("scan").run().expect(0);
     // One run per account, each reading /proc/<optiwatch>/environ,
     // cmdline and every thread's environ.
     assert_no_key(&out, 2);
@@ -99,22 +75,17 @@ fn the_token_command_finds_no_key_in_scan() {
 #[test]
 fn the_token_command_finds_no_key_in_watch_even_after_a_reload() {
     let (site, out) = spied_site();
-    let daemon = site
-        .optiwatch()
-        .arg("watch")
-        .env("SHOP_KEY", SHOP_KEY)
-        .spawn();
-    daemon.wait_log("watching", WAIT);
+    let daemon = site.watch();
     site.write("a.jpg", b"2");
-    crate::support::wait_until("the first token command", WAIT, || {
+    wait_until("the first token command", WAIT, || {
         std::fs::read_to_string(&out).is_ok_and(|s| s.contains("== end"))
     });
     assert_no_key(&out, 1);
     // The keys left the environment at start-up; a reload still has them.
     daemon.signal(libc::SIGHUP);
     daemon.wait_log("config reloaded", WAIT);
-    std::fs::write(site.root.path().join("shop/s.jpg"), b"2").unwrap();
-    crate::support::wait_until("the token command after the reload", WAIT, || {
+    std::fs::write(site.at("shop/s.jpg"), b"2").unwrap();
+    wait_until("the token command after the reload", WAIT, || {
         std::fs::read_to_string(&out).is_ok_and(|s| s.matches("== end").count() == 2)
     });
     assert_no_key(&out, 2);
@@ -122,25 +93,19 @@ fn the_token_command_finds_no_key_in_watch_even_after_a_reload() {
         .api
         .invalidate_requests()
         .into_iter()
-        .find(|r| {
-            r.assets
-                .contains(&"https://shop.example.com/s.jpg".to_string())
-        })
+        .find(|r| r.assets.contains(&shop_url("s.jpg")))
         .expect("the shop's asset went out after the reload");
     assert_eq!(shop.authorization, Some(format!("Bearer {SHOP_KEY}")));
 }
 
 #[test]
 fn another_process_of_the_same_user_cannot_open_optiwatchs_memory() {
-    // SAFETY: geteuid(2) only returns a number.
-    if !Path::new("/usr/bin/setpriv").exists() || unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root and setpriv to run optiwatch as another user");
+    if lacks(&[Need::Root, Need::Program("setpriv")]) {
         return;
     }
-    let mut site = Site::new();
-    let out = site.root.path().join("probe.out");
-    let probe = script(
-        &site,
+    let site = Site::new();
+    let out = site.at("probe.out");
+    let probe = site.script(
         "probe.sh",
         &format!(
             "if (exec 3</proc/$PPID/mem) 2>/dev/null; then echo mem-open; else echo mem-closed; fi >> {out:?}\n\
@@ -148,7 +113,8 @@ fn another_process_of_the_same_user_cannot_open_optiwatchs_memory() {
             out = out.display().to_string()
         ),
     );
-    site.config.tail = format!("[token]\ncommand = [{:?}]\n", probe.display().to_string());
+    let command = format!("command = [{:?}]", probe.display().to_string());
+    let site = site.setting(Table::Token, &command);
     site.write("a.jpg", b"1");
     // Everything belongs to `nobody`, who runs optiwatch and so the probe.
     let status = std::process::Command::new("chown")
@@ -193,20 +159,19 @@ fn scan_within(site: &Site, launcher: &[&str], needle: &str) -> Option<i32> {
 fn a_key_file_must_be_a_small_regular_file() {
     let mut site = Site::new();
     site.write("a.jpg", b"1");
-    let fifo = site.root.path().join("key.fifo");
+    let fifo = site.at("key.fifo");
     let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: mkfifo on a NUL-terminated path we own.
     assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
-    std::fs::write(site.root.path().join("big.key"), vec![b'a'; 1 << 20]).unwrap();
+    std::fs::write(site.at("big.key"), vec![b'a'; 1 << 20]).unwrap();
 
     let cases = [
         ("key.fifo", "it is a FIFO"),
         ("/dev/zero", "it is a device"),
         ("big.key", "larger than 4096 bytes"),
     ];
-    let api = site.config.api.clone();
     for (file, why) in cases {
-        site.config.api = format!("{api}key_file = {file:?}\n");
+        site.config.set(Table::Api, &format!("key_file = {file:?}"));
         // Bounded address space: the old code read /dev/zero without end.
         let launcher = ["prlimit", "--as=2147483648", "--"];
         let code = scan_within(&site, &launcher, why);
@@ -216,24 +181,26 @@ fn a_key_file_must_be_a_small_regular_file() {
 
 #[test]
 fn a_token_starting_with_a_dash_is_never_published() {
-    let mut site = Site::new();
-    let args = site.root.path().join("args.out");
-    let record = script(
-        &site,
+    let site = Site::new();
+    let args = site.at("args.out");
+    let record = site.script(
         "record.sh",
         &format!("echo \"$@\" >> {:?}", args.display().to_string()),
     );
-    site.config.tail = format!(
-        "[token]\nfile = \"token.txt\"\ncommand = [{:?}, \"{{token}}\"]\n",
+    let command = format!(
+        "command = [{:?}, \"{{token}}\"]",
         record.display().to_string()
     );
-    site.write("a.jpg", b"1");
-    site.scan(&[]).expect(0);
+    let site = site
+        .setting(Table::Token, "file = \"token.txt\"")
+        .setting(Table::Token, &command)
+        .files(&["a.jpg"])
+        .baselined();
     site.write("a.jpg", b"2");
     site.api.set_token_text(Some("-rf"));
     let run = site.scan(&[]).expect(1);
     assert!(!args.exists(), "the command got the token:\n{run}");
-    assert!(!site.root.path().join("token.txt").exists(), "{run}");
+    assert!(!site.at("token.txt").exists(), "{run}");
     assert_eq!(site.status()["token"], "owed", "{run}");
     // A good token later is published as usual.
     site.api.set_token_text(Some("9good-token"));
@@ -243,14 +210,13 @@ fn a_token_starting_with_a_dash_is_never_published() {
 
 #[test]
 fn a_token_command_is_judged_by_its_exit_not_its_pipes() {
-    let mut site = Site::new();
-    let bg = site.root.path().join("bg.pid");
-    let exit_code = site.root.path().join("exit.code");
+    let site = Site::new();
+    let bg = site.at("bg.pid");
+    let exit_code = site.at("exit.code");
     std::fs::write(&exit_code, "0").unwrap();
     // The background sleep inherits stdout and stderr and outlives the
     // command by far.
-    let command = script(
-        &site,
+    let command = site.script(
         "leaves-a-child.sh",
         &format!(
             "sleep 60 & echo $! >> {bg:?}\necho 'oops on stderr' >&2\nexit $(cat {code:?})",
@@ -258,12 +224,15 @@ fn a_token_command_is_judged_by_its_exit_not_its_pipes() {
             code = exit_code.display().to_string()
         ),
     );
-    site.config.tail = format!(
-        "[token]\ncommand = [{:?}, \"{{token}}\"]\ncommand_timeout = \"15s\"\n",
+    let command = format!(
+        "command = [{:?}, \"{{token}}\"]",
         command.display().to_string()
     );
-    site.write("a.jpg", b"1");
-    site.scan(&[]).expect(0);
+    let site = site
+        .setting(Table::Token, &command)
+        .setting(Table::Token, "command_timeout = \"15s\"")
+        .files(&["a.jpg"])
+        .baselined();
 
     site.write("a.jpg", b"2");
     let started = Instant::now();
@@ -325,9 +294,9 @@ fn a_rule_url_with_a_password_is_refused_at_load() {
 
 #[test]
 fn deleting_the_lock_file_lets_no_second_process_in() {
-    let site = Site::watched(FakeApi::start(), &["a.jpg"], "100ms");
+    let site = Site::watched("100ms", &["a.jpg"]);
     let daemon = site.watch();
-    std::fs::remove_file(site.root.path().join("optiwatch.db.lock")).unwrap();
+    std::fs::remove_file(site.at("optiwatch.db.lock")).unwrap();
     let refused = site.optiwatch().arg("scan").run().expect(1);
     let holder = format!("another optiwatch (pid {}", daemon.pid());
     assert!(refused.stderr.contains(&holder), "{refused}");
@@ -345,7 +314,7 @@ fn a_truncated_store_is_called_damaged_with_a_way_out() {
         site.write(format!("{n}.jpg"), b"1");
     }
     site.scan(&[]).expect(0);
-    let db = site.root.path().join("optiwatch.db");
+    let db = site.at("optiwatch.db");
     let len = std::fs::metadata(&db).unwrap().len();
     assert!(len > 8192, "store of {len} bytes");
     std::fs::File::options()
@@ -386,7 +355,7 @@ fn calls(rs: &[Recorded]) -> Vec<(String, String)> {
 #[test]
 fn owed_assets_follow_their_rule_to_its_new_account() {
     const OTHER_KEY: &str = "opt_other_key_5555555555";
-    let mut site = Site::with_api(FakeApi::start_with_keys(&[GOOD_KEY, SHOP_KEY, OTHER_KEY]));
+    let mut site = Site::with_keys(&[GOOD_KEY, SHOP_KEY, OTHER_KEY]);
     let plain_rule = site.config.rules.clone();
     site.write("a.jpg", b"1");
     site.scan(&[]).expect(0);
@@ -430,7 +399,7 @@ fn owed_assets_follow_their_rule_to_its_new_account() {
 /// The owed asset went out once, with `key`, and that key's account got a
 /// token after it. (The old account's token stays owed too: it may cover
 /// earlier invalidations, and a spare token costs one call.)
-fn assert_follows(site: &Site, key: &str, run: &crate::support::Outcome) {
+fn assert_follows(site: &Site, key: &str, run: &Outcome) {
     let calls = calls(&site.api.requests());
     let sent: Vec<&(String, String)> = calls
         .iter()
@@ -454,13 +423,10 @@ fn assert_follows(site: &Site, key: &str, run: &crate::support::Outcome) {
 
 #[test]
 fn a_systemd_credential_holds_the_key() {
-    let mut site = Site::new();
-    let credentials = site.root.path().join("credentials");
+    let site = Site::new().setting(Table::Api, "key_credential = \"optimole-key\"");
+    let credentials = site.at("credentials");
     std::fs::create_dir(&credentials).unwrap();
     std::fs::write(credentials.join("optimole-key"), format!("{GOOD_KEY}\n")).unwrap();
-    site.config
-        .api
-        .push_str("key_credential = \"optimole-key\"\n");
     site.write("a.jpg", b"1");
     let outside = site
         .optiwatch()

@@ -6,24 +6,15 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::fake_api::{FakeApi, Fault, REDIRECT_PATH};
-use crate::support::{sorted, Site, SITE_URL};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn url(rel: &str) -> String {
-    format!("{SITE_URL}/{rel}")
-}
+use crate::support::fake_api::{Fault, REDIRECT_PATH};
+use crate::support::http::{free_addr, metrics};
+use crate::support::{accepted, sorted, times_accepted, url, wait_until, Site, Table, WAIT};
 
 const FILES: [&str; 3] = ["a.jpg", "b.jpg", "c.jpg"];
 
 /// A site with `FILES` baselined, then all of them edited.
 fn site_with_changes() -> Site {
-    let site = Site::new();
-    for name in FILES {
-        site.write(name, b"v1");
-    }
-    site.scan(&[]).expect(0);
+    let site = Site::new().files(&FILES).baselined();
     for name in FILES {
         site.write(name, b"v2");
     }
@@ -149,37 +140,19 @@ fn an_asset_refused_by_name_is_kept_visible_and_can_be_sent_again() {
 
 #[test]
 fn watch_counts_refused_assets_in_metrics() {
-    use std::io::{Read, Write};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut site = Site::watched(FakeApi::start(), &["a.jpg", "b.jpg"], "100ms");
-    site.config
-        .tail
-        .push_str(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let addr = free_addr();
+    let site = Site::watched("100ms", &["a.jpg", "b.jpg"])
+        .setting(Table::Metrics, &format!("listen = \"{addr}\""));
     let daemon = site.watch();
     site.api.refuse(&url("a.jpg"));
     site.write("a.jpg", b"v2");
     site.write("b.jpg", b"v2");
-    let metrics = || {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    };
-    crate::support::wait_until("the refused gauge", WAIT, || {
-        metrics().contains("optiwatch_assets_refused 1")
+    wait_until("the refused gauge", WAIT, || {
+        metrics(&addr).contains("optiwatch_assets_refused 1")
     });
-    assert!(metrics().contains("optiwatch_api_requests_total{outcome=\"refused\"} 1"));
+    assert!(metrics(&addr).contains("optiwatch_api_requests_total{outcome=\"refused\"} 1"));
     site.api.wait_for("the other edit", WAIT, |rs| {
-        crate::support::accepted(rs).contains(&url("b.jpg"))
+        accepted(rs).contains(&url("b.jpg"))
     });
     assert!(daemon.log().contains("refused list"), "{}", daemon.log());
 }
@@ -221,8 +194,7 @@ fn an_oversized_answer_is_not_accepted_and_not_read_whole() {
 
 #[test]
 fn an_endless_answer_ends_with_the_request_timeout() {
-    let mut site = site_with_changes();
-    site.config.api.push_str("timeout = \"1s\"\n");
+    let site = site_with_changes().setting(Table::Api, "timeout = \"1s\"");
     site.api.push_fault(Fault::Trickle {
         every: Duration::from_millis(100),
     });
@@ -260,8 +232,7 @@ fn scan_clamps_an_absurd_retry_after_to_its_budget() {
 
 #[test]
 fn watch_survives_an_absurd_retry_after_and_sends_later() {
-    let mut site = Site::watched(FakeApi::start(), &["a.jpg"], "100ms");
-    site.config.tail.push_str("max_backoff = \"400ms\"\n");
+    let site = Site::watched("100ms", &["a.jpg"]).setting(Table::Watch, "max_backoff = \"400ms\"");
     let mut daemon = site.watch();
     for (n, value) in [
         "18446744073709551615",
@@ -273,20 +244,15 @@ fn watch_survives_an_absurd_retry_after_and_sends_later() {
     {
         site.api.push_fault(Fault::RetryAfter(429, value.into()));
         site.write("a.jpg", format!("v{}", n + 2).as_bytes());
-        site.api.wait_for(value, WAIT, |rs| {
-            crate::support::accepted(rs)
-                .iter()
-                .filter(|a| **a == url("a.jpg"))
-                .count()
-                > n
-        });
+        site.api
+            .wait_for(value, WAIT, |rs| times_accepted(rs, &url("a.jpg")) > n);
         assert!(daemon.is_running(), "{value}:\n{}", daemon.log());
     }
 }
 
 #[test]
 fn watch_keeps_changes_owed_through_a_wrong_base_url_until_sighup() {
-    let site = Site::watched(FakeApi::start(), &["a.jpg"], "100ms");
+    let site = Site::watched("100ms", &["a.jpg"]);
     let mut daemon = site.watch();
     site.api.push_faults(Fault::Status(404), 10_000);
     site.write("a.jpg", b"v2");
@@ -297,14 +263,13 @@ fn watch_keeps_changes_owed_through_a_wrong_base_url_until_sighup() {
     site.api.clear_faults();
     daemon.signal(libc::SIGHUP);
     site.api.wait_for("the edit after the fix", WAIT, |rs| {
-        crate::support::accepted(rs).contains(&url("a.jpg"))
+        accepted(rs).contains(&url("a.jpg"))
     });
 }
 
 #[test]
 fn watch_retries_an_answer_that_is_not_a_success() {
-    let mut site = Site::watched(FakeApi::start(), &["a.jpg"], "100ms");
-    site.config.tail.push_str("max_backoff = \"300ms\"\n");
+    let site = Site::watched("100ms", &["a.jpg"]).setting(Table::Watch, "max_backoff = \"300ms\"");
     let _daemon = site.watch();
     site.api.push_fault(Fault::Body(200, "OK".into()));
     site.api
@@ -320,26 +285,24 @@ fn watch_retries_an_answer_that_is_not_a_success() {
             .all(|r| r.path != "/token" || r.at > requests[3].at),
         "no token before the assets were accepted"
     );
-    crate::support::wait_until("nothing owed", WAIT, || owed(&site) == 0);
+    wait_until("nothing owed", WAIT, || owed(&site) == 0);
 }
 
 #[test]
 fn config_values_that_would_overflow_are_errors_with_line_and_column() {
     for (table, key, value) in [
-        ("[watch]", "token_interval", "\"18446744073709551615s\""),
-        ("[watch]", "max_backoff", "\"18446744073709551615s\""),
-        ("[metrics]", "max_owed_age", "\"18446744073709551615s\""),
-        ("[watch]", "event_queue", "9000000000000000000"),
+        (Table::Watch, "token_interval", "\"18446744073709551615s\""),
+        (Table::Watch, "max_backoff", "\"18446744073709551615s\""),
+        (Table::Metrics, "max_owed_age", "\"18446744073709551615s\""),
+        (Table::Watch, "event_queue", "9000000000000000000"),
     ] {
-        let mut site = Site::new();
-        site.config.tail = format!("{table}\n{key} = {value}\n");
+        let site = Site::new().setting(table, &format!("{key} = {value}"));
         let run = site.optiwatch().arg("status").run().expect(2);
         assert!(run.stderr.contains("line "), "{run}");
         assert!(run.stderr.contains("column "), "{run}");
         assert!(run.stderr.contains(key), "{run}");
     }
-    let mut site = Site::new();
-    site.config.api.push_str("timeout = \"584542046091y\"\n");
+    let site = Site::new().setting(Table::Api, "timeout = \"584542046091y\"");
     let run = site.optiwatch().arg("status").run().expect(2);
     assert!(run.stderr.contains("timeout"), "{run}");
 }

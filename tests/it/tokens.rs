@@ -6,37 +6,24 @@
 //! the fake API's record of when each request arrived.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::support::fake_api::{FakeApi, Recorded};
-use crate::support::{Site, SITE_URL};
+use crate::support::fake_api::{Recorded, GOOD_KEY};
+use crate::support::http::{free_addr, gauge, get};
+use crate::support::{accepted, shop_url, url, wait_until, Site, Table, KEY_A, KEY_B, WAIT};
 
-const WAIT: Duration = Duration::from_secs(30);
 /// `token_interval` of the churn tests.
 const INTERVAL: Duration = Duration::from_secs(2);
 /// Slack for a loaded machine on top of an interval.
 const SLACK: Duration = Duration::from_secs(2);
-const KEY_A: &str = "opt_site_a_key_aaaaaaaaaa";
-const KEY_B: &str = "opt_site_b_key_bbbbbbbbbb";
-
-fn url(rel: &str) -> String {
-    format!("{SITE_URL}/{rel}")
-}
 
 fn names(n: usize) -> Vec<String> {
     (0..n).map(|n| format!("{:02}/{n}.jpg", n % 20)).collect()
 }
 
-/// A site whose files are baselined, with the churn tests' watch settings.
-fn site(api: FakeApi, files: &[String]) -> Site {
-    let refs: Vec<&str> = files.iter().map(String::as_str).collect();
-    let mut site = Site::watched(api, &refs, "200ms");
-    site.config.tail = format!(
-        "[watch]\ndebounce = \"200ms\"\ntoken_interval = \"{}s\"\n",
-        INTERVAL.as_secs()
-    );
-    site
+/// The churn tests' `token_interval` line.
+fn interval() -> String {
+    format!("token_interval = \"{}s\"", INTERVAL.as_secs())
 }
 
 /// Edits `files` round-robin, `rate` edits per second, for `length`, each
@@ -195,7 +182,7 @@ fn wait_settled(site: &Site) -> serde_json::Value {
 #[test]
 fn sustained_change_gets_a_token_every_interval_and_one_after_it() {
     let files = names(1500);
-    let site = site(FakeApi::start(), &files);
+    let site = Site::watched("200ms", &files).setting(Table::Watch, &interval());
     let daemon = site.watch();
     let (last, stopped) = churn(&site, &files, 300, Duration::from_secs(14));
     site.api
@@ -205,7 +192,7 @@ fn sustained_change_gets_a_token_every_interval_and_one_after_it() {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_settled(&site))).is_err() {
         panic!("never settled; the daemon's log:\n{}", daemon.log());
     }
-    let timeline = Timeline::of(&site.api.requests(), crate::support::fake_api::GOOD_KEY);
+    let timeline = Timeline::of(&site.api.requests(), GOOD_KEY);
     eprintln!("{timeline}; longest wait {:?}", timeline.longest_wait());
     timeline.check(INTERVAL);
     let during = timeline.during();
@@ -225,8 +212,7 @@ fn sustained_change_gets_a_token_every_interval_and_one_after_it() {
 #[test]
 fn a_burst_within_one_interval_costs_one_token() {
     let files = names(1000);
-    let mut site = site(FakeApi::start(), &files);
-    site.config.tail = "[watch]\ndebounce = \"200ms\"\ntoken_interval = \"10s\"\n".into();
+    let site = Site::watched("200ms", &files).setting(Table::Watch, "token_interval = \"10s\"");
     let _daemon = site.watch();
     let started = Instant::now();
     for name in &files {
@@ -236,7 +222,7 @@ fn a_burst_within_one_interval_costs_one_token() {
     site.api
         .wait_for("the whole burst", WAIT, |rs| all_sent_after(rs, &last));
     wait_settled(&site);
-    let timeline = Timeline::of(&site.api.requests(), crate::support::fake_api::GOOD_KEY);
+    let timeline = Timeline::of(&site.api.requests(), GOOD_KEY);
     let span = timeline
         .accepted
         .last()
@@ -256,34 +242,19 @@ fn a_burst_within_one_interval_costs_one_token() {
 #[test]
 fn each_account_gets_tokens_for_its_own_acceptances() {
     let files = names(600);
-    let mut site = Site::with_api(FakeApi::start_with_keys(&[KEY_A, KEY_B]));
-    site.key = KEY_A.into();
-    site.config.rules = format!(
-        "[[rules]]\ndir = \"media\"\nurl = \"{SITE_URL}\"\n\
-         [[rules]]\ndir = \"shop\"\nurl = \"https://shop.example.com\"\nkey_env = \"SHOP_KEY\"\n"
-    );
-    site.config.tail = format!(
-        "[watch]\ndebounce = \"200ms\"\ntoken_interval = \"{}s\"\n",
-        INTERVAL.as_secs()
-    );
-    std::fs::create_dir(site.root.path().join("shop")).unwrap();
-    for name in &files {
-        site.write(name, b"v1");
-    }
-    let shop = site.root.path().join("shop/s.jpg");
+    let site = Site::with_keys(&[KEY_A, KEY_B])
+        .shop(KEY_B)
+        .fast_watch("200ms")
+        .setting(Table::Watch, &interval())
+        .files(&files);
+    let shop = site.at("shop/s.jpg");
     std::fs::write(&shop, b"1").unwrap();
-    site.optiwatch()
-        .arg("scan")
-        .env("SHOP_KEY", KEY_B)
-        .run()
-        .expect(0);
-    let daemon = site.optiwatch().arg("watch").env("SHOP_KEY", KEY_B).spawn();
-    daemon.wait_log("watching", WAIT);
+    let site = site.baselined();
+    let _daemon = site.watch();
     std::fs::write(&shop, b"2").unwrap();
     let (last, _) = churn(&site, &files, 200, Duration::from_secs(7));
     site.api.wait_for("every edit", WAIT, |rs| {
-        all_sent_after(rs, &last)
-            && crate::support::accepted(rs).contains(&"https://shop.example.com/s.jpg".to_string())
+        all_sent_after(rs, &last) && accepted(rs).contains(&shop_url("s.jpg"))
     });
     wait_settled(&site);
     let rs = site.api.requests();
@@ -299,50 +270,22 @@ fn each_account_gets_tokens_for_its_own_acceptances() {
     assert_eq!(shop.tokens.len(), 1, "one token for the quiet site; {shop}");
 }
 
-/// A plain HTTP GET; returns (status, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
-
-fn gauge(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
-}
-
 /// An accepted invalidation whose token cannot be published stays
 /// uncovered: `status`, `/metrics`, `/healthz` and the logs show its age,
 /// with nothing owed; once a token is published, all is well again.
 #[test]
 fn the_uncovered_age_is_shown_and_turns_health_red() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut site = site(FakeApi::start(), &["a.jpg".to_string()]);
-    let watch = format!(
-        "[watch]\ndebounce = \"100ms\"\ntoken_interval = \"1s\"\nmax_backoff = \"500ms\"\n\
-         [metrics]\nlisten = \"{addr}\"\nmax_owed_age = \"2s\"\n"
-    );
-    site.config.tail = format!("{watch}[token]\ncommand = [\"false\"]\n");
+    let addr = free_addr();
+    let mut site = Site::watched("100ms", &["a.jpg"])
+        .setting(Table::Watch, "max_backoff = \"500ms\"")
+        .setting(Table::Metrics, &format!("listen = \"{addr}\""))
+        .setting(Table::Metrics, "max_owed_age = \"2s\"")
+        .setting(Table::Token, "command = [\"false\"]");
     let daemon = site.watch();
     site.write("a.jpg", b"v2");
-    site.api.wait_for("the edit", WAIT, |rs| {
-        crate::support::accepted(rs) == [url("a.jpg")]
-    });
-    crate::support::wait_until("health to turn unhealthy", WAIT, || {
+    site.api
+        .wait_for("the edit", WAIT, |rs| accepted(rs) == [url("a.jpg")]);
+    wait_until("health to turn unhealthy", WAIT, || {
         get(&addr, "/healthz").0 == 503
     });
     let (_, health) = get(&addr, "/healthz");
@@ -365,16 +308,17 @@ fn the_uncovered_age_is_shown_and_turns_health_red() {
     assert!(daemon.log().contains("uncovered_age="), "{}", daemon.log());
 
     // The publisher is fixed: the token goes out and covers the edit.
-    site.config.tail = format!("{watch}[token]\nfile = \"token.txt\"\n");
+    site.config.unset(Table::Token, "command");
+    site.config.set(Table::Token, "file = \"token.txt\"");
     site.write_config();
     daemon.signal(libc::SIGHUP);
-    crate::support::wait_until("health to recover", WAIT, || {
+    wait_until("health to recover", WAIT, || {
         get(&addr, "/healthz").0 == 200
     });
     let status = wait_settled(&site);
     assert!(status["oldest_uncovered_at"].is_null(), "{status}");
     let (_, metrics) = get(&addr, "/metrics");
     assert_eq!(gauge(&metrics, "optiwatch_uncovered_age_seconds"), 0.0);
-    let published = std::fs::read_to_string(site.root.path().join("token.txt")).unwrap();
+    let published = std::fs::read_to_string(site.at("token.txt")).unwrap();
     assert_eq!(Some(&published), site.api.tokens_issued().last());
 }

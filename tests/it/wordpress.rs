@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::Site;
+use crate::support::skip::{lacks, Need};
+use crate::support::{Site, Table};
 
 const WP: &str = "/usr/share/wordpress";
 
@@ -27,16 +28,11 @@ $stored = array('cache_buster_images' => 'stored', 'cache_buster' => 'old', 'qua
 echo json_encode(apply_filters('option_optml_settings', $stored, 'optml_settings'));
 "#;
 
-/// Why the test cannot run here, if it cannot.
-fn missing_tools() -> Option<String> {
-    if Command::new("php").arg("-v").output().is_err() {
-        return Some("php is not installed (apt-get install php-cli)".into());
-    }
-    if !Path::new(WP).join("wp-includes/plugin.php").is_file() {
-        return Some(format!("{WP} is missing (apt-get install wordpress)"));
-    }
-    None
-}
+/// What the tests need: PHP (`php-cli`) and WordPress (`wordpress`).
+const NEEDS: &[Need] = &[
+    Need::Program("php"),
+    Need::File("/usr/share/wordpress/wp-includes/plugin.php"),
+];
 
 fn plugin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wordpress/optiwatch-token.php")
@@ -44,12 +40,12 @@ fn plugin() -> PathBuf {
 
 /// The `cache_buster_images` WordPress hands the Optimole plugin.
 fn cache_buster(site: &Site, blog: Option<u32>) -> String {
-    let harness = site.root.path().join("harness.php");
+    let harness = site.at("harness.php");
     std::fs::write(&harness, HARNESS).unwrap();
     let out = Command::new("php")
         .arg(&harness)
         .arg(WP)
-        .arg(site.root.path().join("wp-content"))
+        .arg(site.at("wp-content"))
         .arg(plugin())
         .arg(blog.map(|b| b.to_string()).unwrap_or_default())
         .output()
@@ -65,14 +61,13 @@ fn cache_buster(site: &Site, blog: Option<u32>) -> String {
 
 #[test]
 fn the_optimole_plugin_reads_the_published_token() {
-    if let Some(why) = missing_tools() {
-        eprintln!("skipped: {why}");
+    if lacks(NEEDS) {
         return;
     }
-    let mut site = Site::new();
-    std::fs::create_dir(site.root.path().join("wp-content")).unwrap();
-    site.config.tail = "[token]\nfile = \"wp-content/optiwatch-token\"\n".into();
-    site.write("2026/11/a.jpg", b"v1");
+    let site = Site::new()
+        .setting(Table::Token, "file = \"wp-content/optiwatch-token\"")
+        .files(&["2026/11/a.jpg"]);
+    std::fs::create_dir(site.at("wp-content")).unwrap();
     site.scan(&[]).expect(0);
     assert_eq!(
         cache_buster(&site, None),
@@ -98,12 +93,11 @@ fn the_optimole_plugin_reads_the_published_token() {
 
 #[test]
 fn multisite_sites_read_their_own_token_and_bad_files_change_nothing() {
-    if let Some(why) = missing_tools() {
-        eprintln!("skipped: {why}");
+    if lacks(NEEDS) {
         return;
     }
     let site = Site::new();
-    let content = site.root.path().join("wp-content");
+    let content = site.at("wp-content");
     std::fs::create_dir(&content).unwrap();
     std::fs::write(content.join("optiwatch-token"), "network1").unwrap();
     std::fs::write(content.join("optiwatch-token-3"), "site3tok").unwrap();

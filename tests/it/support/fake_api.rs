@@ -100,6 +100,9 @@ struct State {
     token_text: Option<String>,
     /// Assets refused by name on every invalidate request naming them.
     refused: HashSet<String>,
+    /// Connections whose handling is over (answered, dropped, or given up
+    /// because the client hung up).
+    finished: usize,
 }
 
 impl State {
@@ -199,6 +202,17 @@ impl FakeApi {
             .into_iter()
             .flat_map(|r| r.assets)
             .collect()
+    }
+
+    /// How many connections the fake is done with: after this, nothing it
+    /// records about them changes any more.
+    pub fn finished(&self) -> usize {
+        lock(&self.state).finished
+    }
+
+    /// How many queued faults no request has taken yet.
+    pub fn queued_faults(&self) -> usize {
+        lock(&self.state).faults.len()
     }
 
     pub fn tokens_issued(&self) -> Vec<String> {
@@ -378,8 +392,18 @@ fn html(status: u16) -> Reply {
     }
 }
 
+/// Counts a connection as finished when its handling ends, however it ends.
+struct Finished(Shared);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        lock(&self.0).finished += 1;
+    }
+}
+
 /// One connection, one request (we always answer `Connection: close`).
 async fn serve_connection(mut stream: TcpStream, state: Shared) {
+    let _finished = Finished(state.clone());
     let Some(req) = read_request(&mut stream).await else {
         return;
     };
