@@ -5,7 +5,7 @@ use crate::support::fake_api::Fault;
 use crate::support::{sorted, url, Site, Table};
 
 /// `a.jpg` and `b b.png` baselined; tokens go to `token.txt`.
-fn site() -> Site {
+fn baselined_site() -> Site {
     Site::new()
         .setting(Table::Token, "file = \"token.txt\"")
         .files(&["a.jpg", "b b.png"])
@@ -14,18 +14,16 @@ fn site() -> Site {
 
 #[test]
 fn invalidate_takes_paths_urls_and_hashes_in_one_batch_then_a_token() {
-    let site = site();
+    let site = baselined_site();
     let hash = "0123456789abcdef0123456789ABCDEF";
     let run = site
-        .optiwatch()
-        .args(&[
+        .run(&[
             "invalidate",
             "media/a.jpg",
             "media/b b.png",
             "https://cdn.example.com/x.jpg",
             hash,
         ])
-        .run()
         .expect(0);
     let sent = site.api.invalidate_requests();
     assert_eq!(sent.len(), 1, "{run}");
@@ -45,38 +43,26 @@ fn invalidate_takes_paths_urls_and_hashes_in_one_batch_then_a_token() {
 
 #[test]
 fn invalidate_dry_run_and_unmapped_paths_send_nothing() {
-    let site = site();
+    let site = baselined_site();
     let dry = site
-        .optiwatch()
-        .args(&["invalidate", "--dry-run", "media/a.jpg"])
-        .run()
+        .run(&["invalidate", "--dry-run", "media/a.jpg"])
         .expect(0);
     assert!(dry.stdout.contains(&url("a.jpg")), "{dry}");
-    let unmapped = site
-        .optiwatch()
-        .args(&["invalidate", "elsewhere/a.jpg"])
-        .run()
-        .expect(2);
+    let unmapped = site.run(&["invalidate", "elsewhere/a.jpg"]).expect(2);
     assert!(unmapped.stderr.contains("no rule covers it"), "{unmapped}");
-    let excluded = site
-        .optiwatch()
-        .args(&["invalidate", "media/notes.txt"])
-        .run()
-        .expect(2);
+    let excluded = site.run(&["invalidate", "media/notes.txt"]).expect(2);
     assert!(
         excluded.stderr.contains("does not include it"),
         "{excluded}"
     );
-    site.optiwatch().args(&["invalidate"]).run().expect(2);
+    site.run(&["invalidate"]).expect(2);
     assert!(site.api.requests().is_empty());
 }
 
 #[test]
 fn invalidate_domain_and_all() {
-    let site = site();
-    site.optiwatch()
-        .args(&["invalidate", "--domain", "example.com"])
-        .run()
+    let site = baselined_site();
+    site.run(&["invalidate", "--domain", "example.com"])
         .expect(0);
     let rs = site.api.requests();
     assert_eq!(rs[0].path, "/invalidate/domain");
@@ -84,17 +70,10 @@ fn invalidate_domain_and_all() {
     assert_eq!(rs[1].path, "/token");
 
     // --all on no terminal needs --yes.
-    let refused = site
-        .optiwatch()
-        .args(&["invalidate", "--all"])
-        .run()
-        .expect(2);
+    let refused = site.run(&["invalidate", "--all"]).expect(2);
     assert!(refused.stderr.contains("--yes"), "{refused}");
     site.api.clear();
-    site.optiwatch()
-        .args(&["invalidate", "--all", "--yes"])
-        .run()
-        .expect(0);
+    site.run(&["invalidate", "--all", "--yes"]).expect(0);
     let rs = site.api.requests();
     assert_eq!(
         (rs[0].path.as_str(), rs[1].path.as_str()),
@@ -104,13 +83,9 @@ fn invalidate_domain_and_all() {
 
 #[test]
 fn invalidate_keeps_what_failed_owed() {
-    let site = site();
+    let site = baselined_site();
     site.api.push_faults(Fault::Status(503), 1000);
-    let failed = site
-        .optiwatch()
-        .args(&["invalidate", "--json", "media/a.jpg"])
-        .run()
-        .expect(1);
+    let failed = site.run(&["invalidate", "--json", "media/a.jpg"]).expect(1);
     let json = failed.json();
     assert_eq!(json["pending"][0], url("a.jpg").as_str(), "{failed}");
     site.api.clear_faults();
@@ -120,8 +95,8 @@ fn invalidate_keeps_what_failed_owed() {
 
 #[test]
 fn token_prints_and_publishes_a_fresh_token() {
-    let site = site();
-    let run = site.optiwatch().arg("token").run().expect(0);
+    let site = baselined_site();
+    let run = site.run(&["token"]).expect(0);
     let token = site.api.tokens_issued()[0].clone();
     assert_eq!(run.stdout.trim(), token);
     assert_eq!(
@@ -133,10 +108,9 @@ fn token_prints_and_publishes_a_fresh_token() {
 
 #[test]
 fn urls_explains_each_path() {
-    let site = site().rule_setting("exclude = [\"**/cache/**\"]");
+    let site = baselined_site().rule_setting("exclude = [\"**/cache/**\"]");
     let run = site
-        .optiwatch()
-        .args(&[
+        .run(&[
             "urls",
             "media/2024/a b.jpg",
             "media/cache/x.jpg",
@@ -144,7 +118,6 @@ fn urls_explains_each_path() {
             "media/readme.txt",
             "/etc/passwd",
         ])
-        .run()
         .expect(1);
     let out = &run.stdout;
     assert!(out.contains(&url("2024/a%20b.jpg")), "{run}");
@@ -157,9 +130,7 @@ fn urls_explains_each_path() {
     );
     assert!(out.contains("no rule covers it"), "{run}");
     let json = site
-        .optiwatch()
-        .args(&["urls", "--json", "media/a.jpg"])
-        .run()
+        .run(&["urls", "--json", "media/a.jpg"])
         .expect(0)
         .json();
     assert_eq!(json[0]["urls"][0], url("a.jpg").as_str());
@@ -168,7 +139,7 @@ fn urls_explains_each_path() {
 
 #[test]
 fn status_reports_the_store() {
-    let site = site();
+    let site = baselined_site();
     site.write("a.jpg", b"2");
     site.api.push_faults(Fault::Status(500), 1000);
     site.scan(&[]).expect(1);
@@ -197,18 +168,14 @@ fn status_reports_the_store() {
             .contains(&daemon.pid().to_string()),
         "{status}"
     );
-    let human = site.optiwatch().arg("status").run().expect(0);
+    let human = site.run(&["status"]).expect(0);
     assert!(human.stdout.contains("2 files tracked"), "{human}");
 }
 
 #[test]
 fn check_finds_problems_and_can_go_online() {
-    let mut site = site();
-    let ok = site
-        .optiwatch()
-        .args(&["check", "--online"])
-        .run()
-        .expect(0);
+    let mut site = baselined_site();
+    let ok = site.run(&["check", "--online"]).expect(0);
     assert!(!ok.stdout.contains("FAIL"), "{ok}");
     let probe = site.api.invalidate_requests();
     assert_eq!(probe.len(), 1);
@@ -218,11 +185,7 @@ fn check_finds_problems_and_can_go_online() {
         .rules
         .push_str("[[rules]]\ndir = \"missing\"\nurl = \"https://x.example.com\"\n");
     site.key = "opt_revoked_key".into();
-    let bad = site
-        .optiwatch()
-        .args(&["check", "--online"])
-        .run()
-        .expect(1);
+    let bad = site.run(&["check", "--online"]).expect(1);
     assert!(bad.stdout.contains("FAIL  rule 2"), "{bad}");
     assert!(bad.stdout.contains("User not found"), "{bad}");
     assert!(!bad.stdout.contains("opt_revoked_key"));
@@ -232,17 +195,13 @@ fn check_finds_problems_and_can_go_online() {
 fn completions_and_man_page_come_from_the_cli_definition() {
     let site = Site::new();
     for shell in ["bash", "zsh", "fish"] {
-        let run = site
-            .optiwatch()
-            .args(&["completions", shell])
-            .run()
-            .expect(0);
+        let run = site.run(&["completions", shell]).expect(0);
         assert!(
             run.stdout.contains("invalidate") && run.stdout.contains("dry-run"),
             "{shell}"
         );
     }
-    let man = site.optiwatch().arg("man").run().expect(0);
+    let man = site.run(&["man"]).expect(0);
     assert!(
         man.stdout.starts_with(".ie") || man.stdout.contains(".TH"),
         "{}",
@@ -253,11 +212,11 @@ fn completions_and_man_page_come_from_the_cli_definition() {
 
 #[test]
 fn the_progress_bar_shows_on_a_terminal_only() {
-    let site = site();
+    let site = baselined_site();
     for n in 0..50 {
         site.write(format!("p{n}.jpg"), b"1");
     }
-    let piped = site.optiwatch().arg("scan").run().expect(0);
+    let piped = site.run(&["scan"]).expect(0);
     assert!(!piped.stderr.contains("files walked"), "{piped}");
     site.write("more.jpg", b"1");
     // `script` gives the command a pseudo-terminal (temp paths hold no
@@ -271,7 +230,7 @@ fn the_progress_bar_shows_on_a_terminal_only() {
 
 #[test]
 fn the_deploy_hook_example_runs_a_scan_and_summarises_it() {
-    let site = site();
+    let site = baselined_site();
     site.write("a.jpg", b"2");
     let hook = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/deploy-hook.sh");
     let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_optiwatch"))

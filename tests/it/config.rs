@@ -40,7 +40,7 @@ fn plain_http_to_a_remote_api_is_refused() {
         "[api]\nbase_url = \"http://dashboard.optimole.com/api\"\n\
          [[rules]]\ndir = \"media\"\nurl = \"{SITE_URL}\"\n"
     ));
-    let run = site.optiwatch().arg("scan").run().expect(2);
+    let run = site.run(&["scan"]).expect(2);
     let err = &run.stderr;
     assert!(
         err.contains("base_url") && err.contains("https://"),
@@ -131,14 +131,8 @@ fn config_lookup_order_is_flag_then_env_then_working_dir() {
 #[test]
 fn bad_command_lines_exit_2() {
     let site = Site::new();
-    site.optiwatch()
-        .args(&["scan", "--no-such-flag"])
-        .run()
-        .expect(2);
-    site.optiwatch()
-        .args(&["scan", "--baseline", "--dry-run"])
-        .run()
-        .expect(2);
+    site.run(&["scan", "--no-such-flag"]).expect(2);
+    site.run(&["scan", "--baseline", "--dry-run"]).expect(2);
 }
 
 #[test]

@@ -22,7 +22,7 @@ const POINTS: &[&str] = &[
 ];
 
 /// `files` files baselined; batches of 10; tokens to a file and a command.
-fn site(files: usize) -> Site {
+fn crash_site(files: usize) -> Site {
     let names: Vec<String> = (0..files).map(|n| format!("{n}.jpg")).collect();
     Site::new()
         .setting(Table::Api, "batch_size = 10")
@@ -36,7 +36,7 @@ fn site(files: usize) -> Site {
 fn kill_when_paused(mut run: Daemon, point: &str) -> bool {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        match run.is_stopped() {
+        match run.paused() {
             Some(true) => {
                 run.kill9();
                 return true;
@@ -74,7 +74,7 @@ fn check_nothing_lost(site: &Site, changed: &BTreeSet<String>) {
 #[test]
 fn scan_killed_at_every_pause_point_loses_nothing() {
     for point in POINTS {
-        let site = site(30);
+        let site = crash_site(30);
         let mut changed = BTreeSet::new();
         for n in 0..25 {
             site.write(format!("{n}.jpg"), b"v2");
@@ -88,7 +88,7 @@ fn scan_killed_at_every_pause_point_loses_nothing() {
 
 #[test]
 fn scan_killed_again_and_again_at_random_moments_loses_nothing() {
-    let site = site(200);
+    let site = crash_site(200);
     let mut changed = BTreeSet::new();
     let mut kills = 0;
     for round in 0..12u32 {
@@ -115,7 +115,7 @@ fn scan_killed_again_and_again_at_random_moments_loses_nothing() {
 #[test]
 fn watch_killed_at_pause_points_loses_nothing() {
     for point in ["recorded", "invalidated", "token-fetched", "published"] {
-        let site = site(10).fast_watch("100ms");
+        let site = crash_site(10).fast_watch("100ms");
         let daemon = site.optiwatch().pause_at(point).start_watch();
         let mut changed = BTreeSet::new();
         for n in 0..5 {

@@ -12,22 +12,22 @@ use std::time::{Duration, Instant};
 use crate::support::skip::{lacks, Need};
 use crate::support::{
     accepted, is_stopped, shop_url, times_accepted, url, wait_until, Daemon, Site, Table, KEY_A,
-    KEY_B, SHOP_URL, SITE_URL, WAIT,
+    KEY_B, SHOP_URL, SITE_URL, THREE_INOTIFY_WATCHES, WAIT,
 };
 
 const DEBOUNCE: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_millis(1000);
 
 /// Fast watch settings (`DEBOUNCE`, `POLL`), nothing baselined yet.
-fn unscanned() -> Site {
+fn polled_unscanned() -> Site {
     Site::new()
         .fast_watch("200ms")
         .setting(Table::Watch, "poll_interval = \"1s\"")
 }
 
 /// A site with `files` baselined and fast watch settings.
-fn site(files: &[&str]) -> Site {
-    unscanned().files(files).baselined()
+fn polled_site(files: &[&str]) -> Site {
+    polled_unscanned().files(files).baselined()
 }
 
 /// The daemon's exit code and the last line of its log, once it exited
@@ -69,9 +69,8 @@ fn a_watch_whose_store_disk_fills_up_exits_non_zero_and_says_why_last() {
     if lacks(&[Need::Namespaces]) {
         return;
     }
-    let site = site(&[]).setting(Table::Top, "state = \"store/optiwatch.db\"");
+    let site = polled_site(&[]).store_in("store");
     let store = site.at("store");
-    std::fs::create_dir(&store).unwrap();
     for n in 0..5 {
         site.write(format!("{n}.jpg"), b"1");
     }
@@ -100,7 +99,7 @@ fn a_watch_whose_store_disk_fills_up_exits_non_zero_and_says_why_last() {
 
 #[test]
 fn a_watch_whose_store_is_deleted_exits_non_zero_and_says_why_last() {
-    let site = site(&["a.jpg"]);
+    let site = polled_site(&["a.jpg"]);
     let daemon = site.watch();
     std::fs::remove_file(site.at("optiwatch.db")).unwrap();
     let (code, last) = exit_and_last_line(daemon);
@@ -114,7 +113,7 @@ fn a_watch_whose_store_is_deleted_exits_non_zero_and_says_why_last() {
 #[test]
 fn a_rule_folder_missing_at_start_is_baselined_when_it_appears_then_edits_are_sent() {
     // No scan before: the rule has never been baselined.
-    let site = unscanned();
+    let site = polled_unscanned();
     std::fs::remove_dir(&site.media).unwrap();
     let daemon = site.watch();
     daemon.wait_log("rule folder is unavailable", WAIT);
@@ -135,7 +134,7 @@ fn a_rule_folder_missing_at_start_is_baselined_when_it_appears_then_edits_are_se
 
 #[test]
 fn a_rule_added_by_sighup_before_its_folder_exists_is_baselined_when_it_appears() {
-    let mut site = site(&["a.jpg"]);
+    let mut site = polled_site(&["a.jpg"]);
     let daemon = site.watch();
     site = site.rule("shop", SHOP_URL);
     site.write_config();
@@ -163,7 +162,7 @@ fn a_rule_added_by_sighup_before_its_folder_exists_is_baselined_when_it_appears(
 
 #[test]
 fn a_rule_folder_swapped_by_renames_is_watched_again() {
-    let site = site(&["a.jpg", "b.jpg"]);
+    let site = polled_site(&["a.jpg", "b.jpg"]);
     let _daemon = site.watch();
     let new = site.at("media.new");
     std::fs::create_dir(&new).unwrap();
@@ -181,7 +180,7 @@ fn a_rule_folder_swapped_by_renames_is_watched_again() {
 
 #[test]
 fn a_rule_folder_deleted_and_made_again_is_watched_again() {
-    let site = site(&["a.jpg", "b.jpg"]).setting(Table::Top, "invalidate_new = true");
+    let site = polled_site(&["a.jpg", "b.jpg"]).setting(Table::Top, "invalidate_new = true");
     let _daemon = site.watch();
     std::fs::remove_dir_all(&site.media).unwrap();
     std::fs::create_dir(&site.media).unwrap();
@@ -197,7 +196,7 @@ fn a_rule_folder_deleted_and_made_again_is_watched_again() {
 fn a_rule_folder_that_is_a_symlink_is_watched_and_followed_when_switched() {
     // `media -> releases/1`, switched to `releases/2` by a deploy: no event
     // at all, only the poll tick's identity check can see the switch.
-    let site = site(&[]);
+    let site = polled_site(&[]);
     let releases = site.at("releases");
     for (r, a) in [("1", "v1"), ("2", "r2")] {
         std::fs::create_dir_all(releases.join(r)).unwrap();
@@ -270,15 +269,8 @@ fn running_out_of_watches_while_the_event_queue_is_full_still_polls() {
     // more. Every pass stops before recording (a pause point), so the
     // detector is busy, not reading its one-slot queue, while the folders
     // below are created and fail to be watched.
-    let launcher = [
-        "unshare",
-        "-Ur",
-        "sh",
-        "-c",
-        "echo 3 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"",
-    ];
     let daemon = site
-        .optiwatch_via(&launcher)
+        .optiwatch_via(THREE_INOTIFY_WATCHES)
         .arg("watch")
         .pause_at("walked")
         .spawn();
@@ -344,7 +336,7 @@ fn work_recorded_for_an_account_a_reload_removes_is_adopted() {
 /// write-ahead log under the daemon and its later commits are lost.
 #[test]
 fn status_beside_the_daemon_loses_none_of_its_commits() {
-    let site = site(&["a.jpg", "b.jpg", "c.jpg"]);
+    let site = polled_site(&["a.jpg", "b.jpg", "c.jpg"]);
     let daemon = site.watch();
     for (n, rel) in ["a.jpg", "b.jpg", "c.jpg"].into_iter().enumerate() {
         site.write(rel, format!("v{}", n + 2).as_bytes());

@@ -453,9 +453,7 @@ fn watch_compares_a_rule_folder_remounted_at_once_by_content_and_watches_it_agai
 /// is rewritten: it reports the file instead of recording what it read.
 #[test]
 fn a_file_changed_while_it_is_read_is_reported_and_not_recorded() {
-    let site = Site::new();
-    site.write("a.jpg", b"one");
-    site.scan(&[]).expect(0);
+    let site = Site::new().files(&["a.jpg"]).baselined();
     site.write("a.jpg", b"two");
     let scan = site
         .optiwatch()

@@ -209,9 +209,8 @@ fn a_full_disk_fails_clearly_and_leaves_the_store_consistent() {
     if lacks(&[Need::Namespaces]) {
         return;
     }
-    let site = Site::new().setting(Table::Top, "state = \"store/optiwatch.db\"");
+    let site = Site::new().store_in("store");
     let store_dir = site.at("store");
-    std::fs::create_dir(&store_dir).unwrap();
     for n in 0..5 {
         site.write(format!("{n}.jpg"), b"1");
     }
@@ -249,9 +248,8 @@ fn a_read_only_store_folder_fails_clearly() {
     if lacks(&[Need::Namespaces]) {
         return;
     }
-    let site = Site::new().setting(Table::Top, "state = \"store/optiwatch.db\"");
+    let site = Site::new().store_in("store");
     let store_dir = site.at("store");
-    std::fs::create_dir(&store_dir).unwrap();
     site.write("a.jpg", b"1");
     let script = format!(
         "mount --bind {d} {d} && mount -o remount,bind,ro {d} || exit 99

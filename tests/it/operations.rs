@@ -66,7 +66,7 @@ fn many_assets_of_one_domain_escalate_to_a_domain_invalidation() {
     for n in 0..30 {
         site.write(format!("{n}.jpg"), b"2");
     }
-    let run = site.optiwatch().args(&["-v", "scan"]).run().expect(0);
+    let run = site.run(&["-v", "scan"]).expect(0);
     let rs = site.api.requests();
     assert_eq!(rs.len(), 2, "{rs:?}");
     assert_eq!(rs[0].path, "/invalidate/domain");

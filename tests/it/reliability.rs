@@ -12,7 +12,7 @@ use crate::support::{
 fn a_second_process_on_the_same_store_is_refused() {
     let site = Site::watched("100ms", &["a.jpg"]);
     let daemon = site.watch();
-    let refused = site.optiwatch().arg("scan").run().expect(1);
+    let refused = site.run(&["scan"]).expect(1);
     let pid = format!("pid {}", daemon.pid());
     assert!(
         refused.stderr.contains(&pid) && refused.stderr.contains("watch"),
@@ -20,12 +20,9 @@ fn a_second_process_on_the_same_store_is_refused() {
     );
     assert!(refused.stderr.contains("another optiwatch"), "{refused}");
     // A dry run only reads: it may run beside the daemon.
-    site.optiwatch()
-        .args(&["scan", "--dry-run"])
-        .run()
-        .expect(0);
+    site.run(&["scan", "--dry-run"]).expect(0);
     assert_eq!(daemon.stop_with(libc::SIGTERM, WAIT), Some(0));
-    site.optiwatch().arg("scan").run().expect(0);
+    site.run(&["scan"]).expect(0);
 }
 
 #[test]

@@ -103,10 +103,7 @@ fn edits_touches_deletions_and_additions_of_250_images() {
 
 #[test]
 fn dry_run_sends_nothing_and_changes_nothing() {
-    let site = Site::new();
-    site.write("a.jpg", b"one");
-    site.write("b.jpg", b"one");
-    site.scan(&[]).expect(0);
+    let site = Site::new().files(&["a.jpg", "b.jpg"]).baselined();
     site.write("a.jpg", b"two");
     site.remove("b.jpg");
 
@@ -141,9 +138,7 @@ fn dry_run_on_a_new_site_creates_no_store() {
 
 #[test]
 fn touch_without_a_content_change_invalidates_nothing() {
-    let site = Site::new();
-    site.write("a.jpg", b"same");
-    site.scan(&[]).expect(0);
+    let site = Site::new().files(&["a.jpg"]).baselined();
     site.touch("a.jpg");
     let run = site.scan(&[]).expect(0);
     assert_eq!(run.list("touched").len(), 1);
@@ -236,9 +231,7 @@ fn include_and_exclude_patterns() {
 
 #[test]
 fn new_files_are_invalidated_only_when_asked() {
-    let mut site = Site::new();
-    site.write("a.jpg", b"1");
-    site.scan(&[]).expect(0);
+    let mut site = Site::new().files(&["a.jpg"]).baselined();
     site.write("b.jpg", b"1");
     site.scan(&[]).expect(0);
     assert!(site.api.requests().is_empty());
@@ -268,9 +261,7 @@ fn a_new_rule_gets_its_own_baseline() {
 
 #[test]
 fn explicit_baseline_records_without_sending() {
-    let site = Site::new();
-    site.write("a.jpg", b"1");
-    site.scan(&[]).expect(0);
+    let site = Site::new().files(&["a.jpg"]).baselined();
     site.write("a.jpg", b"2");
     let run = site.scan(&["--baseline"]).expect(0);
     assert_eq!(run.list("changed").len(), 1);
@@ -354,9 +345,7 @@ fn both_token_answer_shapes_are_accepted() {
 
 #[test]
 fn missing_rule_folder_fails_without_deleting_anything() {
-    let site = Site::new();
-    site.write("a.jpg", b"1");
-    site.scan(&[]).expect(0);
+    let site = Site::new().files(&["a.jpg"]).baselined();
     std::fs::rename(&site.media, site.at("moved")).unwrap();
     let run = site.scan(&[]).expect(1);
     assert!(run.stderr.contains("media"), "{run}");
@@ -378,7 +367,7 @@ fn a_change_set_bigger_than_one_chunk_is_recorded_and_sent_whole() {
     for i in 0..n {
         site.write(format!("{}/{i}.jpg", i % 50), b"2");
     }
-    site.optiwatch().arg("scan").run().expect(0);
+    site.run(&["scan"]).expect(0);
     assert_eq!(site.api.invalidate_requests().len(), n.div_ceil(100));
     assert_eq!(site.api.invalidated_assets().len(), n);
     assert_eq!(site.api.token_requests().len(), 1);

@@ -66,7 +66,7 @@ fn the_token_command_finds_no_key_in_scan() {
     let (site, out) = spied_site();
     site.write("a.jpg", b"2");
     std::fs::write(site.at("shop/s.jpg"), b"2").unwrap();
-    site.optiwatch().arg("scan").run().expect(0);
+    site.run(&["scan"]).expect(0);
     // One run per account, each reading /proc/<optiwatch>/environ,
     // cmdline and every thread's environ.
     assert_no_key(&out, 2);
@@ -297,7 +297,7 @@ fn deleting_the_lock_file_lets_no_second_process_in() {
     let site = Site::watched("100ms", &["a.jpg"]);
     let daemon = site.watch();
     std::fs::remove_file(site.at("optiwatch.db.lock")).unwrap();
-    let refused = site.optiwatch().arg("scan").run().expect(1);
+    let refused = site.run(&["scan"]).expect(1);
     let holder = format!("another optiwatch (pid {}", daemon.pid());
     assert!(refused.stderr.contains(&holder), "{refused}");
     let running = site.status()["running"].to_string();
@@ -355,44 +355,32 @@ fn calls(rs: &[Recorded]) -> Vec<(String, String)> {
 #[test]
 fn owed_assets_follow_their_rule_to_its_new_account() {
     const OTHER_KEY: &str = "opt_other_key_5555555555";
-    let mut site = Site::with_keys(&[GOOD_KEY, SHOP_KEY, OTHER_KEY]);
-    let plain_rule = site.config.rules.clone();
-    site.write("a.jpg", b"1");
-    site.scan(&[]).expect(0);
-
-    // Owed to the [api] account while Optimole is down...
-    site.write("a.jpg", b"2");
-    site.api.push_faults(Fault::Status(503), 1000);
-    site.scan(&[]).expect(1);
-    site.api.clear_faults();
-    site.api.clear();
-    // ...then the rule gets its own key: the asset goes with it.
-    site.config.rules = format!("{plain_rule}key_env = \"SHOP_KEY\"\n");
-    let run = site
-        .optiwatch()
-        .arg("scan")
+    let mut site = Site::with_keys(&[GOOD_KEY, SHOP_KEY, OTHER_KEY])
         .env("SHOP_KEY", SHOP_KEY)
-        .run()
-        .expect(0);
+        .env("OTHER_KEY", OTHER_KEY)
+        .files(&["a.jpg"])
+        .baselined();
+    let plain_rule = site.config.rules.clone();
+    // An edit owed to the rule's account while Optimole is down.
+    let owed_through_an_outage = |site: &Site, content: &[u8]| {
+        site.write("a.jpg", content);
+        site.api.push_faults(Fault::Status(503), 1000);
+        site.scan(&[]).expect(1);
+        site.api.clear_faults();
+        site.api.clear();
+    };
+
+    // Owed to the [api] account, then the rule gets its own key: the
+    // asset goes with it.
+    owed_through_an_outage(&site, b"2");
+    site.config.rules = format!("{plain_rule}key_env = \"SHOP_KEY\"\n");
+    let run = site.scan(&[]).expect(0);
     assert_follows(&site, SHOP_KEY, &run);
 
     // Owed to that account, then its key changes: the new one takes it.
-    site.write("a.jpg", b"3");
-    site.api.push_faults(Fault::Status(503), 1000);
-    site.optiwatch()
-        .arg("scan")
-        .env("SHOP_KEY", SHOP_KEY)
-        .run()
-        .expect(1);
-    site.api.clear_faults();
-    site.api.clear();
+    owed_through_an_outage(&site, b"3");
     site.config.rules = format!("{plain_rule}key_env = \"OTHER_KEY\"\n");
-    let run = site
-        .optiwatch()
-        .arg("scan")
-        .env("OTHER_KEY", OTHER_KEY)
-        .run()
-        .expect(0);
+    let run = site.scan(&[]).expect(0);
     assert_follows(&site, OTHER_KEY, &run);
 }
 

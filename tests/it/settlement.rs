@@ -111,7 +111,7 @@ fn an_asset_refused_by_name_is_kept_visible_and_can_be_sent_again() {
         .as_str()
         .unwrap()
         .contains("Invalid asset"));
-    let text = site.optiwatch().arg("status").run().expect(0);
+    let text = site.run(&["status"]).expect(0);
     assert!(text.stdout.contains(&url("b.jpg")), "{text}");
 
     // Still listed by later runs, and not sent again on its own.
@@ -121,18 +121,11 @@ fn an_asset_refused_by_name_is_kept_visible_and_can_be_sent_again() {
     assert!(site.api.requests().is_empty());
 
     // Refused again: still kept. Accepted: gone from the list.
-    site.optiwatch()
-        .args(&["invalidate", "--refused"])
-        .run()
-        .expect(1);
+    site.run(&["invalidate", "--refused"]).expect(1);
     assert_eq!(site.status()["assets_refused"], 1);
     site.api.accept(&url("b.jpg"));
     site.api.clear();
-    let again = site
-        .optiwatch()
-        .args(&["invalidate", "--refused", "--json"])
-        .run()
-        .expect(0);
+    let again = site.run(&["invalidate", "--refused", "--json"]).expect(0);
     assert_eq!(again.list("invalidated"), vec![url("b.jpg")]);
     assert_eq!(site.api.token_requests().len(), 1);
     assert_eq!(site.status()["assets_refused"], 0);
@@ -297,12 +290,12 @@ fn config_values_that_would_overflow_are_errors_with_line_and_column() {
         (Table::Watch, "event_queue", "9000000000000000000"),
     ] {
         let site = Site::new().setting(table, &format!("{key} = {value}"));
-        let run = site.optiwatch().arg("status").run().expect(2);
+        let run = site.run(&["status"]).expect(2);
         assert!(run.stderr.contains("line "), "{run}");
         assert!(run.stderr.contains("column "), "{run}");
         assert!(run.stderr.contains(key), "{run}");
     }
     let site = Site::new().setting(Table::Api, "timeout = \"584542046091y\"");
-    let run = site.optiwatch().arg("status").run().expect(2);
+    let run = site.run(&["status"]).expect(2);
     assert!(run.stderr.contains("timeout"), "{run}");
 }

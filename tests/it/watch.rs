@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::fake_api::{Fault, Recorded};
 use crate::support::skip::{lacks, Need};
-use crate::support::{accepted, has_all, sorted, url, wait_until, Site, Table, WAIT};
+use crate::support::{
+    accepted, has_all, sorted, url, wait_until, Site, Table, THREE_INOTIFY_WATCHES, WAIT,
+};
 
 #[test]
 fn an_edit_is_invalidated_then_one_token_is_published() {
@@ -288,17 +290,8 @@ fn running_out_of_inotify_watches_names_the_limit_and_falls_back_to_polling() {
     }
     let files = ["a/1.jpg", "b/1.jpg", "c/1.jpg", "d/1.jpg", "e/1.jpg"];
     let site = Site::watched("200ms", &files).setting(Table::Watch, "poll_interval = \"300ms\"");
-    // A user namespace of its own, whose inotify watch limit (3) is lower
-    // than the folders to watch (6); the rest of the machine is unaffected.
-    let launcher = [
-        "unshare",
-        "-Ur",
-        "sh",
-        "-c",
-        "echo 3 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"",
-    ];
-    let daemon = site.optiwatch_via(&launcher).arg("watch").spawn();
-    daemon.wait_log("watching", WAIT);
+    // An inotify watch limit (3) lower than the folders to watch (6).
+    let daemon = site.optiwatch_via(THREE_INOTIFY_WATCHES).start_watch();
     let log = daemon.log();
     assert!(
         log.contains("fs.inotify.max_user_watches") && log.contains("sysctl"),

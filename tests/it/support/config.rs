@@ -43,15 +43,8 @@ impl ConfigText {
     /// Sets `line` (`key = value`) in `table`, in place of a line with the
     /// same key.
     pub fn set(&mut self, table: Table, line: &str) {
-        let lines = match table {
-            Table::Top => &mut self.top,
-            Table::Api => &mut self.api,
-            Table::Watch => &mut self.watch,
-            Table::Token => &mut self.token,
-            Table::Metrics => &mut self.metrics,
-        };
-        let key = |l: &str| l.split('=').next().unwrap_or("").trim().to_string();
         let line = line.trim_end().to_string();
+        let lines = self.table(table);
         match lines.iter_mut().find(|l| key(l) == key(&line)) {
             Some(old) => *old = line,
             None => lines.push(line),
@@ -59,15 +52,18 @@ impl ConfigText {
     }
 
     /// Removes `key` from `table`.
-    pub fn unset(&mut self, table: Table, key: &str) {
-        let lines = match table {
+    pub fn unset(&mut self, table: Table, key_name: &str) {
+        self.table(table).retain(|l| key(l) != key_name);
+    }
+
+    fn table(&mut self, table: Table) -> &mut Vec<String> {
+        match table {
             Table::Top => &mut self.top,
             Table::Api => &mut self.api,
             Table::Watch => &mut self.watch,
             Table::Token => &mut self.token,
             Table::Metrics => &mut self.metrics,
-        };
-        lines.retain(|l| l.split('=').next().unwrap_or("").trim() != key);
+        }
     }
 
     /// From now on the file is exactly `text`.
@@ -99,4 +95,9 @@ impl ConfigText {
         }
         text
     }
+}
+
+/// The key of a `key = value` line.
+fn key(line: &str) -> &str {
+    line.split('=').next().unwrap_or("").trim()
 }

@@ -99,7 +99,7 @@ impl Daemon {
 
     /// Whether the process has stopped itself (a crash-test pause point);
     /// `None` once it has exited.
-    pub fn is_stopped(&mut self) -> Option<bool> {
+    pub fn paused(&mut self) -> Option<bool> {
         if !self.is_running() {
             return None;
         }

@@ -38,6 +38,17 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub const KEY_A: &str = "opt_site_a_key_aaaaaaaaaa";
 pub const KEY_B: &str = "opt_site_b_key_bbbbbbbbbb";
 
+/// A launcher ([`Site::optiwatch_via`]) that runs the binary in a user
+/// namespace of its own whose inotify watch limit is 3; the rest of the
+/// machine is unaffected. Needs [`skip::Need::Namespaces`].
+pub const THREE_INOTIFY_WATCHES: &[&str] = &[
+    "unshare",
+    "-Ur",
+    "sh",
+    "-c",
+    "echo 3 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"",
+];
+
 /// The URL of a file of the media folder.
 pub fn url(rel: &str) -> String {
     format!("{SITE_URL}/{rel}")

@@ -106,6 +106,13 @@ impl Site {
             .env("SHOP_KEY", key)
     }
 
+    /// The store in the folder `dir` of the site (made here) instead of
+    /// beside the config.
+    pub fn store_in(self, dir: &str) -> Site {
+        std::fs::create_dir(self.at(dir)).unwrap();
+        self.setting(Table::Top, &format!("state = \"{dir}/optiwatch.db\""))
+    }
+
     /// An environment variable for every run.
     pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Site {
         self.env.push((key.to_string(), value.into()));
@@ -192,6 +199,11 @@ impl Site {
     /// the launcher gets the binary's path and arguments after its own.
     pub fn optiwatch_via(&self, launcher: &[&str]) -> Run {
         Run::new(self, launcher, ConfigArg::Flag)
+    }
+
+    /// `optiwatch <args>`; asserts nothing.
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        self.optiwatch().args(args).run()
     }
 
     /// `optiwatch scan --json` with extra args; asserts nothing.
