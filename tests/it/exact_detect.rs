@@ -160,7 +160,7 @@ impl Drop for Mount {
 }
 
 fn mount(args: &[&str], at: &Path) -> Option<Mount> {
-    if lacks(&[Need::Root]) {
+    if lacks(&[Need::Root, Need::Program("mount")]) {
         return None;
     }
     let out = Command::new("mount").args(args).arg(at).output().ok()?;
