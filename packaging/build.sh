@@ -72,7 +72,12 @@ static_build() {
 # "dns error" instead of a refused connection).
 check_static() {
     local bin=$dist/optiwatch-$version-x86_64-linux-static tmp out
-    file "$bin" | tee /dev/stderr | grep -Eq 'statically linked|static-pie linked'
+    out=$(file "$bin")
+    echo "file: $out" >&2
+    grep -Eq 'statically linked|static-pie linked' <<<"$out" || {
+        echo "build.sh: $bin is not static" >&2
+        exit 1
+    }
     # ldd says "not a dynamic executable" (exit 1) or "statically linked".
     out=$(ldd "$bin" 2>&1 || true)
     echo "ldd: $out" >&2

@@ -16,7 +16,18 @@ use clap_mangen::Man;
 
 /// Writes the whole page as roff.
 pub fn render(cli: Command, out: &mut dyn Write) -> std::io::Result<()> {
-    let mut top = cli.disable_help_subcommand(false);
+    let mut page = Vec::new();
+    render_parts(cli, &mut page)?;
+    // Every part rendered on its own starts with the roff crate's
+    // apostrophe definitions; the page needs them once, at the top.
+    let preamble = Roff::new().render();
+    let page = String::from_utf8_lossy(&page).replace(&preamble, "");
+    out.write_all(preamble.as_bytes())?;
+    out.write_all(page.as_bytes())
+}
+
+fn render_parts(cli: Command, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut top = cli;
     top.build();
     let man = Man::new(top.clone());
     man.render_title(out)?;
@@ -185,7 +196,7 @@ const FILES: Section = Section {
              bytes, readable by its owner only.",
         ),
         (
-            "`/lib/systemd/system/optiwatch.service`",
+            "`/usr/lib/systemd/system/optiwatch.service`",
             "The systemd unit of the Debian package: runs *watch* as the system user \
              *optiwatch*.",
         ),
@@ -282,7 +293,7 @@ mod tests {
         let roff = |text: &str| {
             let mut r = Roff::new();
             r.text(inline(text));
-            r.render()
+            r.to_roff()
         };
         assert_eq!(roff("a *b* `c` d"), "a \\fBb\\fR \\fIc\\fR d\n");
         assert_eq!(roff("*key_env* *x"), "\\fBkey_env\\fR *x\n");

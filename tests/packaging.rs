@@ -82,6 +82,9 @@ fn the_man_page_has_every_command_and_the_reference_sections() {
     }
     // Options of commands are there too, not only their names.
     assert!(page.contains("\\-\\-baseline") && page.contains("\\-\\-refused"));
+    // One page: the roff preamble once, one title.
+    assert_eq!(page.matches(".ie \\n(.g").count(), 1, "{page}");
+    assert_eq!(page.matches("\n.TH ").count(), 1, "{page}");
     // No pointers to pages that do not exist.
     assert!(!page.contains("optiwatch\\-scan(1)"), "{page}");
     assert!(!page.contains("SUBCOMMANDS"), "{page}");

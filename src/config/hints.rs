@@ -216,6 +216,18 @@ mod tests {
     }
 
     #[test]
+    fn a_table_key_at_the_top_names_its_table() {
+        let text = "batch_size = 5\n[[rules]]\ndir = \"m\"\nurl = \"https://a.com\"\n";
+        let err =
+            crate::config::Config::parse(text, std::path::Path::new("/c/w.toml")).unwrap_err();
+        assert!(
+            err.contains("line 1, column 1")
+                && err.contains("`batch_size` is a key of the [api] table"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn headers_are_found_with_their_lines() {
         let text = "state = \"a\"\n[api] # x\nk = 1\n  [[rules]]\n";
         let headers: Vec<(usize, String)> = table_headers(text)
