@@ -7,8 +7,8 @@
 #   packaging/build.sh && packaging/smoke.sh
 #
 # The package keeps the system user `optiwatch` on purge (Debian practice);
-# this script deletes it again when it did not exist before, so the machine
-# is left as it was.
+# this script deletes it again when it did not exist before, and purges the
+# package when a check fails, so the machine is left as it was.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,17 @@ debs=(target/dist/optiwatch_*.deb)
 deb=${debs[-1]}
 user_existed=no
 getent passwd optiwatch >/dev/null && user_existed=yes
+site=
+# Whatever happens, leave the machine as it was: no package, no new user.
+cleanup() {
+    [ -n "$site" ] && rm -rf "$site"
+    if dpkg -s optiwatch >/dev/null 2>&1; then dpkg --purge optiwatch >/dev/null; fi
+    if [ "$user_existed" = no ] && getent passwd optiwatch >/dev/null; then
+        userdel optiwatch
+        if getent group optiwatch >/dev/null; then groupdel optiwatch; fi
+    fi
+}
+trap cleanup EXIT
 
 declare -a report=()
 t0=$(date +%s.%N)
@@ -85,6 +96,7 @@ runuser -u optiwatch -- env OPTIMOLE_API_KEY=smoke-test-not-a-key \
     fail "baseline scan as the optiwatch user"
 [ "$(stat -c %U /var/lib/optiwatch/smoke.db)" = optiwatch ] || fail "store not owned by optiwatch"
 rm -rf "$site"
+site=
 lap "user optiwatch, folders, scan --baseline as optiwatch"
 
 dpkg -r optiwatch
@@ -97,10 +109,6 @@ dpkg --purge optiwatch
 [ ! -e "$unit" ] || fail "purge left $unit"
 if dpkg -s optiwatch >/dev/null 2>&1; then fail "dpkg still knows optiwatch"; fi
 lap "dpkg --purge optiwatch"
-if [ "$user_existed" = no ]; then
-    userdel optiwatch
-    if getent group optiwatch >/dev/null; then groupdel optiwatch; fi
-fi
 
 echo
 echo "smoke test passed: $deb ($(stat -c %s "$deb") bytes)"
