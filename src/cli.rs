@@ -187,7 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::Success);
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            crate::manpage::render(Cli::command(), &mut std::io::stdout().lock())?;
             return Ok(ExitCode::Success);
         }
         _ => {}

@@ -19,6 +19,7 @@ pub mod explain;
 pub mod failpoint;
 pub mod flush;
 pub mod logging;
+pub mod manpage;
 pub mod manual;
 pub mod metrics;
 pub mod pipeline;

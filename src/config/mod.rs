@@ -4,6 +4,7 @@
 //! Parsing is strict (unknown keys are errors) and every error names the key
 //! with its line and column, so a typo never silently turns into a default.
 
+mod hints;
 mod keys;
 mod raw;
 mod values;
@@ -227,7 +228,7 @@ impl Config {
     /// Parses config text; `path` anchors relative paths. Errors are
     /// messages with line and column.
     pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| hints::explain(text, &e))?;
         let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let at = |span: std::ops::Range<usize>| locate(text, span.start);
 

@@ -11,6 +11,8 @@ use serde::de::{Deserializer, Error};
 use serde::Deserialize;
 use url::Url;
 
+use super::hints;
+
 /// A duration written the human way: `"30s"`, `"500ms"`, `"2m"`, at most
 /// `MAX_SECS` seconds. Every duration key has a ceiling (see [`limits`]), so
 /// no value can overflow a clock (`Instant + d`) or a counter downstream;
@@ -27,7 +29,7 @@ pub mod limits {
 
 impl<'de, const MAX_SECS: u64> Deserialize<'de> for HumanDuration<MAX_SECS> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
+        let text = d.deserialize_any(hints::DurationText)?;
         let max = Duration::from_secs(MAX_SECS);
         let value = humantime::parse_duration(text.trim()).map_err(|e| {
             D::Error::custom(format!(
@@ -169,7 +171,7 @@ pub struct Argv(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for Argv {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let argv = Vec::<String>::deserialize(d)?;
+        let argv = d.deserialize_any(hints::ArgvList)?;
         match argv.first() {
             Some(program) if !program.trim().is_empty() => Ok(Argv(argv)),
             _ => Err(D::Error::custom(

@@ -232,21 +232,7 @@ fn the_progress_bar_shows_on_a_terminal_only() {
 fn the_deploy_hook_example_runs_a_scan_and_summarises_it() {
     let site = baselined_site();
     site.write("a.jpg", b"2");
-    let hook = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/deploy-hook.sh");
-    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_optiwatch"))
-        .parent()
-        .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = std::process::Command::new(hook)
-        .arg(site.config_path())
-        .env("PATH", path)
-        .env("OPTIMOLE_API_KEY", &site.key)
-        .output()
-        .unwrap();
+    let out = site.deploy_hook(&site.config_path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

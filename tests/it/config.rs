@@ -150,3 +150,38 @@ fn a_foreign_or_corrupt_store_is_refused_and_left_untouched() {
     assert!(run.stderr.contains("not an optiwatch state store"), "{run}");
     assert_eq!(std::fs::read(&db).unwrap(), before);
 }
+
+#[test]
+fn a_top_level_key_after_a_table_says_to_move_it_above() {
+    // Lands after [api] (line 2), so TOML reads it as a key of [api].
+    let site = Site::new().setting(Table::Api, "state = \"elsewhere.db\"");
+    let err = config_error(&site);
+    assert!(err.contains("line 5, column 1"), "{err}");
+    assert!(
+        err.contains("top-level keys such as `state` must come before the first [table]"),
+        "{err}"
+    );
+    assert!(err.contains("above [api] on line 2"), "{err}");
+}
+
+#[test]
+fn a_token_command_written_as_a_string_shows_the_list_to_write() {
+    let site = Site::new().setting(
+        Table::Token,
+        "command = \"wp option update my_token {token}\"",
+    );
+    let err = config_error(&site);
+    assert!(
+        err.contains(r#"write it as command = ["wp", "option", "update", "my_token", "{token}"]"#),
+        "{err}"
+    );
+    assert!(err.contains("line 11, column 11"), "{err}");
+}
+
+#[test]
+fn a_duration_written_as_a_number_shows_the_string_to_write() {
+    let site = Site::new().setting(Table::Watch, "debounce = 500");
+    let err = config_error(&site);
+    assert!(err.contains(r#"write "500ms""#), "{err}");
+    assert!(err.contains("line 11, column 12"), "{err}");
+}

@@ -15,6 +15,7 @@ mod faults;
 mod hostile;
 mod mapping_props;
 mod operations;
+mod packaging;
 mod reliability;
 mod scan;
 mod secrets;

@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -215,6 +216,25 @@ impl Site {
     /// is watching.
     pub fn watch(&self) -> Daemon {
         self.optiwatch().start_watch()
+    }
+
+    /// `examples/deploy-hook.sh <config>` (the config written first), with
+    /// the binary under test first on `PATH` and the site's key.
+    pub fn deploy_hook(&self, config: &Path) -> Command {
+        self.write_config();
+        let hook = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/deploy-hook.sh");
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_optiwatch")).parent().unwrap();
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = Command::new(hook);
+        command
+            .arg(config)
+            .env("PATH", path)
+            .env("OPTIMOLE_API_KEY", &self.key);
+        command
     }
 
     /// `optiwatch status --json`.
