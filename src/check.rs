@@ -12,7 +12,8 @@ use crate::config::{Config, KeySource};
 use crate::report::show_path;
 use crate::retry::{retry, RetryPolicy};
 use crate::secret::ApiKey;
-use crate::state::{lock_holder, Store};
+use crate::session::{Access, Session};
+use crate::state::{lock_holder, OutdatedStore};
 
 #[derive(Debug, Serialize)]
 pub struct Finding {
@@ -89,35 +90,46 @@ pub async fn check(config: &Config, online: bool) -> Vec<Finding> {
             }
         }
     }
-    if config.state.exists() {
-        match Store::open(&config.state).and_then(|s| s.file_count().map(|n| (s, n))) {
-            Ok((_, files)) => {
-                let user = lock_holder(&config.state)
-                    .map_or(String::new(), |h| format!("; in use by {h}"));
-                note(
-                    true,
-                    "state store",
-                    format!("{} holds {files} files{user}", show_path(&config.state)),
-                );
-            }
-            Err(e) => note(false, "state store", format!("{e:#}")),
-        }
-    } else {
-        let folder = config.state.parent().filter(|p| p.is_dir());
-        note(
-            folder.is_some(),
+    let session = Session::open(config, Access::ReadOnly);
+    let files = session
+        .as_ref()
+        .map(|s| s.store().map(|store| store.file_count()));
+    let user = || lock_holder(&config.state).map_or(String::new(), |h| format!("; in use by {h}"));
+    match files {
+        Ok(Some(Ok(files))) => note(
+            true,
             "state store",
-            match folder {
-                Some(_) => format!(
-                    "{} will be created by the first scan",
-                    show_path(&config.state)
-                ),
-                None => format!(
-                    "the folder of {} does not exist: create it",
-                    show_path(&config.state)
-                ),
-            },
-        );
+            format!("{} holds {files} files{}", show_path(&config.state), user()),
+        ),
+        Ok(Some(Err(e))) => note(false, "state store", format!("{e:#}")),
+        // Written by an older optiwatch: the next scan upgrades it.
+        Err(e) if e.chain().any(|c| c.is::<OutdatedStore>()) => note(
+            true,
+            "state store",
+            format!(
+                "{} was written by an older optiwatch; the next `scan` or `watch` upgrades it{}",
+                show_path(&config.state),
+                user()
+            ),
+        ),
+        Err(e) => note(false, "state store", format!("{e:#}")),
+        Ok(None) => {
+            let folder = config.state.parent().filter(|p| p.is_dir());
+            note(
+                folder.is_some(),
+                "state store",
+                match folder {
+                    Some(_) => format!(
+                        "{} will be created by the first scan",
+                        show_path(&config.state)
+                    ),
+                    None => format!(
+                        "the folder of {} does not exist: create it",
+                        show_path(&config.state)
+                    ),
+                },
+            );
+        }
     }
     if let Some(file) = &config.token.file {
         let folder = file.parent().filter(|p| p.is_dir());

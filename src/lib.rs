@@ -28,6 +28,7 @@ pub mod retry;
 pub mod rules;
 pub mod scan;
 pub mod secret;
+pub mod session;
 pub mod state;
 pub mod status;
 pub mod token;

@@ -15,10 +15,11 @@ use serde::Serialize;
 use crate::api::ApiError;
 use crate::config::Config;
 use crate::exit_codes::UsageError;
-use crate::flush::{adopt_orphans, api_error, flush_lanes, lanes, refused_error, Flushed, Lane};
+use crate::flush::{api_error, flush_lanes, refused_error, Flushed, Lane};
 use crate::retry::{retry, RetryPolicy};
 use crate::rules::{RuleSet, Verdict};
-use crate::state::{Changes, Owed, Store, StoreLock};
+use crate::session::{Access, Session};
+use crate::state::{Changes, Owed, Store};
 
 #[derive(Debug, Default)]
 pub struct InvalidateRequest {
@@ -133,26 +134,28 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
         ..ManualReport::default()
     };
     if req.dry_run {
-        if req.refused && config.state.exists() {
-            let store = Store::open(&config.state)?;
-            report
-                .assets
-                .extend(store.refused()?.into_iter().map(|r| r.asset));
+        if req.refused {
+            if let Some(store) = Session::open(config, Access::ReadOnly)?.store() {
+                report
+                    .assets
+                    .extend(store.refused()?.into_iter().map(|r| r.asset));
+            }
         }
         return Ok(report);
     }
     if req.all && !req.yes {
         confirm_all()?;
     }
-    let (_lock, mut store, lanes) = open(config)?;
+    let mut session = Session::open(config, Access::ReadWrite)?;
     if req.refused {
-        let again = store.owe_refused()?;
+        let again = session.writable()?.owe_refused()?;
         tracing::info!(assets = again.len(), "refused assets are owed again");
         report.assets.extend(again);
         // A refused asset of an account the config no longer has goes to
         // the [api] key's, like any other owed asset.
-        adopt_orphans(&mut store, &lanes)?;
+        session.adopt_orphans()?;
     }
+    let (store, lanes) = session.parts()?;
     let client = &lanes[0].client;
     let policy = RetryPolicy::bounded(config.api.retry_for);
     // Named assets become owed first, so a failure below keeps them.
@@ -188,30 +191,22 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
             Err(e) => report.errors.push(format!("{e:#}")),
         }
     }
-    flush_and_report(&mut store, &lanes, config, policy, &mut report).await?;
+    flush_and_report(store, lanes, config, policy, &mut report).await?;
     Ok(report)
-}
-
-/// The lock, the store and a lane per account, for a manual command.
-fn open(config: &Config) -> anyhow::Result<(StoreLock, Store, Vec<Lane>)> {
-    let lock = StoreLock::acquire(&config.state)?;
-    let mut store = Store::open(&config.state)?;
-    let lanes = lanes(config)?;
-    adopt_orphans(&mut store, &lanes)?;
-    Ok((lock, store, lanes))
 }
 
 /// `optiwatch token`: a fresh token, published as configured. Anything
 /// still owed is sent first, so the token comes after it.
 /// (Every account's: each site gets its own fresh token.)
 pub async fn token(config: &Config) -> anyhow::Result<ManualReport> {
-    let (_lock, mut store, lanes) = open(config)?;
-    for lane in &lanes {
+    let mut session = Session::open(config, Access::ReadWrite)?;
+    let (store, lanes) = session.parts()?;
+    for lane in lanes {
         store.owe_token(&lane.account)?;
     }
     let mut report = ManualReport::default();
     let policy = RetryPolicy::bounded(config.api.retry_for);
-    flush_and_report(&mut store, &lanes, config, policy, &mut report).await?;
+    flush_and_report(store, lanes, config, policy, &mut report).await?;
     Ok(report)
 }
 

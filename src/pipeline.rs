@@ -9,12 +9,13 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::flush::{adopt_orphans, flush_lanes, lanes, refused_error, Flushed};
+use crate::flush::{flush_lanes, refused_error, Flushed};
 use crate::report::{show_paths, Counts, ScanReport};
 use crate::retry::RetryPolicy;
 use crate::rules::{RuleSet, Verdict};
 use crate::scan::{scan, Detected, ScanPlan, Scope};
-use crate::state::{FileIndex, Store, StoreLock};
+use crate::session::{Access, Session};
+use crate::state::{FileIndex, Store};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScanOptions {
@@ -173,24 +174,11 @@ pub fn record(store: &mut Store, detected: &Detected) -> anyhow::Result<usize> {
 pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<ScanReport> {
     let rules = RuleSet::new(&config.rules)?;
     // A dry run only reads: it needs no lock and must not create the store.
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(StoreLock::acquire(&config.state)?)
+    let access = match opts.dry_run {
+        true => Access::ReadOnly,
+        false => Access::ReadWrite,
     };
-    let mut store = if opts.dry_run && !config.state.exists() {
-        None
-    } else {
-        Some(Store::open(&config.state)?)
-    };
-    let lanes = if opts.dry_run {
-        Vec::new()
-    } else {
-        lanes(config)?
-    };
-    if let Some(store) = store.as_mut().filter(|_| !opts.dry_run) {
-        adopt_orphans(store, &lanes)?;
-    }
+    let mut session = Session::open(config, access)?;
     let mut report = ScanReport {
         dry_run: opts.dry_run,
         ..ScanReport::default()
@@ -204,14 +192,15 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
 
     // What earlier runs left owed goes out before the (possibly long) walk.
     // Tokens wait until after the walk, so one run asks for one per account.
-    if let (Some(store), true) = (store.as_mut(), send) {
+    if send {
+        let (store, lanes) = session.parts()?;
         if store.owed_count()? > 0 {
-            down = flush_lanes(store, &lanes, &config.api, retry, false, &[], &mut flushed).await?;
+            down = flush_lanes(store, lanes, &config.api, retry, false, &[], &mut flushed).await?;
         }
     }
 
     let mut plan = plan(
-        store.as_ref(),
+        session.store(),
         &rules,
         config,
         opts.baseline,
@@ -220,7 +209,13 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
     report.baseline = plan.baseline.iter().any(|b| *b);
     plan.progress = crate::progress::Progress::on_terminal(opts.progress).map(std::sync::Arc::new);
     let (detected, _) = tokio::task::block_in_place(|| {
-        detect(store.as_mut(), &rules, &plan, &Scope::All, !opts.dry_run)
+        detect(
+            session.store_mut(),
+            &rules,
+            &plan,
+            &Scope::All,
+            !opts.dry_run,
+        )
     })?;
     if let Some(progress) = &plan.progress {
         progress.finish();
@@ -228,7 +223,7 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
     fill(&mut report, &detected);
 
     if opts.dry_run {
-        let mut would = match &store {
+        let mut would = match session.store() {
             Some(store) => store.owed()?,
             None => Vec::new(),
         };
@@ -238,11 +233,11 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         report.counts.pending = report.pending.len();
         return Ok(report);
     }
-    let store = store.as_mut().expect("only a dry run goes without a store");
+    let (store, lanes) = session.parts()?;
     record(store, &detected)?;
     if send {
         let failed =
-            flush_lanes(store, &lanes, &config.api, retry, true, &down, &mut flushed).await?;
+            flush_lanes(store, lanes, &config.api, retry, true, &down, &mut flushed).await?;
         down.extend(failed);
     }
     report.errors.extend(down.into_iter().map(|e| e.message));

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::report::show_path;
-use crate::state::{lock_holder, Refused, Store, TokenState};
+use crate::session::{Access, Session};
+use crate::state::{lock_holder, Refused, TokenState};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -67,17 +68,16 @@ pub fn status(config: &Config) -> anyhow::Result<Status> {
         last_error: None,
         last_error_at: None,
     };
-    let store = if status.exists {
+    if status.exists {
         status.running = lock_holder(&config.state);
-        Some(Store::open(&config.state)?)
-    } else {
-        None
-    };
+    }
+    let session = Session::open(config, Access::ReadOnly)?;
+    let store = session.store();
     for rule in &config.rules {
         status.rules.push(RuleStatus {
             dir: show_path(&rule.dir),
             url: rule.url.clone(),
-            files: match &store {
+            files: match store {
                 Some(store) => store.file_count_under(&rule.dir)?,
                 None => 0,
             },

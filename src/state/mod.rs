@@ -69,33 +69,76 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A store written by an older optiwatch, met by a read-only command: only
+/// a command that writes upgrades it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the state store has schema version {found}, older than this optiwatch's ({SCHEMA_VERSION}); \
+     read-only commands do not upgrade it: run `optiwatch scan` (or start `optiwatch watch`) once"
+)]
+pub struct OutdatedStore {
+    pub found: i32,
+}
+
+/// What a store file holds, as far as opening it is concerned.
+enum Found {
+    /// A new (empty) SQLite file.
+    Empty,
+    Current,
+    Older(i32),
+}
+
 impl Store {
-    /// Opens the store, creating it when the file does not exist yet.
+    /// Opens the store for reading and writing, creating it when the file
+    /// does not exist yet and upgrading an older schema.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         ensure_folder(path)?;
-        let conn = Connection::open_with_flags(
+        let mut store = Store::connect(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("cannot open state store {}", path.display()))?;
-        let mut store = Store {
-            conn,
-            path: path.to_path_buf(),
-        };
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
         store
             .prepare()
             .with_context(|| format!("state store {}", path.display()))?;
         Ok(store)
     }
 
+    /// Opens the store for reading only: it is never created, upgraded or
+    /// written (SQLite opens it read-only). `None` when there is no store
+    /// yet (no file, or the empty file a failed first run left); an older
+    /// schema is an [`OutdatedStore`] error.
+    pub fn open_read_only(path: &Path) -> anyhow::Result<Option<Store>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let store = Store::connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let found = store
+            .check()
+            .with_context(|| format!("state store {}", path.display()))?;
+        match found {
+            Found::Empty => Ok(None),
+            Found::Current => Ok(Some(store)),
+            Found::Older(found) => Err(OutdatedStore { found })
+                .with_context(|| format!("state store {}", path.display())),
+        }
+    }
+
+    fn connect(path: &Path, flags: OpenFlags) -> anyhow::Result<Store> {
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_context(|| format!("cannot open state store {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn prepare(&mut self) -> anyhow::Result<()> {
-        self.conn.busy_timeout(Duration::from_secs(10))?;
+    /// Tells a store (or a new file) from a damaged or foreign one; reads only.
+    fn check(&self) -> anyhow::Result<Found> {
         if let Some(why) = damage::cut_short(&self.conn, &self.path) {
             return Err(damage::damaged(&self.path, &why));
         }
@@ -109,15 +152,25 @@ impl Store {
             ),
         };
         if app_id == 0 && version == 0 && tables == 0 {
-            self.create()?;
-        } else if app_id == APPLICATION_ID && version < SCHEMA_VERSION {
-            self.migrate(version)?;
+            Ok(Found::Empty)
         } else if app_id != APPLICATION_ID {
             bail!("this SQLite file is not an optiwatch state store; it was left untouched: point `state` at another path");
         } else if version > SCHEMA_VERSION {
             bail!(
                 "the store has schema version {version}, newer than this optiwatch understands ({SCHEMA_VERSION}): upgrade optiwatch; the store was left untouched"
             );
+        } else if version < SCHEMA_VERSION {
+            Ok(Found::Older(version))
+        } else {
+            Ok(Found::Current)
+        }
+    }
+
+    fn prepare(&mut self) -> anyhow::Result<()> {
+        match self.check()? {
+            Found::Empty => self.create()?,
+            Found::Older(version) => self.migrate(version)?,
+            Found::Current => {}
         }
         let mode: String = self
             .conn
@@ -263,13 +316,10 @@ fn unix_now() -> i64 {
 mod tests {
     use super::*;
 
-    /// A schema-2 store (no ctime, device, racy or links) is upgraded in
-    /// place and its rows read with ctime and device 0.
-    #[test]
-    fn a_version_2_store_is_upgraded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let conn = Connection::open(&path).unwrap();
+    /// Writes a schema-2 store (no ctime, device, racy or links) holding
+    /// `/a.jpg`.
+    fn version_2_store(path: &Path) {
+        let conn = Connection::open(path).unwrap();
         conn.execute_batch(&format!(
             "CREATE TABLE files (path BLOB PRIMARY KEY, size INTEGER NOT NULL,
                mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, hash BLOB NOT NULL) WITHOUT ROWID;
@@ -281,7 +331,15 @@ mod tests {
              PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 2;"
         ))
         .unwrap();
-        drop(conn);
+    }
+
+    /// A schema-2 store is upgraded in place and its rows read with ctime
+    /// and device 0.
+    #[test]
+    fn a_version_2_store_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        version_2_store(&path);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.identify().unwrap().1, SCHEMA_VERSION);
         let index = store.load_index().unwrap();
@@ -299,5 +357,42 @@ mod tests {
         );
         assert!(known.stat.is_legacy_of(&now));
         assert!(!known.stat.is_legacy_of(&Stat { mtime_ns: 6, ..now }));
+    }
+
+    #[test]
+    fn a_read_only_open_never_creates_upgrades_or_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        assert!(Store::open_read_only(&path).unwrap().is_none());
+        assert!(!path.exists(), "not created");
+        // The empty file the lock of a failed first run leaves.
+        std::fs::write(&path, b"").unwrap();
+        assert!(Store::open_read_only(&path).unwrap().is_none());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "not written");
+        std::fs::remove_file(&path).unwrap();
+
+        version_2_store(&path);
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(err.chain().any(|c| c.is::<OutdatedStore>()), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("run `optiwatch scan`"),
+            "{err:#}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        let version: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2, "not upgraded");
+        drop(conn);
+
+        drop(Store::open(&path).unwrap());
+        let mut store = Store::open_read_only(&path).unwrap().unwrap();
+        assert_eq!(store.file_count().unwrap(), 1, "read");
+        let forget = Changes {
+            removals: vec![PathBuf::from("/a.jpg")],
+            ..Changes::default()
+        };
+        assert!(store.record(&forget).is_err(), "writes are refused");
+        assert_eq!(store.file_count().unwrap(), 1);
     }
 }

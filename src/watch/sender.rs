@@ -17,6 +17,7 @@ use crate::api::ApiError;
 use crate::config::Config;
 use crate::flush::{Flushed, Flusher, Lane, TokenRule};
 use crate::retry::RetryPolicy;
+use crate::session::Session;
 use crate::state::{Store, TokenState};
 
 /// What the detector tells the sender.
@@ -52,8 +53,9 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(store: Store, lanes: Vec<Lane>, config: Config) -> Sender {
-        Sender {
+    pub fn new(session: Session, config: Config) -> anyhow::Result<Sender> {
+        let (store, lanes) = session.into_parts()?;
+        Ok(Sender {
             store,
             lanes: lanes
                 .into_iter()
@@ -66,7 +68,7 @@ impl Sender {
                 })
                 .collect(),
             config,
-        }
+        })
     }
 
     pub async fn run(
