@@ -9,6 +9,7 @@
 //! token ([`token`]). [`pipeline`] strings them together for one run;
 //! [`cli`] is the command line on top.
 
+pub mod accounts;
 pub mod api;
 pub mod check;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod manual;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
+pub mod publish;
 pub mod report;
 pub mod retry;
 pub mod rules;
@@ -31,5 +33,4 @@ pub mod secret;
 pub mod session;
 pub mod state;
 pub mod status;
-pub mod token;
 pub mod watch;

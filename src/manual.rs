@@ -9,17 +9,16 @@ use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::api::ApiError;
 use crate::config::Config;
 use crate::exit_codes::UsageError;
-use crate::flush::{api_error, flush_lanes, refused_error, Flushed, Lane};
-use crate::retry::{retry, RetryPolicy};
+use crate::flush::{api_error, refused_error, Flusher, Policy, Purge, Sent};
 use crate::rules::{RuleSet, Verdict};
 use crate::session::{Access, Session};
-use crate::state::{Changes, Owed, Store};
+use crate::state::{Changes, Owed};
 
 #[derive(Debug, Default)]
 pub struct InvalidateRequest {
@@ -155,43 +154,41 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
         // the [api] key's, like any other owed asset.
         session.adopt_orphans()?;
     }
-    let (store, lanes) = session.parts()?;
-    let client = &lanes[0].client;
-    let policy = RetryPolicy::bounded(config.api.retry_for);
+    let (store, accounts) = session.parts()?;
     // Named assets become owed first, so a failure below keeps them.
     store.record(&Changes {
         assets: owed,
         ..Changes::default()
     })?;
-    let mut wide = Vec::new();
-    for domain in &req.domains {
-        wide.push(
-            retry(policy, "invalidate domain", || {
-                client.invalidate_domain(domain)
-            })
+    let mut flusher = Flusher::new(&config.api);
+    let policy = Policy::complete(&config.api);
+    let purges = req
+        .domains
+        .iter()
+        .map(|d| Purge::Domain(d.clone()))
+        .chain(req.all.then_some(Purge::Account));
+    let api_account = accounts
+        .api_account()
+        .context("the config has no [api] account (a bug)")?;
+    let mut misconfigured = None;
+    for purge in purges {
+        let Err(e) = flusher
+            .purge(store, api_account, &purge, policy.retry)
             .await
-            .map_err(|e| anyhow!(e))
-            .with_context(|| format!("invalidating domain {domain} failed")),
-        );
-    }
-    if req.all {
-        wide.push(
-            retry(policy, "invalidate all", || client.invalidate_all())
-                .await
-                .map_err(|e| anyhow!(e))
-                .context("invalidating the whole account failed"),
-        );
-    }
-    for result in wide {
-        match result {
-            Ok(()) => store.owe_token("")?,
-            Err(e) if matches!(api_error(&e), Some(ApiError::Misconfigured { .. })) => {
-                return Err(UsageError(format!("{e:#}")).into());
+        else {
+            continue;
+        };
+        match api_error(&e) {
+            Some(ApiError::Misconfigured { .. }) => {
+                misconfigured.get_or_insert(e);
             }
-            Err(e) => report.errors.push(format!("{e:#}")),
+            _ => report.errors.push(format!("{e:#}")),
         }
     }
-    flush_and_report(store, lanes, config, policy, &mut report).await?;
+    if let Some(e) = misconfigured {
+        return Err(UsageError(format!("{e:#}")).into());
+    }
+    flush_and_report(&mut session, &mut flusher, policy, &mut report).await?;
     Ok(report)
 }
 
@@ -200,30 +197,31 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
 /// (Every account's: each site gets its own fresh token.)
 pub async fn token(config: &Config) -> anyhow::Result<ManualReport> {
     let mut session = Session::open(config, Access::ReadWrite)?;
-    let (store, lanes) = session.parts()?;
-    for lane in lanes {
-        store.owe_token(&lane.account)?;
+    let (store, accounts) = session.parts()?;
+    for account in accounts {
+        store.owe_token(&account.id)?;
     }
     let mut report = ManualReport::default();
-    let policy = RetryPolicy::bounded(config.api.retry_for);
-    flush_and_report(store, lanes, config, policy, &mut report).await?;
+    let mut flusher = Flusher::new(&config.api);
+    let policy = Policy::complete(&config.api);
+    flush_and_report(&mut session, &mut flusher, policy, &mut report).await?;
     Ok(report)
 }
 
 async fn flush_and_report(
-    store: &mut Store,
-    lanes: &[Lane],
-    config: &Config,
-    policy: RetryPolicy,
+    session: &mut Session,
+    flusher: &mut Flusher,
+    policy: Policy<'_>,
     report: &mut ManualReport,
 ) -> anyhow::Result<()> {
-    let mut flushed = Flushed::default();
-    let failed = flush_lanes(store, lanes, &config.api, policy, true, &[], &mut flushed).await?;
+    let (store, accounts) = session.parts()?;
+    let mut sent = Sent::default();
+    let failed = flusher.run_all(store, accounts, policy, &mut sent).await?;
     report.errors.extend(failed.into_iter().map(|e| e.message));
-    report.errors.extend(refused_error(&flushed.refused));
-    report.invalidated = flushed.invalidated;
-    report.token = flushed.token;
-    report.requests = lanes.iter().map(|l| l.client.requests()).sum();
+    report.errors.extend(refused_error(&sent.refused));
+    report.invalidated = sent.invalidated;
+    report.token = sent.token;
+    report.requests = accounts.requests();
     report.pending = store.owed()?;
     report.refused = store.refused()?.into_iter().map(|r| r.asset).collect();
     Ok(())

@@ -9,9 +9,8 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::flush::{flush_lanes, refused_error, Flushed};
+use crate::flush::{refused_error, Flusher, Policy, Sent, TokenWhen};
 use crate::report::{show_paths, Counts, ScanReport};
-use crate::retry::RetryPolicy;
 use crate::rules::{RuleSet, Verdict};
 use crate::scan::{scan, Detected, ScanPlan, Scope};
 use crate::session::{Access, Session};
@@ -183,19 +182,25 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         dry_run: opts.dry_run,
         ..ScanReport::default()
     };
-    let mut flushed = Flushed::default();
-    let retry = RetryPolicy::bounded(config.api.retry_for);
-    // An account whose flush failed is taken as down for this run: a
-    // second attempt would only spend another retry budget.
+    let mut sent = Sent::default();
+    // An account whose flush failed is taken as down for this run (the
+    // flusher skips it): a second attempt would only spend another retry
+    // budget.
+    let mut flusher = Flusher::new(&config.api);
+    let policy = Policy::complete(&config.api);
     let mut down = Vec::new();
     let send = !opts.dry_run && !opts.baseline;
 
     // What earlier runs left owed goes out before the (possibly long) walk.
     // Tokens wait until after the walk, so one run asks for one per account.
     if send {
-        let (store, lanes) = session.parts()?;
+        let (store, accounts) = session.parts()?;
         if store.owed_count()? > 0 {
-            down = flush_lanes(store, lanes, &config.api, retry, false, &[], &mut flushed).await?;
+            let early = Policy {
+                token: TokenWhen::Later,
+                ..policy
+            };
+            down = flusher.run_all(store, accounts, early, &mut sent).await?;
         }
     }
 
@@ -233,20 +238,19 @@ pub async fn run_scan(config: &Config, opts: ScanOptions) -> anyhow::Result<Scan
         report.counts.pending = report.pending.len();
         return Ok(report);
     }
-    let (store, lanes) = session.parts()?;
+    let (store, accounts) = session.parts()?;
     record(store, &detected)?;
     if send {
-        let failed =
-            flush_lanes(store, lanes, &config.api, retry, true, &down, &mut flushed).await?;
+        let failed = flusher.run_all(store, accounts, policy, &mut sent).await?;
         down.extend(failed);
     }
     report.errors.extend(down.into_iter().map(|e| e.message));
-    report.errors.extend(refused_error(&flushed.refused));
+    report.errors.extend(refused_error(&sent.refused));
     report.refused = store.refused()?.into_iter().map(|r| r.asset).collect();
     report.counts.refused = report.refused.len();
-    report.requests = lanes.iter().map(|l| l.client.requests()).sum();
-    report.invalidated = flushed.invalidated;
-    report.token = flushed.token;
+    report.requests = accounts.requests();
+    report.invalidated = sent.invalidated;
+    report.token = sent.token;
     report.pending = store.owed()?;
     if !report.errors.is_empty() {
         store.note_error(&report.errors.join("; "));

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::accounts::Accounts;
 use crate::config::Config;
-use crate::flush::{adopt_orphans, lanes, Lane};
 use crate::state::{Store, StoreLock};
 
 /// What a session may do to the store.
@@ -36,7 +36,7 @@ pub struct Session {
     // Fields drop in order: the connection closes before the lock's
     // descriptor of the store file does.
     store: Option<Store>,
-    lanes: Vec<Lane>,
+    accounts: Accounts,
     _lock: Option<SessionLock>,
 }
 
@@ -63,7 +63,7 @@ impl SessionLock {
         let store = Store::open(&config.state)?;
         Ok(Session {
             store: Some(store),
-            lanes: lanes(config)?,
+            accounts: Accounts::load(config)?,
             _lock: Some(self.clone()),
         })
     }
@@ -74,7 +74,7 @@ impl Session {
         match access {
             Access::ReadOnly => Ok(Session {
                 store: Store::open_read_only(&config.state)?,
-                lanes: Vec::new(),
+                accounts: Accounts::default(),
                 _lock: None,
             }),
             Access::ReadWrite => {
@@ -85,11 +85,16 @@ impl Session {
         }
     }
 
-    /// Owed work follows its rule's current account; work owed to an
-    /// account the config no longer has goes to the `[api]` one.
+    /// Owed assets follow their rule's current account (a rule that got
+    /// its own key, or a new one, takes its owed assets along: the old key
+    /// may not be allowed to invalidate them); work owed to accounts the
+    /// config no longer has and no rule serves goes to the `[api]` account:
+    /// it must not stay owed forever.
     pub fn adopt_orphans(&mut self) -> anyhow::Result<()> {
-        let (store, lanes) = self.parts()?;
-        adopt_orphans(store, lanes)
+        let (store, accounts) = self.parts()?;
+        store
+            .follow_rules(|asset| accounts.serving(asset))
+            .and_then(|()| store.adopt_orphans(&accounts.ids()))
             .context("cannot hand work owed to accounts no longer in the config to the [api] key")
     }
 
@@ -107,12 +112,7 @@ impl Session {
 
     /// The store of a read-write session.
     pub fn writable(&mut self) -> anyhow::Result<&mut Store> {
-        match (&mut self.store, &self._lock) {
-            (Some(store), Some(_)) => Ok(store),
-            _ => anyhow::bail!(
-                "this optiwatch command opened the store read-only; it cannot write it (a bug)"
-            ),
-        }
+        Ok(self.parts()?.0)
     }
 
     /// Another connection to the store, for a second worker.
@@ -132,26 +132,28 @@ impl Session {
     /// The store and the accounts of a read-write session, for a worker
     /// that owns them; whoever holds the [`SessionLock`] keeps it while the
     /// worker runs.
-    pub fn into_parts(mut self) -> anyhow::Result<(Store, Vec<Lane>)> {
+    pub fn into_parts(mut self) -> anyhow::Result<(Store, Accounts)> {
         self.writable()?;
-        let lanes = std::mem::take(&mut self.lanes);
+        let accounts = std::mem::take(&mut self.accounts);
         let store = self
             .store
             .take()
             .context("a read-write session has a store")?;
-        Ok((store, lanes))
+        Ok((store, accounts))
     }
 
-    pub fn lanes(&self) -> &[Lane] {
-        &self.lanes
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
     }
 
-    /// The store and the accounts at once (flushing needs both).
-    pub fn parts(&mut self) -> anyhow::Result<(&mut Store, &[Lane])> {
-        self.writable()?;
-        match &mut self.store {
-            Some(store) => Ok((store, &self.lanes)),
-            None => unreachable!("checked by writable"),
+    /// The store and the accounts of a read-write session at once
+    /// (flushing needs both).
+    pub fn parts(&mut self) -> anyhow::Result<(&mut Store, &Accounts)> {
+        match (&mut self.store, &self._lock) {
+            (Some(store), Some(_)) => Ok((store, &self.accounts)),
+            _ => anyhow::bail!(
+                "this optiwatch command opened the store read-only; it cannot write it (a bug)"
+            ),
         }
     }
 }
