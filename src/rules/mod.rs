@@ -7,6 +7,7 @@
 //! joined with the percent-encoded path relative to `dir`.
 
 pub mod encode;
+pub mod explain;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

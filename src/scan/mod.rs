@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use ignore::WalkState;
 
+pub mod pass;
 mod roots;
 
 use roots::{error_path, walker};
@@ -80,7 +81,7 @@ pub struct Detected {
     pub unsettled: Vec<PathBuf>,
     /// Changed files with more than one hard link: other recorded paths
     /// of the same inode serve the same new bytes (see
-    /// [`crate::pipeline::detect`]).
+    /// [`pass::detect`]).
     pub linked: Vec<(PathBuf, Hashed)>,
     /// New files with more than one hard link (for
     /// [`Changes::relinked`]).
@@ -407,7 +408,7 @@ fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
         Observation::Unreadable(e) => {
             out.errors.push(format!(
                 "cannot read {}: {e}; it will be tried again next run",
-                crate::report::show_path(&path)
+                crate::display::show_path(&path)
             ));
         }
         Observation::Unchanged => out.unchanged.add(&path, keep),

@@ -22,9 +22,8 @@ use super::sender::Pulse;
 use super::settle::Settler;
 use super::sleep_until;
 use crate::config::Config;
-use crate::pipeline;
 use crate::rules::RuleSet;
-use crate::scan::{Detected, Scope};
+use crate::scan::{pass, Detected, Scope};
 use crate::state::Store;
 
 pub struct Detector {
@@ -142,7 +141,7 @@ impl Detector {
     /// (rescans, polls) files modified moments ago are deferred to it.
     fn process(&mut self, scope: Scope, settled: bool) -> anyhow::Result<Detected> {
         let debug = tracing::enabled!(tracing::Level::DEBUG);
-        let mut plan = pipeline::plan(Some(&self.store), &self.rules, &self.config, false, debug)?;
+        let mut plan = pass::plan(Some(&self.store), &self.rules, &self.config, false, debug)?;
         // A rescan must not hash a file in the middle of a write: files
         // modified within the debounce time go through the settler instead.
         // (Never for settled paths: a file with an mtime in the future would
@@ -156,7 +155,7 @@ impl Detector {
         }
         plan.cancel = Some(self.cancel.clone());
         let (detected, chunk_owed) = tokio::task::block_in_place(|| {
-            pipeline::detect(Some(&mut self.store), &self.rules, &plan, &scope, true)
+            pass::detect(Some(&mut self.store), &self.rules, &plan, &scope, true)
         })?;
         let known = detected
             .unavailable
@@ -179,7 +178,7 @@ impl Detector {
             // reach would look deleted).
             return Ok(detected);
         }
-        let owed = pipeline::record(&mut self.store, &detected)?;
+        let owed = pass::record(&mut self.store, &detected)?;
         crate::metrics::owed(self.store.owed_count()?, self.store.oldest_owed_at()?);
         let now = Instant::now();
         // Files being written (hot, or changed while read) are looked at
@@ -194,7 +193,7 @@ impl Detector {
             ("touched", &detected.touched),
         ] {
             for path in &tally.paths {
-                tracing::debug!(path = %crate::report::show_path(path), "{what}");
+                tracing::debug!(path = %crate::display::show_path(path), "{what}");
             }
         }
         if owed + chunk_owed > 0 || !detected.changes.assets.is_empty() {

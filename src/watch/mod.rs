@@ -267,14 +267,6 @@ async fn stop(
     endings
 }
 
-/// The daemon's last word, at error level: why it stopped.
-pub fn log_stop(err: &anyhow::Error) {
-    tracing::error!(
-        error = format!("{err:#}"),
-        "optiwatch watch stopped; what was recorded stays owed and is sent after a restart"
-    );
-}
-
 /// Stops a background task when the daemon returns.
 struct AbortOnDrop(tokio::task::JoinHandle<anyhow::Result<()>>);
 

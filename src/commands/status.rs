@@ -4,8 +4,10 @@
 
 use serde::Serialize;
 
+use super::JsonArg;
 use crate::config::Config;
-use crate::report::show_path;
+use crate::display::show_path;
+use crate::exit_codes::ExitCode;
 use crate::session::{Access, Session};
 use crate::state::{lock_holder, Refused, TokenState};
 
@@ -47,7 +49,12 @@ pub struct RuleStatus {
     pub files: usize,
 }
 
-pub fn status(config: &Config) -> anyhow::Result<Status> {
+pub fn run(config: &Config, args: JsonArg) -> anyhow::Result<ExitCode> {
+    let status = status(config)?;
+    super::emit(args.json, &status, || status.human(), &[])
+}
+
+fn status(config: &Config) -> anyhow::Result<Status> {
     let mut status = Status {
         config: show_path(&config.path),
         state: show_path(&config.state),

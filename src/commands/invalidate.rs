@@ -1,4 +1,4 @@
-//! The manual change source: `optiwatch invalidate` and `optiwatch token`.
+//! `optiwatch invalidate`: the manual change source.
 //!
 //! What a person names on the command line (files, URLs, asset hashes) goes
 //! through the same outbox as detected changes, so it is batched, retried
@@ -10,42 +10,47 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Serialize;
+use clap::Args;
 
+use super::sent::SendReport;
+use super::JsonArg;
 use crate::api::ApiError;
 use crate::config::Config;
-use crate::exit_codes::UsageError;
-use crate::flush::{api_error, refused_error, Flusher, Policy, Purge, Sent};
+use crate::display::show_path;
+use crate::exit_codes::{ExitCode, UsageError};
+use crate::flush::{api_error, Flusher, Policy, Purge};
+use crate::rules::explain::why_not;
 use crate::rules::{RuleSet, Verdict};
 use crate::session::{Access, Session};
 use crate::state::{Changes, Owed};
 
-#[derive(Debug, Default)]
-pub struct InvalidateRequest {
+#[derive(Debug, Args)]
+pub struct InvalidateArgs {
+    /// Files (mapped through the rules), full URLs, or 32-character asset hashes
+    #[arg(value_name = "PATH|URL|HASH")]
     pub targets: Vec<OsString>,
-    pub domains: Vec<String>,
+    /// Invalidate every cached image of this origin domain (repeatable)
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Vec<String>,
+    /// Invalidate every cached image of the account
+    #[arg(long)]
     pub all: bool,
-    /// Send the refused list again (see `state::refused`).
+    /// Send the assets Optimole refused by name again (see `status`)
+    #[arg(long)]
     pub refused: bool,
+    /// Do not ask before --all
+    #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Show what would be sent; send nothing
+    #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
-#[derive(Debug, Default, Serialize)]
-pub struct ManualReport {
-    /// Assets (URLs or hashes) sent, or with `dry_run` to be sent.
-    pub assets: Vec<String>,
-    pub domains: Vec<String>,
-    pub all: bool,
-    pub dry_run: bool,
-    /// Assets Optimole accepted.
-    pub invalidated: Vec<String>,
-    pub requests: u32,
-    pub token: Option<String>,
-    pub pending: Vec<String>,
-    /// Assets Optimole refused by name, after this run.
-    pub refused: Vec<String>,
-    pub errors: Vec<String>,
+pub async fn run(config: &Config, args: InvalidateArgs) -> anyhow::Result<ExitCode> {
+    let report = invalidate(config, &args).await?;
+    super::emit(args.json.json, &report, || report.human(), &report.errors)
 }
 
 /// Resolves every target to owed assets; a path no rule maps is a usage
@@ -101,8 +106,8 @@ fn urls_of(rules: &RuleSet, path: &Path) -> anyhow::Result<Vec<Owed>> {
         }
         other => Err(UsageError(format!(
             "{}: {}; run `optiwatch urls` on it for details",
-            crate::report::show_path(&path),
-            crate::explain::why_not(rules, &other)
+            show_path(&path),
+            why_not(rules, &other)
         ))
         .into()),
     }
@@ -115,8 +120,8 @@ fn normalize(path: &Path) -> PathBuf {
         .collect()
 }
 
-pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Result<ManualReport> {
-    if req.targets.is_empty() && req.domains.is_empty() && !req.all && !req.refused {
+async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<SendReport> {
+    if req.targets.is_empty() && req.domain.is_empty() && !req.all && !req.refused {
         return Err(UsageError(
             "nothing to invalidate: name files, URLs or asset hashes, or use --domain, --all or --refused"
                 .into(),
@@ -125,12 +130,12 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
     }
     let rules = RuleSet::new(&config.rules)?;
     let owed = resolve_targets(&rules, &req.targets)?;
-    let mut report = ManualReport {
+    let mut report = SendReport {
         assets: owed.iter().map(|o| o.asset.clone()).collect(),
-        domains: req.domains.clone(),
+        domains: req.domain.clone(),
         all: req.all,
         dry_run: req.dry_run,
-        ..ManualReport::default()
+        ..SendReport::default()
     };
     if req.dry_run {
         if req.refused {
@@ -163,7 +168,7 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
     let mut flusher = Flusher::new(&config.api);
     let policy = Policy::complete(&config.api);
     let purges = req
-        .domains
+        .domain
         .iter()
         .map(|d| Purge::Domain(d.clone()))
         .chain(req.all.then_some(Purge::Account));
@@ -188,43 +193,8 @@ pub async fn invalidate(config: &Config, req: InvalidateRequest) -> anyhow::Resu
     if let Some(e) = misconfigured {
         return Err(UsageError(format!("{e:#}")).into());
     }
-    flush_and_report(&mut session, &mut flusher, policy, &mut report).await?;
+    report.flush(&mut session, &mut flusher, policy).await?;
     Ok(report)
-}
-
-/// `optiwatch token`: a fresh token, published as configured. Anything
-/// still owed is sent first, so the token comes after it.
-/// (Every account's: each site gets its own fresh token.)
-pub async fn token(config: &Config) -> anyhow::Result<ManualReport> {
-    let mut session = Session::open(config, Access::ReadWrite)?;
-    let (store, accounts) = session.parts()?;
-    for account in accounts {
-        store.owe_token(&account.id)?;
-    }
-    let mut report = ManualReport::default();
-    let mut flusher = Flusher::new(&config.api);
-    let policy = Policy::complete(&config.api);
-    flush_and_report(&mut session, &mut flusher, policy, &mut report).await?;
-    Ok(report)
-}
-
-async fn flush_and_report(
-    session: &mut Session,
-    flusher: &mut Flusher,
-    policy: Policy<'_>,
-    report: &mut ManualReport,
-) -> anyhow::Result<()> {
-    let (store, accounts) = session.parts()?;
-    let mut sent = Sent::default();
-    let failed = flusher.run_all(store, accounts, policy, &mut sent).await?;
-    report.errors.extend(failed.into_iter().map(|e| e.message));
-    report.errors.extend(refused_error(&sent.refused));
-    report.invalidated = sent.invalidated;
-    report.token = sent.token;
-    report.requests = accounts.requests();
-    report.pending = store.owed()?;
-    report.refused = store.refused()?.into_iter().map(|r| r.asset).collect();
-    Ok(())
 }
 
 /// `--all` drops every cached image of the account: ask first.
@@ -244,46 +214,5 @@ fn confirm_all() -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(UsageError("cancelled: nothing was invalidated".into()).into())
-    }
-}
-
-impl ManualReport {
-    pub fn human(&self) -> String {
-        let mut out = String::new();
-        if self.dry_run {
-            out.push_str("dry run: would invalidate\n");
-            for asset in &self.assets {
-                out.push_str(&format!("  {asset}\n"));
-            }
-            for domain in &self.domains {
-                out.push_str(&format!("  every image of domain {domain}\n"));
-            }
-            if self.all {
-                out.push_str("  every image of the account\n");
-            }
-            return out;
-        }
-        out.push_str(&format!(
-            "invalidated {} asset(s){}{}; {} API request(s); {} asset(s) still owed\n",
-            self.invalidated.len(),
-            if self.domains.is_empty() {
-                String::new()
-            } else {
-                format!(", domain(s) {}", self.domains.join(", "))
-            },
-            if self.all { ", the whole account" } else { "" },
-            self.requests,
-            self.pending.len()
-        ));
-        if !self.refused.is_empty() {
-            out.push_str(&format!(
-                "{} asset(s) refused by optimole (see `optiwatch status`)\n",
-                self.refused.len()
-            ));
-        }
-        if let Some(token) = &self.token {
-            out.push_str(&format!("cache token: {token}\n"));
-        }
-        out
     }
 }

@@ -5,11 +5,15 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use clap::Args;
 use serde::Serialize;
+
+use super::JsonArg;
 
 use crate::api::Client;
 use crate::config::{Config, KeySource};
-use crate::report::show_path;
+use crate::display::show_path;
+use crate::exit_codes::ExitCode;
 use crate::retry::{retry, RetryPolicy};
 use crate::secret::ApiKey;
 use crate::session::{Access, Session};
@@ -22,8 +26,27 @@ pub struct Finding {
     pub detail: String,
 }
 
-/// Runs every check; the caller exits 1 when any is not ok.
-pub async fn check(config: &Config, online: bool) -> Vec<Finding> {
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also make one harmless authenticated request (see README)
+    #[arg(long)]
+    pub online: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Runs every check; exit 1 when any is not ok.
+pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let findings = check(config, args.online).await;
+    let failed: Vec<String> = findings
+        .iter()
+        .filter(|f| !f.ok)
+        .map(|f| f.detail.clone())
+        .collect();
+    super::emit(args.json.json, &findings, || human(&findings), &failed)
+}
+
+async fn check(config: &Config, online: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut note = |ok: bool, what: &str, detail: String| {
         out.push(Finding {
@@ -211,7 +234,7 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .find(|p| executable(p))
 }
 
-pub fn human(findings: &[Finding]) -> String {
+fn human(findings: &[Finding]) -> String {
     findings
         .iter()
         .map(|f| {
