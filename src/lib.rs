@@ -14,7 +14,6 @@ pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod detect;
 pub mod display;
 pub mod exit_codes;
 pub mod failpoint;
