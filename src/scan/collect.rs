@@ -29,8 +29,8 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
     };
     match observation {
         Observation::Vanished => return,
-        Observation::Hot => {
-            out.hot.push(path);
+        Observation::Recent => {
+            out.recent.push(path);
             return;
         }
         Observation::Unsettled => {

@@ -34,9 +34,11 @@ pub enum Observation {
     Changed(Hashed),
     /// Never recorded before.
     New(Hashed),
-    /// Modified moments ago and maybe still being written: not read now,
-    /// handed back to be looked at once it settles.
-    Hot,
+    /// Changed moments ago and maybe still being written: not read now,
+    /// handed back to be looked at once it is quiet (only when the walk was
+    /// asked to, [`super::ScanPlan::leave_changed_after`]; never by
+    /// [`examine`]).
+    Recent,
     /// Changed while it was being read (its size, mtime or ctime differ
     /// after reading, or it got shorter): still being written, so nothing
     /// read is recorded; looked at again once it settles.
@@ -65,30 +67,16 @@ pub enum Compare {
 /// the few milliseconds of the kernel's coarse clock on fine-grained ones.
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
-/// Examines `path`, whose stat data the caller already has (from the walk),
-/// against what the store recorded.
-///
-/// `hot_after`: a file changed after this (mtime or ctime, in ns) is reported as
-/// [`Observation::Hot`] instead of being read: the daemon's rescans use it
-/// so a file in the middle of being written is left to settle first.
-pub fn examine(
-    path: &Path,
-    stat: Stat,
-    known: Option<Known<'_>>,
-    hot_after: Option<i64>,
-    follow_symlinks: bool,
-    compare: Compare,
-) -> Observation {
-    if let Some(entry) = known {
-        if compare == Compare::Stat && !entry.racy && entry.stat == stat {
-            return Observation::Unchanged;
-        }
-    }
-    // The ctime too: a writer that restores the mtime (`cp -p`) may have
-    // finished a moment ago.
-    if hot_after.is_some_and(|t| stat.last_change_ns() > t) {
-        return Observation::Hot;
-    }
+/// The stat quick-check: whether the recorded stat data clears the file
+/// (`stat`, from the walk) without reading it. Never for a racy record or
+/// a rule compared by content.
+pub fn unchanged_by_stat(known: Option<Known<'_>>, stat: &Stat, compare: Compare) -> bool {
+    known.is_some_and(|entry| compare == Compare::Stat && !entry.racy && entry.stat == *stat)
+}
+
+/// Reads `path`, which the quick-check did not clear, and compares its
+/// content with what the store recorded.
+pub fn examine(path: &Path, known: Option<Known<'_>>, follow_symlinks: bool) -> Observation {
     let file = match hash_file(path, follow_symlinks) {
         Ok(Read::Whole(file)) => file,
         Ok(Read::Moving) => return Observation::Unsettled,

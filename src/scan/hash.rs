@@ -71,7 +71,8 @@ pub fn hash_file(path: &Path, follow_symlinks: bool) -> io::Result<Read> {
     }))
 }
 
-fn unix_ns(t: SystemTime) -> i64 {
+/// Nanoseconds since the epoch, as stat data has them (0 before it).
+pub(super) fn unix_ns(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
         Err(_) => 0,

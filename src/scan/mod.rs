@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 mod collect;
 pub mod examine;
@@ -35,9 +36,11 @@ pub struct ScanPlan {
     pub invalidate_new: bool,
     /// Keep every path for the report (`--json`); counts only otherwise.
     pub keep_paths: bool,
-    /// Files changed after this (mtime or ctime, ns since the epoch) are not read
-    /// but listed in [`Detected::hot`] (see [`examine::examine`]).
-    pub hot_after: Option<i64>,
+    /// Files changed after this (mtime or ctime) are not read but listed in
+    /// [`Detected::recent`]. The daemon's settler decides the moment for
+    /// its rescans ([`crate::watch`]), so a file in the middle of a write
+    /// is read once it is quiet; the debounce takes effect there.
+    pub leave_changed_after: Option<SystemTime>,
     /// Per rule: the file system (`st_dev`) its folder was on when its files
     /// were recorded; a different one now means its files are compared by
     /// content (and, if none is left, "unmounted", not "deleted").
@@ -76,9 +79,9 @@ pub struct Detected {
     pub changed: Tally,
     pub new: Tally,
     pub deleted: Tally,
-    /// Files left alone because they were being modified (only with
-    /// [`ScanPlan::hot_after`]).
-    pub hot: Vec<PathBuf>,
+    /// Files left alone because they changed too recently (only with
+    /// [`ScanPlan::leave_changed_after`]).
+    pub recent: Vec<PathBuf>,
     /// Files that changed while they were read: nothing was recorded for
     /// them; the daemon looks again once they settle, `scan` reports them.
     pub unsettled: Vec<PathBuf>,

@@ -34,7 +34,7 @@ pub fn plan(
         baseline,
         invalidate_new: config.invalidate_new,
         keep_paths,
-        hot_after: None,
+        leave_changed_after: None,
         devices,
         progress: None,
         cancel: None,

@@ -11,6 +11,7 @@ use ignore::WalkState;
 
 use super::collect::{collect, find_deletions, Found};
 use super::examine::{self, Compare, Observation};
+use super::hash::unix_ns;
 use super::roots::{self, error_path, walker};
 use super::{Detected, ScanPlan, Scope, Sink};
 use crate::rules::RuleSet;
@@ -58,6 +59,7 @@ pub fn scan(
     let start = roots::roots(rules, plan, scope, &mut out, &mut unseen_dirs);
     let roots = &start.roots;
     let compare = &start.compare;
+    let recent_after = plan.leave_changed_after.map(unix_ns);
     let (tx, rx) = mpsc::channel::<Vec<Message>>();
     let counters = Counters::default();
     // Rules that follow symlinks need a walker that does; the rest (the
@@ -75,7 +77,11 @@ pub fn scan(
                     walker.run(|| {
                         let mut batch = Batch::new(tx.clone());
                         Box::new(move |entry| {
-                            let how = How { follow, compare };
+                            let how = How {
+                                follow,
+                                compare,
+                                recent_after,
+                            };
                             visit(rules, index, entry, plan, how, counters, &mut batch)
                         })
                     });
@@ -144,12 +150,14 @@ pub fn scan(
     out
 }
 
-/// How a walker reads files: whether it follows symlinks, and per rule how
-/// recorded stat data is trusted.
+/// How a walker reads files: whether it follows symlinks, per rule how
+/// recorded stat data is trusted, and after when (ns since the epoch) a
+/// change is too recent to read now.
 #[derive(Clone, Copy)]
 struct How<'a> {
     follow: bool,
     compare: &'a [Compare],
+    recent_after: Option<i64>,
 }
 
 /// One walker callback: filter, stat, detect, report.
@@ -203,15 +211,14 @@ fn visit(
     }
     let known = index.get(path);
     let compare = how.compare.get(rule).copied().unwrap_or(Compare::Content);
-    let observation = match entry.metadata() {
-        Ok(meta) => examine::examine(
-            path,
-            Stat::of(&meta),
-            known,
-            plan.hot_after,
-            how.follow,
-            compare,
-        ),
+    let observation = match entry.metadata().map(|meta| Stat::of(&meta)) {
+        Ok(stat) if examine::unchanged_by_stat(known, &stat, compare) => Observation::Unchanged,
+        // The ctime too: a writer that restores the mtime (`cp -p`) may
+        // have finished a moment ago.
+        Ok(stat) if how.recent_after.is_some_and(|t| stat.last_change_ns() > t) => {
+            Observation::Recent
+        }
+        Ok(_) => examine::examine(path, known, how.follow),
         Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
             Observation::Vanished
         }
@@ -277,5 +284,39 @@ impl Batch {
 impl Drop for Batch {
     fn drop(&mut self) {
         self.send();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// The settler's cutoff is the walk's only notion of "too recent": a
+    /// file changed after it is listed, not read; one changed before it is
+    /// read as usual.
+    #[test]
+    fn a_walk_leaves_files_changed_after_the_cutoff_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("media")).unwrap();
+        let file = dir.path().join("media/a.jpg");
+        std::fs::write(&file, b"x").unwrap();
+        let text = "[[rules]]\ndir = \"media\"\nurl = \"https://example.com/m\"\n";
+        let config = Config::parse(text, &dir.path().join("watcher.toml")).unwrap();
+        let rules = RuleSet::new(&config.rules).unwrap();
+        let mut plan = super::super::pass::plan(None, &rules, &config, false, false).unwrap();
+        let hour = Duration::from_secs(3600);
+
+        plan.leave_changed_after = Some(SystemTime::now() - hour);
+        let found = scan(&rules, &FileIndex::default(), &plan, &Scope::All, None);
+        assert_eq!(found.recent, vec![file.clone()]);
+        assert!(found.changes.upserts.is_empty(), "not read");
+
+        plan.leave_changed_after = Some(SystemTime::now() + hour);
+        let found = scan(&rules, &FileIndex::default(), &plan, &Scope::All, None);
+        assert!(found.recent.is_empty());
+        assert_eq!(found.new.count, 1, "read and recorded");
     }
 }
