@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use tokio::time::Instant;
 
-use crate::accounts::{Account, Accounts};
+use crate::accounts::{Account, AccountId, Accounts};
 use crate::api::ApiError;
 use crate::config::ApiConfig;
 use crate::exit_codes::UsageError;
@@ -119,7 +119,7 @@ pub enum Purge {
 /// A failed account and what went wrong.
 #[derive(Debug)]
 pub struct AccountError {
-    pub account: String,
+    pub account: AccountId,
     pub message: String,
 }
 
@@ -131,10 +131,10 @@ pub struct Flusher {
     /// Per account: the largest batch the server has not refused as too
     /// many assets (a low server limit costs one refusal, not one per
     /// flush), and since when a partial batch is held back.
-    learnt: Vec<(String, Learnt)>,
+    learnt: Vec<(AccountId, Learnt)>,
     /// Accounts that failed in a [`Flusher::run_all`]: later ones skip
     /// them (another try would only spend another retry budget).
-    down: BTreeSet<String>,
+    failed: BTreeSet<AccountId>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -149,7 +149,7 @@ impl Flusher {
             batch_size: api.batch_size,
             domain_threshold: api.domain_threshold,
             learnt: Vec::new(),
-            down: BTreeSet::new(),
+            failed: BTreeSet::new(),
         }
     }
 
@@ -221,16 +221,15 @@ impl Flusher {
             let Some(account) = accounts.get(&id) else {
                 continue;
             };
-            if self.down.contains(&id) {
+            if self.failed.contains(&id) {
                 continue;
             }
             let Outcome::Failed(e) = self.run(store, account, policy, sent).await else {
                 continue;
             };
-            let who = if id.is_empty() {
-                String::new()
-            } else {
-                format!("account {id}: ")
+            let who = match &id {
+                AccountId::Default => String::new(),
+                AccountId::Key(name) => format!("account {name}: "),
             };
             if let Some(err @ ApiError::Misconfigured { .. }) = api_error(&e) {
                 // Every account shares base_url: nothing more is sent.
@@ -238,7 +237,7 @@ impl Flusher {
                 store.note_error(&message);
                 return Err(UsageError(message).into());
             }
-            self.down.insert(id.clone());
+            self.failed.insert(id.clone());
             errors.push(AccountError {
                 message: format!("{who}{e:#}"),
                 account: id,
@@ -266,11 +265,11 @@ impl Flusher {
         store.owe_token(&account.id)
     }
 
-    fn learnt(&mut self, account: &str) -> Learnt {
+    fn learnt(&mut self, account: &AccountId) -> Learnt {
         *self.learnt_mut(account)
     }
 
-    fn learnt_mut(&mut self, account: &str) -> &mut Learnt {
+    fn learnt_mut(&mut self, account: &AccountId) -> &mut Learnt {
         let at = match self.learnt.iter().position(|(id, _)| id == account) {
             Some(at) => at,
             None => {
@@ -278,7 +277,7 @@ impl Flusher {
                     batch_limit: usize::MAX,
                     held_since: None,
                 };
-                self.learnt.push((account.to_string(), fresh));
+                self.learnt.push((account.clone(), fresh));
                 self.learnt.len() - 1
             }
         };

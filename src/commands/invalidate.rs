@@ -7,16 +7,17 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use clap::Args;
 
 use super::sent::SendReport;
 use super::JsonArg;
+use crate::accounts::AccountId;
 use crate::api::ApiError;
 use crate::config::Config;
-use crate::display::show_path;
+use crate::display::{from_cwd, show_path};
 use crate::exit_codes::{ExitCode, UsageError};
 use crate::flush::{api_error, Flusher, Policy, Purge};
 use crate::rules::explain::why_not;
@@ -57,11 +58,10 @@ pub async fn run(config: &Config, args: InvalidateArgs) -> anyhow::Result<ExitCo
 /// error. A URL goes to the account of the rule serving it (the `[api]`
 /// account if none does), a hash to the `[api]` account.
 pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<Vec<Owed>> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let mut assets = Vec::new();
     for target in targets {
         let text = target.to_str().unwrap_or("");
-        let path = cwd.join(target);
+        let path = from_cwd(target)?;
         let is_url = text.starts_with("https://") || text.starts_with("http://");
         if is_url && !path.exists() {
             url::Url::parse(text)
@@ -75,7 +75,7 @@ pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<
                         .any(|p| text.starts_with(&format!("{p}/")))
                 })
                 .map(|r| r.account.clone())
-                .unwrap_or_default();
+                .unwrap_or(AccountId::Default);
             assets.push(Owed {
                 asset: text.to_string(),
                 account,
@@ -83,7 +83,7 @@ pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<
         } else if is_asset_hash(text) && !path.exists() {
             assets.push(Owed {
                 asset: text.to_string(),
-                account: String::new(),
+                account: AccountId::Default,
             });
         } else {
             assets.extend(urls_of(rules, &path)?);
@@ -98,26 +98,18 @@ fn is_asset_hash(text: &str) -> bool {
 }
 
 fn urls_of(rules: &RuleSet, path: &Path) -> anyhow::Result<Vec<Owed>> {
-    let path = normalize(path);
-    match rules.verdict(&path) {
+    match rules.verdict(path) {
         Verdict::Mapped { rule } => {
             let r = rules.get(rule);
-            Ok(r.owed(path.strip_prefix(&r.dir).unwrap_or(&path)))
+            Ok(r.owed(path.strip_prefix(&r.dir).unwrap_or(path)))
         }
         other => Err(UsageError(format!(
             "{}: {}; run `optiwatch urls` on it for details",
-            show_path(&path),
+            show_path(path),
             why_not(rules, &other)
         ))
         .into()),
     }
-}
-
-/// Drops `.` components (no file system access: the file may be gone).
-fn normalize(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| !matches!(c, std::path::Component::CurDir))
-        .collect()
 }
 
 async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<SendReport> {

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::JsonArg;
+use crate::accounts::AccountId;
 use crate::config::Config;
 use crate::display::show_path;
 use crate::exit_codes::ExitCode;
@@ -99,7 +100,7 @@ fn status(config: &Config) -> anyhow::Result<Status> {
     status.state_bytes = store.size_bytes();
     status.assets_owed = store.owed_count()?;
     status.oldest_owed_at = store.oldest_owed_at()?;
-    status.token = match store.token_state("")? {
+    status.token = match store.token_state(&AccountId::Default)? {
         TokenState::Settled => "settled",
         TokenState::Owed => "owed",
         TokenState::Fetched(_) => "fetched",

@@ -3,14 +3,13 @@
 //! path does not need to exist.
 
 use std::ffi::OsString;
-use std::path::{Component, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
 
 use super::JsonArg;
 use crate::config::Config;
-use crate::display::show_path;
+use crate::display::{from_cwd, show_path};
 use crate::exit_codes::ExitCode;
 use crate::rules::explain::why_not;
 use crate::rules::{RuleSet, Verdict};
@@ -46,14 +45,9 @@ pub struct Explanation {
 }
 
 fn explain(rules: &RuleSet, paths: &[OsString]) -> anyhow::Result<Vec<Explanation>> {
-    let cwd = std::env::current_dir()?;
     let mut out = Vec::with_capacity(paths.len());
     for arg in paths {
-        let path: PathBuf = cwd
-            .join(arg)
-            .components()
-            .filter(|c| !matches!(c, Component::CurDir))
-            .collect();
+        let path = from_cwd(arg)?;
         let verdict = rules.verdict(&path);
         let rule = match verdict {
             Verdict::Outside => None,

@@ -18,7 +18,7 @@ pub(super) async fn settle(
     policy: RetryPolicy,
     sent: &mut Sent,
 ) -> anyhow::Result<()> {
-    let id = account.id.as_str();
+    let id = &account.id;
     let token = match store.token_state(id)? {
         TokenState::Settled => return Ok(()),
         TokenState::Fetched(token) if !store.token_stale(id)? => token,

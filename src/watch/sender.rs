@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::pacing::{next_request, Intake, Pacing};
 use super::sleep_until;
-use crate::accounts::Accounts;
+use crate::accounts::{AccountId, Accounts};
 use crate::api::ApiError;
 use crate::config::{Config, WatchConfig};
 use crate::flush::{Batches, Flusher, Outcome, Policy, Sent, TokenWhen};
@@ -144,7 +144,7 @@ impl Sender {
                 .flatten()
                 .and_then(|t| SystemTime::now().duration_since(t).ok());
             tracing::info!(
-                account = %display(&account.id),
+                account = %account.id,
                 assets = sent.invalidated.len(),
                 domains = ?sent.domains,
                 requests = account.client.requests().wrapping_sub(requests_before),
@@ -163,7 +163,7 @@ impl Sender {
         match next {
             Ok(wake) => {
                 if self.backoff[i].failing {
-                    tracing::info!(account = %display(&account.id), "optimole accepts requests again");
+                    tracing::info!(account = %account.id, "optimole accepts requests again");
                 }
                 self.backoff[i] = Backoff {
                     not_before: None,
@@ -184,8 +184,8 @@ impl Sender {
     fn failed(&mut self, i: usize, err: &anyhow::Error) -> Duration {
         self.store.note_error(&format!("{err:#}"));
         let max_backoff = self.config.watch.max_backoff;
-        let account = self.accounts.list().get(i).map_or("", |a| a.id.as_str());
-        let account = display(account);
+        let account = self.accounts.list().get(i).map(|a| a.id.to_string());
+        let account = account.as_deref().unwrap_or("default");
         let state = &mut self.backoff[i];
         let api = crate::flush::api_error(err);
         let fatal = match api {
@@ -230,21 +230,12 @@ fn later(pause: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(86_400))
 }
 
-/// An account as logs show it: `default` for the `[api]` key's.
-fn display(account: &str) -> &str {
-    if account.is_empty() {
-        "default"
-    } else {
-        account
-    }
-}
-
 /// When the account's next token request is due (`None`: nothing is due;
 /// an interval too large to add to the clock never comes due).
 fn token_at(
     store: &Store,
     watch: &WatchConfig,
-    account: &str,
+    account: &AccountId,
     intake: Intake,
 ) -> anyhow::Result<Option<Instant>> {
     Ok(token_wait(store, watch, account, intake)?.and_then(|w| Instant::now().checked_add(w)))
@@ -255,7 +246,7 @@ fn token_at(
 fn token_wait(
     store: &Store,
     watch: &WatchConfig,
-    account: &str,
+    account: &AccountId,
     intake: Intake,
 ) -> anyhow::Result<Option<Duration>> {
     let pacing = Pacing {
