@@ -13,22 +13,23 @@
 //! whole-account invalidations ([`Purge`]) go through here too.
 
 mod batches;
+mod purge;
 mod settlement;
 mod token;
 
 use batches::Take;
+pub use purge::Purge;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use tokio::time::Instant;
 
 use crate::accounts::{Account, AccountId, Accounts};
 use crate::api::ApiError;
 use crate::config::ApiConfig;
 use crate::exit_codes::UsageError;
-use crate::retry::{retry, RetryPolicy};
+use crate::retry::RetryPolicy;
 use crate::state::Store;
 
 /// While more changes are on their way, a partial batch waits at most this
@@ -105,22 +106,6 @@ pub struct Sent {
     pub token: Option<String>,
     /// Assets Optimole refused by name, moved to the refused list.
     pub refused: Vec<String>,
-}
-
-/// A whole-domain or whole-account invalidation: one call, then a token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Purge {
-    /// Every cached image of this origin domain.
-    Domain(String),
-    /// Every cached image of the account.
-    Account,
-}
-
-/// A failed account and what went wrong.
-#[derive(Debug)]
-pub struct AccountError {
-    pub account: AccountId,
-    pub message: String,
 }
 
 /// Flushes accounts, remembering what it learnt about each for its life.
@@ -215,7 +200,7 @@ impl Flusher {
         accounts: &Accounts,
         policy: Policy<'_>,
         sent: &mut Sent,
-    ) -> anyhow::Result<Vec<AccountError>> {
+    ) -> anyhow::Result<Vec<String>> {
         let mut errors = Vec::new();
         for id in store.accounts_with_work()? {
             let Some(account) = accounts.get(&id) else {
@@ -237,32 +222,10 @@ impl Flusher {
                 store.note_error(&message);
                 return Err(UsageError(message).into());
             }
-            self.failed.insert(id.clone());
-            errors.push(AccountError {
-                message: format!("{who}{e:#}"),
-                account: id,
-            });
+            self.failed.insert(id);
+            errors.push(format!("{who}{e:#}"));
         }
         Ok(errors)
-    }
-
-    /// Invalidates a whole domain or the whole account, retrying under
-    /// `retry`; once Optimole accepted it, the account owes a fresh token.
-    pub async fn purge(
-        &mut self,
-        store: &mut Store,
-        account: &Account,
-        purge: &Purge,
-        retry: RetryPolicy,
-    ) -> anyhow::Result<()> {
-        let result = send_purge(account, purge, retry).await;
-        result.map_err(|e| {
-            anyhow!(e).context(match purge {
-                Purge::Domain(domain) => format!("invalidating domain {domain} failed"),
-                Purge::Account => "invalidating the whole account failed".to_string(),
-            })
-        })?;
-        store.owe_token(&account.id)
     }
 
     fn learnt(&mut self, account: &AccountId) -> Learnt {
@@ -282,20 +245,6 @@ impl Flusher {
             }
         };
         &mut self.learnt[at].1
-    }
-}
-
-/// One whole-domain or whole-account call, retried under `policy`.
-async fn send_purge(account: &Account, purge: &Purge, policy: RetryPolicy) -> Result<(), ApiError> {
-    let client = &account.client;
-    match purge {
-        Purge::Domain(domain) => {
-            retry(policy, "invalidate domain", || {
-                client.invalidate_domain(domain)
-            })
-            .await
-        }
-        Purge::Account => retry(policy, "invalidate all", || client.invalidate_all()).await,
     }
 }
 

@@ -142,10 +142,6 @@ impl Session {
         Ok((store, accounts))
     }
 
-    pub fn accounts(&self) -> &Accounts {
-        &self.accounts
-    }
-
     /// The store and the accounts of a read-write session at once
     /// (flushing needs both).
     pub fn parts(&mut self) -> anyhow::Result<(&mut Store, &Accounts)> {

@@ -37,7 +37,7 @@ pub struct CheckArgs {
 
 /// Runs every check; exit 1 when any is not ok.
 pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let findings = check(config, args.online).await;
+    let findings = check(config, &args).await;
     let failed: Vec<String> = findings
         .iter()
         .filter(|f| !f.ok)
@@ -46,7 +46,7 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<ExitCode> {
     super::emit(args.json.json, &findings, || human(&findings), &failed)
 }
 
-async fn check(config: &Config, online: bool) -> Vec<Finding> {
+async fn check(config: &Config, args: &CheckArgs) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut note = |ok: bool, what: &str, detail: String| {
         out.push(Finding {
@@ -176,7 +176,7 @@ async fn check(config: &Config, online: bool) -> Vec<Finding> {
             },
         );
     }
-    if online {
+    if args.online {
         match key {
             Ok(key) => {
                 let detail = online_check(config, key).await;

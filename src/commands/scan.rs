@@ -8,6 +8,7 @@ mod report;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 
@@ -15,9 +16,10 @@ use crate::config::Config;
 use crate::display::show_path;
 use crate::exit_codes::ExitCode;
 use crate::flush::{refused_error, Flusher, Policy, Sent, TokenWhen};
+use crate::progress::Progress;
 use crate::rules::RuleSet;
-use crate::scan::pass::{detect, plan, record};
-use crate::scan::{Detected, Scope, Tally};
+use crate::scan::pass::{detect, plan, record, Baseline, Recording};
+use crate::scan::{Detected, Paths, Scope, Tally};
 use crate::session::{Access, Session};
 use report::{Counts, ScanReport};
 
@@ -67,7 +69,7 @@ async fn scan(config: &Config, opts: &ScanArgs) -> anyhow::Result<ScanReport> {
     // budget.
     let mut flusher = Flusher::new(&config.api);
     let policy = Policy::complete(&config.api);
-    let mut down = Vec::new();
+    let mut failed_accounts = Vec::new();
     let send = !opts.dry_run && !opts.baseline;
 
     // What earlier runs left owed goes out before the (possibly long) walk.
@@ -79,21 +81,31 @@ async fn scan(config: &Config, opts: &ScanArgs) -> anyhow::Result<ScanReport> {
                 token: TokenWhen::Later,
                 ..policy
             };
-            down = flusher.run_all(store, accounts, early, &mut sent).await?;
+            failed_accounts = flusher.run_all(store, accounts, early, &mut sent).await?;
         }
     }
 
-    let mut plan = plan(session.store(), &rules, config, opts.baseline, opts.json)?;
+    let force = match opts.baseline {
+        true => Baseline::Everywhere,
+        false => Baseline::WhereDue,
+    };
+    // `--json` lists every path; the summary counts them, with a progress
+    // bar on a terminal.
+    let paths = match opts.json {
+        true => Paths::Listed,
+        false => Paths::Counted,
+    };
+    let recording = match opts.dry_run {
+        true => Recording::Off,
+        false => Recording::InChunks,
+    };
+    let mut plan = plan(session.store(), &rules, config, force, paths)?;
     report.baseline = plan.baseline.iter().any(|b| *b);
-    plan.progress = crate::progress::Progress::on_terminal(!opts.json).map(std::sync::Arc::new);
+    if paths == Paths::Counted {
+        plan.progress = Progress::on_terminal().map(Arc::new);
+    }
     let (detected, _) = tokio::task::block_in_place(|| {
-        detect(
-            session.store_mut(),
-            &rules,
-            &plan,
-            &Scope::All,
-            !opts.dry_run,
-        )
+        detect(session.store_mut(), &rules, &plan, &Scope::All, recording)
     })?;
     if let Some(progress) = &plan.progress {
         progress.finish();
@@ -115,9 +127,9 @@ async fn scan(config: &Config, opts: &ScanArgs) -> anyhow::Result<ScanReport> {
     record(store, &detected)?;
     if send {
         let failed = flusher.run_all(store, accounts, policy, &mut sent).await?;
-        down.extend(failed);
+        failed_accounts.extend(failed);
     }
-    report.errors.extend(down.into_iter().map(|e| e.message));
+    report.errors.extend(failed_accounts);
     report.errors.extend(refused_error(&sent.refused));
     report.refused = store.refused()?.into_iter().map(|r| r.asset).collect();
     report.counts.refused = report.refused.len();

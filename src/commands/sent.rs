@@ -35,7 +35,7 @@ impl SendReport {
         let (store, accounts) = session.parts()?;
         let mut sent = Sent::default();
         let failed = flusher.run_all(store, accounts, policy, &mut sent).await?;
-        self.errors.extend(failed.into_iter().map(|e| e.message));
+        self.errors.extend(failed);
         self.errors.extend(refused_error(&sent.refused));
         self.invalidated = sent.invalidated;
         self.token = sent.token;

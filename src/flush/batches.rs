@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use anyhow::{anyhow, Context};
 
+use super::purge::send_purge;
 use super::settlement::{decide, Decision};
-use super::{send_purge, Flusher, Purge, Sent};
+use super::{Flusher, Purge, Sent};
 use crate::accounts::Account;
 use crate::api::ApiError;
 use crate::retry::{retry, RetryPolicy};

@@ -22,7 +22,7 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
         rule,
         observation,
     } = found;
-    let keep = plan.keep_paths;
+    let keep = plan.paths;
     let urls = |path: &Path| {
         let rule_ref = rules.get(rule);
         rule_ref.owed(path.strip_prefix(&rule_ref.dir).unwrap_or(path))
@@ -90,7 +90,7 @@ pub(super) fn find_deletions(
         }
         match rules.verdict(path) {
             Verdict::Mapped { rule } => {
-                out.deleted.add(path, plan.keep_paths);
+                out.deleted.add(path, plan.paths);
                 if !plan.baseline[rule] {
                     let r = rules.get(rule);
                     out.changes

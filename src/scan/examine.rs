@@ -16,6 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::hash::{hash_file, Read};
+use super::Symlinks;
 use crate::state::{Hashed, Known, Stat};
 
 /// What detection concluded about one file.
@@ -76,8 +77,8 @@ pub fn unchanged_by_stat(known: Option<Known<'_>>, stat: &Stat, compare: Compare
 
 /// Reads `path`, which the quick-check did not clear, and compares its
 /// content with what the store recorded.
-pub fn examine(path: &Path, known: Option<Known<'_>>, follow_symlinks: bool) -> Observation {
-    let file = match hash_file(path, follow_symlinks) {
+pub fn examine(path: &Path, known: Option<Known<'_>>, symlinks: Symlinks) -> Observation {
+    let file = match hash_file(path, symlinks) {
         Ok(Read::Whole(file)) => file,
         Ok(Read::Moving) => return Observation::Unsettled,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Observation::Vanished,

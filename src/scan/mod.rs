@@ -34,8 +34,8 @@ pub struct ScanPlan {
     /// because this is the rule's first scan or `--baseline` was asked for.
     pub baseline: Vec<bool>,
     pub invalidate_new: bool,
-    /// Keep every path for the report (`--json`); counts only otherwise.
-    pub keep_paths: bool,
+    /// Whether the report lists every path (`--json`) or only counts them.
+    pub paths: Paths,
     /// Files changed after this (mtime or ctime) are not read but listed in
     /// [`Detected::recent`]. The daemon's settler decides the moment for
     /// its rescans ([`crate::watch`]), so a file in the middle of a write
@@ -54,7 +54,26 @@ pub struct ScanPlan {
     pub threads: usize,
 }
 
-/// Paths of one kind of outcome; `paths` stays empty unless asked for.
+/// Whether a pass lists the paths of each outcome or only counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paths {
+    /// Counts only: most files are unchanged on most runs, and listing
+    /// them costs memory and a message per file.
+    Counted,
+    /// Every path, for `--json` and debug logs.
+    Listed,
+}
+
+/// Whether a walk follows symbolic links (a rule's `follow_symlinks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    Follow,
+    /// The default: a link must not pull files from outside the folder
+    /// into hashing and invalidations.
+    DoNotFollow,
+}
+
+/// Paths of one kind of outcome; `paths` stays empty unless listed.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
     pub count: usize,
@@ -62,9 +81,9 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub(crate) fn add(&mut self, path: &Path, keep: bool) {
+    pub(crate) fn add(&mut self, path: &Path, paths: Paths) {
         self.count += 1;
-        if keep {
+        if paths == Paths::Listed {
             self.paths.push(path.to_path_buf());
         }
     }

@@ -6,10 +6,30 @@
 
 use anyhow::Context;
 
-use super::{scan, Detected, ScanPlan, Scope, Sink};
+use super::{scan, Detected, Paths, ScanPlan, Scope, Sink};
 use crate::config::Config;
 use crate::rules::{RuleSet, Verdict};
 use crate::state::{Changes, FileIndex, Store};
+
+/// Which rules a pass records without invalidating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// Those whose folder was never walked whole: a rule's first walk is
+    /// its baseline.
+    WhereDue,
+    /// Every rule (`scan --baseline`).
+    Everywhere,
+}
+
+/// Whether a pass records large change sets while it walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    /// In chunks during the walk (memory stays flat); the caller records
+    /// the rest with [`record`].
+    InChunks,
+    /// Not at all (a dry run).
+    Off,
+}
 
 /// Decides per rule whether this pass is its baseline (its first scan, or
 /// forced), and how detection treats new files.
@@ -17,8 +37,8 @@ pub fn plan(
     store: Option<&Store>,
     rules: &RuleSet,
     config: &Config,
-    force_baseline: bool,
-    keep_paths: bool,
+    force: Baseline,
+    paths: Paths,
 ) -> anyhow::Result<ScanPlan> {
     let mut baseline = Vec::with_capacity(rules.rules().len());
     let mut devices = Vec::with_capacity(rules.rules().len());
@@ -27,13 +47,13 @@ pub fn plan(
             Some(store) => (store.baselined(&rule.dir)?, store.rule_device(&rule.dir)?),
             None => (false, None),
         };
-        baseline.push(force_baseline || !done);
+        baseline.push(force == Baseline::Everywhere || !done);
         devices.push(device);
     }
     Ok(ScanPlan {
         baseline,
         invalidate_new: config.invalidate_new,
-        keep_paths,
+        paths,
         leave_changed_after: None,
         devices,
         progress: None,
@@ -45,15 +65,15 @@ pub fn plan(
 /// Reads what the store knows about `scope` and walks it. Blocking: run it
 /// off the async threads.
 ///
-/// With `record`, large change sets are recorded in chunks during the walk
-/// (see [`super::scan`]); the second value counts the assets those
-/// chunks made owed. The rest is recorded by [`record`].
+/// With [`Recording::InChunks`], large change sets are recorded in chunks
+/// during the walk (see [`super::scan`]); the second value counts the
+/// assets those chunks made owed. The rest is recorded by [`record`].
 pub fn detect(
     mut store: Option<&mut Store>,
     rules: &RuleSet,
     plan: &ScanPlan,
     scope: &Scope,
-    record_chunks: bool,
+    recording: Recording,
 ) -> anyhow::Result<(Detected, usize)> {
     let started = std::time::Instant::now();
     let index = match (store.as_deref(), scope) {
@@ -77,9 +97,9 @@ pub fn detect(
         })?;
         Ok(())
     };
-    let sink: Option<Sink<'_>> = match record_chunks {
-        true => Some(&mut record_chunk),
-        false => None,
+    let sink: Option<Sink<'_>> = match recording {
+        Recording::InChunks => Some(&mut record_chunk),
+        Recording::Off => None,
     };
     let mut detected = scan(rules, &index, plan, scope, sink);
     tracing::debug!(files = detected.scanned.count, took = ?started.elapsed(), "walk finished");
@@ -125,8 +145,8 @@ fn add_hard_links(
                 detected.changes.assets.extend(r.owed(rel));
             }
             tracing::debug!(path = %alias.display(), of = %path.display(), "hard link changed too");
-            detected.changed.add(&alias, plan.keep_paths);
-            detected.scanned.add(&alias, plan.keep_paths);
+            detected.changed.add(&alias, plan.paths);
+            detected.scanned.add(&alias, plan.paths);
             detected.changes.upserts.push((alias, file));
         }
     }

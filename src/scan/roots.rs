@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use ignore::{WalkBuilder, WalkParallel};
 
 use super::examine::Compare;
-use super::{Detected, ScanPlan, Scope};
+use super::{Detected, ScanPlan, Scope, Symlinks};
 use crate::rules::RuleSet;
 use crate::state::FileIndex;
 
@@ -17,7 +17,7 @@ use crate::state::FileIndex;
 pub(super) fn walker(
     rules: &RuleSet,
     roots: &[PathBuf],
-    follow: bool,
+    follow: Symlinks,
     threads: usize,
 ) -> Option<WalkParallel> {
     let (first, rest) = roots.split_first()?;
@@ -27,7 +27,7 @@ pub(super) fn walker(
     }
     builder
         .standard_filters(false)
-        .follow_links(follow)
+        .follow_links(follow == Symlinks::Follow)
         .threads(threads.max(1));
     let all_dirs: Vec<PathBuf> = rules.rules().iter().map(|r| r.dir.clone()).collect();
     // Another rule's folder inside this one is walked as its own root.

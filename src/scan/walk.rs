@@ -13,7 +13,7 @@ use super::collect::{collect, find_deletions, Found};
 use super::examine::{self, Compare, Observation};
 use super::hash::unix_ns;
 use super::roots::{self, error_path, walker};
-use super::{Detected, ScanPlan, Scope, Sink};
+use super::{Detected, Paths, ScanPlan, Scope, Sink, Symlinks};
 use crate::rules::RuleSet;
 use crate::state::{Changes, FileIndex, Stat};
 
@@ -72,7 +72,7 @@ pub fn scan(
     std::thread::scope(|scope| {
         let counters = &counters;
         scope.spawn(move || {
-            for (group, follow) in [(stay, false), (follow, true)] {
+            for (group, follow) in [(stay, Symlinks::DoNotFollow), (follow, Symlinks::Follow)] {
                 if let Some(walker) = walker(rules, &group, follow, plan.threads) {
                     walker.run(|| {
                         let mut batch = Batch::new(tx.clone());
@@ -135,7 +135,7 @@ pub fn scan(
             out.changes.baselined.push(rule.dir.clone());
         }
     }
-    if plan.keep_paths {
+    if plan.paths == Paths::Listed {
         for tally in [
             &mut out.scanned,
             &mut out.unchanged,
@@ -155,7 +155,7 @@ pub fn scan(
 /// change is too recent to read now.
 #[derive(Clone, Copy)]
 struct How<'a> {
-    follow: bool,
+    follow: Symlinks,
     compare: &'a [Compare],
     recent_after: Option<i64>,
 }
@@ -237,7 +237,7 @@ fn visit(
     if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
         entry.mark_seen();
     }
-    if !plan.keep_paths && matches!(observation, Observation::Unchanged) {
+    if plan.paths == Paths::Counted && matches!(observation, Observation::Unchanged) {
         counters.quiet_unchanged.fetch_add(1, Ordering::Relaxed);
         return WalkState::Continue;
     }
@@ -293,6 +293,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
+    use crate::scan::pass::Baseline;
 
     /// The settler's cutoff is the walk's only notion of "too recent": a
     /// file changed after it is listed, not read; one changed before it is
@@ -306,7 +307,9 @@ mod tests {
         let text = "[[rules]]\ndir = \"media\"\nurl = \"https://example.com/m\"\n";
         let config = Config::parse(text, &dir.path().join("watcher.toml")).unwrap();
         let rules = RuleSet::new(&config.rules).unwrap();
-        let mut plan = super::super::pass::plan(None, &rules, &config, false, false).unwrap();
+        let mut plan =
+            super::super::pass::plan(None, &rules, &config, Baseline::WhereDue, Paths::Counted)
+                .unwrap();
         let hour = Duration::from_secs(3600);
 
         plan.leave_changed_after = Some(SystemTime::now() - hour);

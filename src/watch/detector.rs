@@ -24,7 +24,8 @@ use super::settle::Settler;
 use super::sleep_until;
 use crate::config::Config;
 use crate::rules::RuleSet;
-use crate::scan::{pass, Detected, Scope};
+use crate::scan::pass::{self, Baseline, Recording};
+use crate::scan::{Detected, Paths, Scope};
 use crate::state::Store;
 
 /// Where the paths of a detection pass come from.
@@ -150,8 +151,13 @@ impl Detector {
     /// Paths from the settler are already quiet; a rescan or poll leaves
     /// files changed within the debounce to the settler.
     fn process(&mut self, scope: Scope, origin: Origin) -> anyhow::Result<Detected> {
-        let debug = tracing::enabled!(tracing::Level::DEBUG);
-        let mut plan = pass::plan(Some(&self.store), &self.rules, &self.config, false, debug)?;
+        // Each changed path is logged at debug level.
+        let paths = match tracing::enabled!(tracing::Level::DEBUG) {
+            true => Paths::Listed,
+            false => Paths::Counted,
+        };
+        let force = Baseline::WhereDue;
+        let mut plan = pass::plan(Some(&self.store), &self.rules, &self.config, force, paths)?;
         // A rescan must not hash a file in the middle of a write. (Never for
         // settled paths: a file with an mtime in the future would be
         // deferred forever.)
@@ -160,7 +166,13 @@ impl Detector {
         }
         plan.cancel = Some(self.cancel.clone());
         let (detected, chunk_owed) = tokio::task::block_in_place(|| {
-            pass::detect(Some(&mut self.store), &self.rules, &plan, &scope, true)
+            pass::detect(
+                Some(&mut self.store),
+                &self.rules,
+                &plan,
+                &scope,
+                Recording::InChunks,
+            )
         })?;
         let known = detected
             .unavailable

@@ -100,9 +100,7 @@ impl Sender {
         if let Some(at) = self.backoff[i].not_before.filter(|at| *at > now) {
             return Some(at);
         }
-        let Some(account) = self.accounts.list().get(i) else {
-            return None;
-        };
+        let account = self.accounts.list().get(i)?;
         let requests_before = account.client.requests();
         let watch = &self.config.watch;
         // Tokens are paced on their own clock: assets still owed or paths
