@@ -37,7 +37,7 @@ pub struct Session {
     // descriptor of the store file does.
     store: Option<Store>,
     accounts: Accounts,
-    _lock: Option<SessionLock>,
+    lock: Option<SessionLock>,
 }
 
 /// The store lock of read-write sessions; cloning it shares it.
@@ -64,7 +64,7 @@ impl SessionLock {
         Ok(Session {
             store: Some(store),
             accounts: Accounts::load(config)?,
-            _lock: Some(self.clone()),
+            lock: Some(self.clone()),
         })
     }
 }
@@ -75,7 +75,7 @@ impl Session {
             Access::ReadOnly => Ok(Session {
                 store: Store::open_read_only(&config.state)?,
                 accounts: Accounts::default(),
-                _lock: None,
+                lock: None,
             }),
             Access::ReadWrite => {
                 let mut session = SessionLock::acquire(config)?.session(config)?;
@@ -124,7 +124,7 @@ impl Session {
     /// The lock of a read-write session, to open sessions on later (the
     /// daemon's reloads).
     pub fn lock(&self) -> anyhow::Result<SessionLock> {
-        self._lock
+        self.lock
             .clone()
             .context("a read-only session holds no lock")
     }
@@ -145,7 +145,7 @@ impl Session {
     /// The store and the accounts of a read-write session at once
     /// (flushing needs both).
     pub fn parts(&mut self) -> anyhow::Result<(&mut Store, &Accounts)> {
-        match (&mut self.store, &self._lock) {
+        match (&mut self.store, &self.lock) {
             (Some(store), Some(_)) => Ok((store, &self.accounts)),
             _ => anyhow::bail!(
                 "this optiwatch command opened the store read-only; it cannot write it (a bug)"
