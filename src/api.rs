@@ -161,7 +161,7 @@ impl Client {
             .and_then(Value::as_str)
             .unwrap_or_default();
         // The token ends up in files, argv and image URLs.
-        if crate::token::is_valid(token) {
+        if crate::publish::is_valid(token) {
             crate::metrics::add(&crate::metrics::METRICS.tokens, 1);
             Ok(token.to_string())
         } else {

@@ -1,17 +1,20 @@
-//! The command line: clap definitions, resolving settings once
-//! (flag > environment > config file > default), and turning each command's
-//! result into output and an exit code.
+//! The command line: the clap definitions, resolving settings once
+//! (flag > environment > config file > default), and dispatching to the
+//! command in [`crate::commands`], which renders its result and picks the
+//! exit code.
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::commands::check::CheckArgs;
+use crate::commands::invalidate::InvalidateArgs;
+use crate::commands::scan::ScanArgs;
+use crate::commands::urls::UrlsArgs;
+use crate::commands::{self, JsonArg};
 use crate::config::Config;
 use crate::exit_codes::{self, ExitCode};
 use crate::logging::{self, LogFormat};
-use crate::pipeline::{run_scan, ScanOptions};
-use crate::rules::RuleSet;
-use crate::{check, explain, manual, status};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,67 +80,6 @@ pub enum Command {
     Man,
 }
 
-#[derive(Debug, Args)]
-pub struct JsonArg {
-    /// Print one JSON object on stdout
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct InvalidateArgs {
-    /// Files (mapped through the rules), full URLs, or 32-character asset hashes
-    #[arg(value_name = "PATH|URL|HASH")]
-    pub targets: Vec<std::ffi::OsString>,
-    /// Invalidate every cached image of this origin domain (repeatable)
-    #[arg(long, value_name = "DOMAIN")]
-    pub domain: Vec<String>,
-    /// Invalidate every cached image of the account
-    #[arg(long)]
-    pub all: bool,
-    /// Send the assets Optimole refused by name again (see `status`)
-    #[arg(long)]
-    pub refused: bool,
-    /// Do not ask before --all
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-    /// Show what would be sent; send nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub json: JsonArg,
-}
-
-#[derive(Debug, Args)]
-pub struct UrlsArgs {
-    #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<std::ffi::OsString>,
-    #[command(flatten)]
-    pub json: JsonArg,
-}
-
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// Also make one harmless authenticated request (see README)
-    #[arg(long)]
-    pub online: bool,
-    #[command(flatten)]
-    pub json: JsonArg,
-}
-
-#[derive(Debug, Args)]
-pub struct ScanArgs {
-    /// Show what would be invalidated; no API call, no state change
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Print one JSON object on stdout instead of the summary
-    #[arg(long)]
-    pub json: bool,
-    /// Record every file's hash without invalidating anything
-    #[arg(long, conflicts_with = "dry_run")]
-    pub baseline: bool,
-}
-
 /// Parses the process arguments, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -194,105 +136,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let config = Config::load(&config_path)?;
     match cli.command {
-        Command::Scan(args) => scan(&config, args).await,
-        Command::Watch => match crate::watch::run(&config_path, config).await {
-            Ok(()) => Ok(ExitCode::Success),
-            // A daemon's last word goes to its log (journald, log shippers).
-            Err(e) => {
-                crate::watch::log_stop(&e);
-                Ok(exit_codes::for_error(&e))
-            }
-        },
-        Command::Invalidate(args) => {
-            let request = manual::InvalidateRequest {
-                targets: args.targets,
-                domains: args.domain,
-                all: args.all,
-                refused: args.refused,
-                yes: args.yes,
-                dry_run: args.dry_run,
-            };
-            let report = manual::invalidate(&config, request).await?;
-            emit(args.json.json, &report, || report.human(), &report.errors)
-        }
-        Command::Token(args) => {
-            let report = manual::token(&config).await?;
-            if !args.json && report.errors.is_empty() {
-                println!("{}", report.token.as_deref().unwrap_or_default());
-                return Ok(ExitCode::Success);
-            }
-            emit(args.json, &report, || report.human(), &report.errors)
-        }
-        Command::Urls(args) => {
-            let rules = RuleSet::new(&config.rules)?;
-            let found = explain::explain(&rules, &args.paths)?;
-            let unmapped: Vec<String> = found
-                .iter()
-                .filter(|e| e.urls.is_empty())
-                .map(|e| e.path.clone())
-                .collect();
-            emit(args.json.json, &found, || explain::human(&found), &unmapped)
-        }
-        Command::Status(args) => {
-            let status = status::status(&config)?;
-            emit(args.json, &status, || status.human(), &[])
-        }
-        Command::Check(args) => {
-            let findings = check::check(&config, args.online).await;
-            let failed: Vec<String> = findings
-                .iter()
-                .filter(|f| !f.ok)
-                .map(|f| f.detail.clone())
-                .collect();
-            emit(
-                args.json.json,
-                &findings,
-                || check::human(&findings),
-                &failed,
-            )
-        }
+        Command::Scan(args) => commands::scan::run(&config, args).await,
+        Command::Watch => commands::watch::run(&config_path, config).await,
+        Command::Invalidate(args) => commands::invalidate::run(&config, args).await,
+        Command::Token(args) => commands::token::run(&config, args).await,
+        Command::Urls(args) => commands::urls::run(&config, args),
+        Command::Status(args) => commands::status::run(&config, args),
+        Command::Check(args) => commands::check::run(&config, args).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
-}
-
-/// Prints a command's result as JSON or text; any failure means exit 1.
-fn emit<T: serde::Serialize>(
-    json: bool,
-    value: &T,
-    text: impl FnOnce() -> String,
-    failures: &[String],
-) -> anyhow::Result<ExitCode> {
-    if json {
-        println!("{}", serde_json::to_string(value)?);
-    } else {
-        print!("{}", text());
-    }
-    Ok(if failures.is_empty() {
-        ExitCode::Success
-    } else {
-        ExitCode::Failure
-    })
-}
-
-async fn scan(config: &Config, args: ScanArgs) -> anyhow::Result<ExitCode> {
-    let opts = ScanOptions {
-        dry_run: args.dry_run,
-        baseline: args.baseline,
-        keep_paths: args.json,
-        progress: !args.json,
-    };
-    let report = run_scan(config, opts).await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.human());
-    }
-    for error in &report.errors {
-        tracing::error!(error = %error, "scan incomplete");
-    }
-    Ok(if report.errors.is_empty() {
-        ExitCode::Success
-    } else {
-        ExitCode::Failure
-    })
 }

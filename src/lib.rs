@@ -3,33 +3,32 @@
 //! their public URLs, invalidates them in batches, then requests one fresh
 //! cache token and hands it to the site.
 //!
-//! Modules follow the data flow:
-//! change source ([`scan`], [`watch`]) → detect ([`detect`], [`rules`]) → durable
-//! outbox ([`state`]) → API batches ([`flush`], [`api`], [`retry`]) →
-//! token ([`token`]). [`pipeline`] strings them together for one run;
-//! [`cli`] is the command line on top.
+//! Modules follow the data path: change source ([`scan`]: walks;
+//! [`watch`]: file events, settled) → detect ([`scan::pass`],
+//! [`scan::examine`], [`rules`] for URLs) → durable outbox ([`state`]) →
+//! API batches ([`flush`] per [`accounts`] account, [`api`], [`retry`]) →
+//! token → publish ([`publish`]). [`session`] opens the store for a
+//! command or the daemon; [`commands`] are the subcommands and [`cli`] the
+//! command line on top. Only what the binary and the tests use is public.
 
-pub mod api;
-pub mod check;
+mod accounts;
+mod api;
 pub mod cli;
+mod commands;
 pub mod config;
-pub mod detect;
-pub mod exit_codes;
-pub mod explain;
-pub mod failpoint;
-pub mod flush;
-pub mod logging;
-pub mod manpage;
-pub mod manual;
-pub mod metrics;
-pub mod pipeline;
-pub mod progress;
-pub mod report;
-pub mod retry;
+mod display;
+mod exit_codes;
+mod failpoint;
+mod flush;
+mod logging;
+mod manpage;
+mod metrics;
+mod progress;
+mod publish;
+mod retry;
 pub mod rules;
-pub mod scan;
-pub mod secret;
-pub mod state;
-pub mod status;
-pub mod token;
-pub mod watch;
+mod scan;
+mod secret;
+mod session;
+mod state;
+mod watch;

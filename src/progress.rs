@@ -17,11 +17,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar on stderr, or `None` when stderr is not a terminal or the
-    /// caller does not want one.
-    pub fn on_terminal(wanted: bool) -> Option<Progress> {
+    /// A bar on stderr, or `None` when stderr is not a terminal.
+    pub fn on_terminal() -> Option<Progress> {
         use std::io::IsTerminal;
-        if !wanted || !std::io::stderr().is_terminal() {
+        if !std::io::stderr().is_terminal() {
             return None;
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());

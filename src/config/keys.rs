@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use super::{locate, resolve, KeySource};
+use super::{locate, KeySource};
+use crate::display::normalize;
 
 /// `key_env`, `key_file` or `key_credential` of one table (`[api]` or a
 /// `[[rules]]`): at most one of them.
@@ -43,7 +44,7 @@ pub(super) fn key_source(
         return Ok(Some(KeySource::Env(env.into_inner())));
     }
     if let Some(file) = file {
-        return Ok(Some(KeySource::File(resolve(base, file.get_ref()))));
+        return Ok(Some(KeySource::File(normalize(base, file.get_ref()))));
     }
     if let Some(credential) = credential {
         let name = credential.get_ref();

@@ -9,16 +9,16 @@ mod keys;
 mod raw;
 mod values;
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use url::Url;
 
 use keys::key_source;
 use raw::{RawConfig, RawToken};
 pub use values::{is_loopback, MAX_BATCH};
 
+use crate::display::normalize;
 use crate::exit_codes::UsageError;
 
 pub const DEFAULT_BASE_URL: &str = "https://dashboard.optimole.com/api/optml/v2/cache";
@@ -116,21 +116,11 @@ pub struct RuleConfig {
     /// Follow symbolic links (off: a link must not pull files from outside
     /// the folder into hashing and invalidations).
     pub follow_symlinks: bool,
-    /// The Optimole account this rule's assets go to: `""` for the `[api]`
-    /// key, else the identity of the rule's own `key_env`/`key_file`.
-    pub account: String,
-    /// The rule's own key, when it has one.
+    /// The rule's own key, when it has one other than the `[api]` key
+    /// (its account: [`crate::accounts::AccountId::of_rule`]).
     pub key: Option<KeySource>,
     /// The rule's own `[rules.token]`; `None` means the global `[token]`.
     pub token: Option<TokenConfig>,
-}
-
-/// One Optimole account: its key and where its tokens go.
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub id: String,
-    pub key: KeySource,
-    pub tokens: Vec<TokenConfig>,
 }
 
 impl KeySource {
@@ -160,37 +150,6 @@ impl Config {
         }
         vars
     }
-
-    /// Every account: the `[api]` one first, then those of rules with their
-    /// own key. Each lists the token destinations of its rules.
-    pub fn accounts(&self) -> Vec<Account> {
-        let mut accounts = vec![Account {
-            id: String::new(),
-            key: self.api.key.clone(),
-            tokens: Vec::new(),
-        }];
-        for rule in &self.rules {
-            let index = match accounts.iter().position(|a| a.id == rule.account) {
-                Some(i) => i,
-                None => {
-                    accounts.push(Account {
-                        id: rule.account.clone(),
-                        key: rule.key.clone().unwrap_or_else(|| self.api.key.clone()),
-                        tokens: Vec::new(),
-                    });
-                    accounts.len() - 1
-                }
-            };
-            let token = rule.token.clone().unwrap_or_else(|| self.token.clone());
-            if !accounts[index].tokens.contains(&token) {
-                accounts[index].tokens.push(token);
-            }
-        }
-        if accounts[0].tokens.is_empty() {
-            accounts[0].tokens.push(self.token.clone());
-        }
-        accounts
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -203,7 +162,7 @@ pub struct TokenConfig {
 impl Config {
     /// Reads and validates the config file. Every failure is a [`UsageError`].
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let path = absolute(path)?;
+        let path = crate::display::from_cwd(path)?;
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -242,7 +201,7 @@ impl Config {
         for spanned in raw_rules {
             let span = spanned.span();
             let raw = spanned.into_inner();
-            let dir = resolve(&base, &raw.dir);
+            let dir = normalize(&base, &raw.dir);
             if rules.iter().any(|r| r.dir == dir) {
                 return Err(format!(
                     "{}: rules.dir {} is used by two [[rules]]: merge them (use `also` for extra URL prefixes)",
@@ -258,7 +217,6 @@ impl Config {
             )?;
             rules.push(RuleConfig {
                 dir,
-                account: key.as_ref().map(KeySource::id).unwrap_or_default(),
                 key,
                 token: raw.token.map(|t| token_config(&base, t)),
                 url: raw.url.0,
@@ -290,7 +248,7 @@ impl Config {
         // A rule key equal to the [api] key is the same account.
         for rule in &mut rules {
             if rule.key.as_ref() == Some(&api.key) {
-                rule.account.clear();
+                rule.key = None;
             }
         }
         let token = token_config(&base, raw.token);
@@ -338,7 +296,7 @@ impl Config {
             path: path.to_path_buf(),
             watch,
             metrics,
-            state: resolve(&base, raw.state.as_deref().unwrap_or("optiwatch.db")),
+            state: normalize(&base, raw.state.as_deref().unwrap_or("optiwatch.db")),
             invalidate_new: raw.invalidate_new,
             api,
             rules,
@@ -349,7 +307,7 @@ impl Config {
 
 fn token_config(base: &Path, raw: RawToken) -> TokenConfig {
     TokenConfig {
-        file: raw.file.map(|f| resolve(base, &f)),
+        file: raw.file.map(|f| normalize(base, &f)),
         command: raw.command.map(|a| a.0),
         command_timeout: raw.command_timeout.map_or(Duration::from_secs(60), |d| d.0),
     }
@@ -363,24 +321,6 @@ fn locate(text: &str, offset: usize) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     format!("line {line}, column {column}")
-}
-
-/// Resolves `p` against the config's folder and drops `.` components and
-/// trailing slashes, so the same folder always gives the same key.
-fn resolve(base: &Path, p: impl AsRef<Path>) -> PathBuf {
-    let joined = base.join(p);
-    joined
-        .components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
-}
-
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    if path.is_absolute() {
-        return Ok(path.to_path_buf());
-    }
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    Ok(resolve(&cwd, path))
 }
 
 #[cfg(test)]
@@ -397,7 +337,6 @@ mod tests {
         assert!(cfg.token.command.is_some());
         assert_eq!(cfg.watch, WatchConfig::default());
         assert_eq!(cfg.metrics.max_owed_age, Duration::from_secs(900));
-        assert_eq!(cfg.accounts().len(), 1);
     }
 
     #[test]

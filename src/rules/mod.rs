@@ -7,6 +7,7 @@
 //! joined with the percent-encoded path relative to `dir`.
 
 pub mod encode;
+pub mod explain;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use crate::accounts::AccountId;
 use crate::config::RuleConfig;
 use crate::state::Owed;
 
@@ -30,7 +32,7 @@ pub struct Rule {
     /// No `include` in the config: the default image extensions apply.
     pub default_include: bool,
     /// The Optimole account its assets are owed to.
-    pub account: String,
+    pub account: AccountId,
     /// `url` first, then every `also` prefix; none ends with `/`.
     pub prefixes: Vec<String>,
     include: Filter,
@@ -139,7 +141,7 @@ impl RuleSet {
                 dir: cfg.dir.clone(),
                 follow_symlinks: cfg.follow_symlinks,
                 default_include: cfg.include.is_none(),
-                account: cfg.account.clone(),
+                account: AccountId::of_rule(cfg),
                 prefixes: std::iter::once(cfg.url.clone())
                     .chain(cfg.also.iter().cloned())
                     .collect(),
@@ -263,7 +265,6 @@ mod tests {
             include: None,
             exclude: vec!["**/cache/**".into()],
             follow_symlinks: false,
-            account: String::new(),
             key: None,
             token: None,
         }

@@ -1,5 +1,5 @@
 //! Where a walk starts and how: the rule folders (or event paths) to walk,
-//! which of them cannot be seen right now ("blind": missing, unmounted,
+//! which of them cannot be seen right now ("unseen": missing, unmounted,
 //! reached only through a symlink), which must be compared by content
 //! (moved to another device), and the parallel walker itself.
 
@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use ignore::{WalkBuilder, WalkParallel};
 
-use super::{Detected, ScanPlan, Scope};
-use crate::detect::Compare;
+use super::examine::Compare;
+use super::{Detected, ScanPlan, Scope, Symlinks};
 use crate::rules::RuleSet;
 use crate::state::FileIndex;
 
@@ -17,7 +17,7 @@ use crate::state::FileIndex;
 pub(super) fn walker(
     rules: &RuleSet,
     roots: &[PathBuf],
-    follow: bool,
+    follow: Symlinks,
     threads: usize,
 ) -> Option<WalkParallel> {
     let (first, rest) = roots.split_first()?;
@@ -27,7 +27,7 @@ pub(super) fn walker(
     }
     builder
         .standard_filters(false)
-        .follow_links(follow)
+        .follow_links(follow == Symlinks::Follow)
         .threads(threads.max(1));
     let all_dirs: Vec<PathBuf> = rules.rules().iter().map(|r| r.dir.clone()).collect();
     // Another rule's folder inside this one is walked as its own root.
@@ -49,7 +49,7 @@ pub(super) struct Start {
 }
 
 /// The walk's starting points. A rule folder that cannot be opened makes
-/// everything under it blind (reported, never taken as deleted); a target
+/// everything under it unseen (reported, never taken as deleted); a target
 /// path that is gone (or is now a symlink) is simply not walked, so what was
 /// recorded under it counts as deleted.
 pub(super) fn roots(
@@ -57,7 +57,7 @@ pub(super) fn roots(
     plan: &ScanPlan,
     scope: &Scope,
     out: &mut Detected,
-    blind: &mut Vec<PathBuf>,
+    unseen_dirs: &mut Vec<PathBuf>,
 ) -> Start {
     let mut start = Start {
         roots: Vec::new(),
@@ -106,7 +106,7 @@ pub(super) fn roots(
                 if check_rule(i, out, &mut start) {
                     start.roots.push(rule.dir.clone());
                 } else {
-                    blind.push(rule.dir.clone());
+                    unseen_dirs.push(rule.dir.clone());
                 }
             }
         }
@@ -137,7 +137,7 @@ pub(super) fn roots(
                     continue;
                 }
                 if !check_rule(rule, out, &mut start) {
-                    blind.push(path);
+                    unseen_dirs.push(path);
                     continue;
                 }
                 let dir = &rules.get(rule).dir;
@@ -174,7 +174,7 @@ pub(super) fn settle_moved(
     index: &FileIndex,
     start: &Start,
     out: &mut Detected,
-    blind: &mut Vec<PathBuf>,
+    unseen_dirs: &mut Vec<PathBuf>,
 ) {
     for &(i, dev) in &start.moved {
         let dir = &rules.get(i).dir;
@@ -196,7 +196,7 @@ pub(super) fn settle_moved(
                 dir.display()
             ));
             out.unavailable.push(i);
-            blind.push(dir.clone());
+            unseen_dirs.push(dir.clone());
         } else {
             tracing::info!(dir = %dir.display(), files = recorded, found, "rule folder is on another file system now; its files were compared by content");
             out.changes.devices.push((dir.clone(), dev));

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{set_meta, unix_now, Store};
+use crate::accounts::AccountId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenState {
@@ -39,11 +40,10 @@ pub struct TokenMark {
 }
 
 /// Meta keys per account; the default account keeps the plain names.
-pub(super) fn key(base: &str, account: &str) -> String {
-    if account.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}:{account}")
+pub(super) fn key(base: &str, account: &AccountId) -> String {
+    match account {
+        AccountId::Default => base.to_string(),
+        AccountId::Key(name) => format!("{base}:{name}"),
     }
 }
 
@@ -60,7 +60,7 @@ pub(super) const TOKEN_KEYS: [&str; 7] = [
 
 /// A token must follow. A token already fetched stays: it still covers
 /// what was accepted before it was requested.
-pub(super) fn owe_token_in(conn: &Connection, account: &str) -> rusqlite::Result<()> {
+pub(super) fn owe_token_in(conn: &Connection, account: &AccountId) -> rusqlite::Result<()> {
     set_meta(conn, &key("token_state", account), "owed")
 }
 
@@ -75,7 +75,11 @@ pub(super) fn meta_number(conn: &Connection, key: &str) -> rusqlite::Result<Opti
 }
 
 /// Records an accepted invalidation (at `at_ms`) that a token must cover.
-pub(super) fn accepted_in(conn: &Connection, account: &str, at_ms: i64) -> rusqlite::Result<()> {
+pub(super) fn accepted_in(
+    conn: &Connection,
+    account: &AccountId,
+    at_ms: i64,
+) -> rusqlite::Result<()> {
     let count = meta_number(conn, &key("accepted", account))?.unwrap_or(0);
     set_meta(
         conn,
@@ -101,7 +105,7 @@ fn from_ms(ms: i64) -> SystemTime {
 impl Store {
     /// When the account's token was last requested (kept across restarts,
     /// so a daemon restarting in a loop cannot request tokens in a loop).
-    pub fn token_requested_at(&self, account: &str) -> anyhow::Result<Option<SystemTime>> {
+    pub fn token_requested_at(&self, account: &AccountId) -> anyhow::Result<Option<SystemTime>> {
         if let Some(ms) = meta_number(&self.conn, &key("token_requested_ms", account))? {
             return Ok(Some(from_ms(ms)));
         }
@@ -112,7 +116,7 @@ impl Store {
         )
     }
 
-    pub fn token_state(&self, account: &str) -> anyhow::Result<TokenState> {
+    pub fn token_state(&self, account: &AccountId) -> anyhow::Result<TokenState> {
         if let Some(token) = self.meta(&key("token_fetched", account))? {
             return Ok(TokenState::Fetched(token));
         }
@@ -125,7 +129,7 @@ impl Store {
     /// A token is owed for an invalidation Optimole accepted outside the
     /// outbox (a domain or account-wide invalidation), or on request (the
     /// `token` command): a fresh one, so a token fetched earlier is dropped.
-    pub fn owe_token(&mut self, account: &str) -> anyhow::Result<()> {
+    pub fn owe_token(&mut self, account: &AccountId) -> anyhow::Result<()> {
         let tx = self.write()?;
         accepted_in(&tx, account, unix_now_ms())?;
         for base in ["token_fetched", "token_covers"] {
@@ -139,7 +143,7 @@ impl Store {
     /// requested from now on must follow. Called before the accepted assets
     /// leave the outbox, so a crash in between errs on the side of one more
     /// token, never one less.
-    pub fn accepted(&mut self, account: &str) -> anyhow::Result<()> {
+    pub fn accepted(&mut self, account: &AccountId) -> anyhow::Result<()> {
         let tx = self.write()?;
         accepted_in(&tx, account, unix_now_ms())?;
         tx.commit()?;
@@ -148,7 +152,7 @@ impl Store {
 
     /// Since when the account's oldest accepted invalidation waits for a
     /// published token; `None` when every one is covered.
-    pub fn uncovered_since(&self, account: &str) -> anyhow::Result<Option<SystemTime>> {
+    pub fn uncovered_since(&self, account: &AccountId) -> anyhow::Result<Option<SystemTime>> {
         Ok(meta_number(&self.conn, &key("uncovered_since", account))?.map(from_ms))
     }
 
@@ -166,7 +170,7 @@ impl Store {
     }
 
     /// Taken right before a token request: what the token will cover.
-    pub fn token_mark(&self, account: &str) -> anyhow::Result<TokenMark> {
+    pub fn token_mark(&self, account: &AccountId) -> anyhow::Result<TokenMark> {
         Ok(TokenMark {
             accepted: meta_number(&self.conn, &key("accepted", account))?.unwrap_or(0),
             at_ms: unix_now_ms(),
@@ -175,7 +179,7 @@ impl Store {
 
     /// Whether the fetched, unpublished token was requested before some
     /// acceptance: a fresh request would cover more.
-    pub fn token_stale(&self, account: &str) -> anyhow::Result<bool> {
+    pub fn token_stale(&self, account: &AccountId) -> anyhow::Result<bool> {
         if self.meta(&key("token_fetched", account))?.is_none() {
             return Ok(false);
         }
@@ -188,7 +192,7 @@ impl Store {
     /// covers what was accepted before the mark, whatever is owed now.
     pub fn token_fetched(
         &mut self,
-        account: &str,
+        account: &AccountId,
         token: &str,
         mark: TokenMark,
     ) -> anyhow::Result<()> {
@@ -217,7 +221,7 @@ impl Store {
     /// The token reached the site: the acceptances before its mark are
     /// covered. The account's token stays owed while it owes assets or has
     /// acceptances after the mark.
-    pub fn token_published(&mut self, account: &str, token: &str) -> anyhow::Result<()> {
+    pub fn token_published(&mut self, account: &AccountId, token: &str) -> anyhow::Result<()> {
         let tx = self.write()?;
         if meta_in(&tx, &key("token_fetched", account))?.as_deref() == Some(token) {
             // A token fetched by an older optiwatch has no mark: it was
@@ -259,6 +263,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const D: &AccountId = &AccountId::Default;
     use crate::state::{Changes, Owed};
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -270,7 +276,7 @@ mod tests {
     fn owe(store: &mut Store, asset: &str) {
         let assets = vec![Owed {
             asset: asset.into(),
-            account: String::new(),
+            account: AccountId::Default,
         }];
         store
             .record(&Changes {
@@ -282,14 +288,14 @@ mod tests {
 
     /// Optimole accepted everything owed now.
     fn accept_all(store: &mut Store) {
-        let owed = store.owed_by("").unwrap();
-        store.accepted("").unwrap();
+        let owed = store.owed_by(D).unwrap();
+        store.accepted(D).unwrap();
         store.settle(&owed).unwrap();
     }
 
     fn fetch(store: &mut Store, token: &str) {
-        let mark = store.token_mark("").unwrap();
-        store.token_fetched("", token, mark).unwrap();
+        let mark = store.token_mark(D).unwrap();
+        store.token_fetched(D, token, mark).unwrap();
     }
 
     #[test]
@@ -298,18 +304,18 @@ mod tests {
         owe(&mut store, "a");
         accept_all(&mut store);
         owe(&mut store, "b");
-        assert!(store.uncovered_since("").unwrap().is_some());
+        assert!(store.uncovered_since(D).unwrap().is_some());
         fetch(&mut store, "t1");
-        store.token_published("", "t1").unwrap();
+        store.token_published(D, "t1").unwrap();
         // "a" is covered; "b" is owed, so a token still is.
-        assert_eq!(store.uncovered_since("").unwrap(), None);
-        assert_eq!(store.token_state("").unwrap(), TokenState::Owed);
+        assert_eq!(store.uncovered_since(D).unwrap(), None);
+        assert_eq!(store.token_state(D).unwrap(), TokenState::Owed);
         accept_all(&mut store);
-        assert!(store.uncovered_since("").unwrap().is_some());
+        assert!(store.uncovered_since(D).unwrap().is_some());
         fetch(&mut store, "t2");
-        store.token_published("", "t2").unwrap();
-        assert_eq!(store.token_state("").unwrap(), TokenState::Settled);
-        assert_eq!(store.uncovered_since("").unwrap(), None);
+        store.token_published(D, "t2").unwrap();
+        assert_eq!(store.token_state(D).unwrap(), TokenState::Settled);
+        assert_eq!(store.uncovered_since(D).unwrap(), None);
         assert_eq!(store.oldest_uncovered_at().unwrap(), None);
     }
 
@@ -318,14 +324,14 @@ mod tests {
         let (_dir, mut store) = store();
         owe(&mut store, "a");
         accept_all(&mut store);
-        let mark = store.token_mark("").unwrap();
+        let mark = store.token_mark(D).unwrap();
         owe(&mut store, "b");
         accept_all(&mut store);
-        store.token_fetched("", "t1", mark).unwrap();
-        assert!(store.token_stale("").unwrap());
-        store.token_published("", "t1").unwrap();
-        assert_eq!(store.token_state("").unwrap(), TokenState::Owed);
-        let left = store.uncovered_since("").unwrap().unwrap();
+        store.token_fetched(D, "t1", mark).unwrap();
+        assert!(store.token_stale(D).unwrap());
+        store.token_published(D, "t1").unwrap();
+        assert_eq!(store.token_state(D).unwrap(), TokenState::Owed);
+        let left = store.uncovered_since(D).unwrap().unwrap();
         assert!(left >= from_ms(mark.at_ms), "not older than the request");
     }
 
@@ -337,27 +343,27 @@ mod tests {
         fetch(&mut store, "t1");
         owe(&mut store, "b");
         assert_eq!(
-            store.token_state("").unwrap(),
+            store.token_state(D).unwrap(),
             TokenState::Fetched("t1".into())
         );
-        assert!(!store.token_stale("").unwrap());
-        store.owe_token("").unwrap();
-        assert_eq!(store.token_state("").unwrap(), TokenState::Owed);
-        assert!(store.uncovered_since("").unwrap().is_some());
+        assert!(!store.token_stale(D).unwrap());
+        store.owe_token(D).unwrap();
+        assert_eq!(store.token_state(D).unwrap(), TokenState::Owed);
+        assert!(store.uncovered_since(D).unwrap().is_some());
     }
 
     #[test]
     fn the_request_time_has_milliseconds_and_old_stores_are_read() {
         let (_dir, mut store) = store();
-        assert_eq!(store.token_requested_at("").unwrap(), None);
+        assert_eq!(store.token_requested_at(D).unwrap(), None);
         set_meta(&store.conn, "token_requested_at", "1700000000").unwrap();
         assert_eq!(
-            store.token_requested_at("").unwrap(),
+            store.token_requested_at(D).unwrap(),
             Some(from_ms(1_700_000_000_000))
         );
         store
             .token_fetched(
-                "",
+                D,
                 "t",
                 TokenMark {
                     accepted: 0,
@@ -366,12 +372,12 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            store.token_requested_at("").unwrap(),
+            store.token_requested_at(D).unwrap(),
             Some(from_ms(1_700_000_000_123))
         );
         // A value nobody can parse counts as never.
         set_meta(&store.conn, "token_requested_ms", "soon").unwrap();
         set_meta(&store.conn, "token_requested_at", "-").unwrap();
-        assert_eq!(store.token_requested_at("").unwrap(), None);
+        assert_eq!(store.token_requested_at(D).unwrap(), None);
     }
 }

@@ -157,10 +157,6 @@ impl FileIndex {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Every recorded file, and whether a walk has marked it as seen.
     pub fn files(&self) -> impl Iterator<Item = (&Path, bool)> {
         self.entries.iter().enumerate().map(|(n, e)| {

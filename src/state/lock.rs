@@ -24,7 +24,6 @@ use anyhow::Context;
 pub struct StoreLock {
     _pid_file: File,
     _store: File,
-    pub path: PathBuf,
 }
 
 impl StoreLock {
@@ -57,7 +56,6 @@ impl StoreLock {
         Ok(StoreLock {
             _pid_file: pid_file,
             _store: store,
-            path,
         })
     }
 }

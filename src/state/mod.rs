@@ -16,6 +16,7 @@ mod index;
 mod lock;
 mod outbox;
 mod refused;
+mod schema;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,40 +24,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
-pub use coverage::{TokenMark, TokenState};
+pub use coverage::TokenState;
 pub use files::{Changes, Hashed, Stat};
 pub use index::{FileIndex, Known};
 pub use lock::{holder as lock_holder, StoreLock};
 pub use outbox::{Owed, Pending};
 pub use refused::Refused;
-
-/// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
-const APPLICATION_ID: i32 = 0x4F50_5457;
-/// Bumped on every schema change; older binaries refuse newer stores.
-pub const SCHEMA_VERSION: i32 = 4;
-
-const SCHEMA: &str = "
-    CREATE TABLE files (
-        path     BLOB PRIMARY KEY,
-        size     INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        inode    INTEGER NOT NULL,
-        hash     BLOB NOT NULL,
-        ctime_ns INTEGER NOT NULL DEFAULT 0,
-        dev      INTEGER NOT NULL DEFAULT 0,
-        racy     INTEGER NOT NULL DEFAULT 0,
-        links    INTEGER NOT NULL DEFAULT 1
-    ) WITHOUT ROWID;
-    CREATE INDEX files_links ON files (inode, dev) WHERE links > 1;
-    CREATE TABLE outbox (
-        asset    TEXT NOT NULL UNIQUE,
-        added_at INTEGER NOT NULL,
-        account  TEXT NOT NULL DEFAULT '',
-        gen      INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE TABLE rules_seen (dir BLOB PRIMARY KEY, dev INTEGER) WITHOUT ROWID;
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-";
+use schema::Found;
+pub use schema::OutdatedStore;
 
 pub struct Store {
     conn: Connection,
@@ -70,24 +45,48 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the store, creating it when the file does not exist yet.
+    /// Opens the store for reading and writing, creating it when the file
+    /// does not exist yet and upgrading an older schema.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         ensure_folder(path)?;
-        let conn = Connection::open_with_flags(
+        let mut store = Store::connect(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("cannot open state store {}", path.display()))?;
-        let mut store = Store {
-            conn,
-            path: path.to_path_buf(),
-        };
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
         store
             .prepare()
             .with_context(|| format!("state store {}", path.display()))?;
         Ok(store)
+    }
+
+    /// Opens the store for reading only: it is never created, upgraded or
+    /// written (SQLite opens it read-only). `None` when there is no store
+    /// yet (no file, or the empty file a failed first run left); an older
+    /// schema is an [`OutdatedStore`] error.
+    pub fn open_read_only(path: &Path) -> anyhow::Result<Option<Store>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let store = Store::connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let found = store
+            .check()
+            .with_context(|| format!("state store {}", path.display()))?;
+        match found {
+            Found::Empty => Ok(None),
+            Found::Current => Ok(Some(store)),
+            Found::Older(found) => Err(OutdatedStore { found })
+                .with_context(|| format!("state store {}", path.display())),
+        }
+    }
+
+    fn connect(path: &Path, flags: OpenFlags) -> anyhow::Result<Store> {
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_context(|| format!("cannot open state store {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -95,29 +94,10 @@ impl Store {
     }
 
     fn prepare(&mut self) -> anyhow::Result<()> {
-        self.conn.busy_timeout(Duration::from_secs(10))?;
-        if let Some(why) = damage::cut_short(&self.conn, &self.path) {
-            return Err(damage::damaged(&self.path, &why));
-        }
-        let (app_id, version, tables) = match self.identify() {
-            Ok(found) => found,
-            Err(e) if damage::is_corrupt(&e) => {
-                return Err(damage::damaged(&self.path, &e.to_string()))
-            }
-            Err(e) => return Err(e).context(
-                "this file is not an optiwatch state store (not SQLite); point `state` at another path",
-            ),
-        };
-        if app_id == 0 && version == 0 && tables == 0 {
-            self.create()?;
-        } else if app_id == APPLICATION_ID && version < SCHEMA_VERSION {
-            self.migrate(version)?;
-        } else if app_id != APPLICATION_ID {
-            bail!("this SQLite file is not an optiwatch state store; it was left untouched: point `state` at another path");
-        } else if version > SCHEMA_VERSION {
-            bail!(
-                "the store has schema version {version}, newer than this optiwatch understands ({SCHEMA_VERSION}): upgrade optiwatch; the store was left untouched"
-            );
+        match self.check()? {
+            Found::Empty => self.create()?,
+            Found::Older(version) => self.migrate(version)?,
+            Found::Current => {}
         }
         let mode: String = self
             .conn
@@ -126,68 +106,6 @@ impl Store {
             tracing::warn!(mode = %mode, "state store could not switch to WAL mode");
         }
         self.conn.execute_batch("PRAGMA synchronous = FULL;")?;
-        Ok(())
-    }
-
-    /// The application id, schema version and table count.
-    fn identify(&self) -> rusqlite::Result<(i32, i32, i64)> {
-        let app_id = self
-            .conn
-            .query_row("PRAGMA application_id", [], |r| r.get(0))?;
-        let version = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let tables = self
-            .conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-        Ok((app_id, version, tables))
-    }
-
-    /// Brings an older store up to date in one transaction.
-    fn migrate(&mut self, from: i32) -> anyhow::Result<()> {
-        let tx = self.write()?;
-        if from < 2 {
-            // v2: assets are owed per Optimole account (per-rule keys), with
-            // a generation so a change during a send is not settled by it;
-            // rule folders remember their file system.
-            tx.execute_batch(
-                "ALTER TABLE outbox ADD COLUMN account TEXT NOT NULL DEFAULT '';
-                 ALTER TABLE outbox ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
-                 ALTER TABLE rules_seen ADD COLUMN dev INTEGER;",
-            )?;
-        }
-        if from < 3 {
-            // v3: the quick-check also compares the inode change time and
-            // the device; racy rows are hashed again; rows with hard links
-            // find each other. Older rows get ctime 0 and device 0, so each
-            // file is hashed once more and then carries full stat data
-            // (see `Stat::is_legacy_of`).
-            tx.execute_batch(
-                "ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
-                 ALTER TABLE files ADD COLUMN dev INTEGER NOT NULL DEFAULT 0;
-                 ALTER TABLE files ADD COLUMN racy INTEGER NOT NULL DEFAULT 0;
-                 ALTER TABLE files ADD COLUMN links INTEGER NOT NULL DEFAULT 1;
-                 CREATE INDEX files_links ON files (inode, dev) WHERE links > 1;",
-            )?;
-        }
-        if from < 4 {
-            // v4: assets Optimole refused by name, kept visible.
-            tx.execute_batch(refused::SCHEMA)?;
-        }
-        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
-        tx.commit()?;
-        tracing::info!(from, to = SCHEMA_VERSION, "state store schema upgraded");
-        Ok(())
-    }
-
-    fn create(&mut self) -> anyhow::Result<()> {
-        let tx = self.write()?;
-        tx.execute_batch(SCHEMA)?;
-        tx.execute_batch(refused::SCHEMA)?;
-        tx.execute_batch(&format!(
-            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
-        ))?;
-        tx.commit()?;
         Ok(())
     }
 
@@ -257,47 +175,4 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A schema-2 store (no ctime, device, racy or links) is upgraded in
-    /// place and its rows read with ctime and device 0.
-    #[test]
-    fn a_version_2_store_is_upgraded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(&format!(
-            "CREATE TABLE files (path BLOB PRIMARY KEY, size INTEGER NOT NULL,
-               mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, hash BLOB NOT NULL) WITHOUT ROWID;
-             CREATE TABLE outbox (asset TEXT NOT NULL UNIQUE, added_at INTEGER NOT NULL,
-               account TEXT NOT NULL DEFAULT '', gen INTEGER NOT NULL DEFAULT 0);
-             CREATE TABLE rules_seen (dir BLOB PRIMARY KEY, dev INTEGER) WITHOUT ROWID;
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-             INSERT INTO files VALUES (x'2f612e6a7067', 3, 7, 9, zeroblob(32));
-             PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 2;"
-        ))
-        .unwrap();
-        drop(conn);
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.identify().unwrap().1, SCHEMA_VERSION);
-        let index = store.load_index().unwrap();
-        let known = index.get(Path::new("/a.jpg")).unwrap();
-        let now = Stat {
-            size: 3,
-            mtime_ns: 7,
-            ctime_ns: 8,
-            inode: 9,
-            dev: 5,
-        };
-        assert_eq!(
-            (known.stat.ctime_ns, known.stat.dev, known.racy),
-            (0, 0, false)
-        );
-        assert!(known.stat.is_legacy_of(&now));
-        assert!(!known.stat.is_legacy_of(&Stat { mtime_ns: 6, ..now }));
-    }
 }

@@ -3,21 +3,35 @@
 //!
 //! An asset is owed at most once (a UNIQUE column), keeps its place in line
 //! when it is owed again, and is removed only after Optimole accepted it.
-//! An account is named by where its key comes from; `""` is the `[api]`
-//! key's account.
+//! An account is kept as [`AccountId::stored`] names it (`''` for the
+//! default account, as stores written before per-rule keys have it).
 
 use std::collections::BTreeSet;
 
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection};
 
 use super::coverage::{accepted_in, key, meta_number, owe_token_in, TOKEN_KEYS};
 use super::{set_meta, unix_now, Store};
+use crate::accounts::AccountId;
 
 /// An asset owed to one account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owed {
     pub asset: String,
-    pub account: String,
+    pub account: AccountId,
+}
+
+impl ToSql for AccountId {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.stored()))
+    }
+}
+
+impl FromSql for AccountId {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        String::column_result(value).map(AccountId::from_stored)
+    }
 }
 
 /// An owed asset as read for sending.
@@ -49,7 +63,7 @@ pub(super) fn owe(conn: &Connection, assets: &[Owed]) -> rusqlite::Result<usize>
     }
     // A token must follow these once they are accepted (a token fetched
     // earlier still covers what was accepted before it).
-    let accounts: BTreeSet<&str> = assets.iter().map(|o| o.account.as_str()).collect();
+    let accounts: BTreeSet<&AccountId> = assets.iter().map(|o| &o.account).collect();
     for account in accounts {
         owe_token_in(conn, account)?;
     }
@@ -70,7 +84,7 @@ impl Store {
 
     /// The assets one account owes, oldest first, each with the generation
     /// that [`Store::settle`] must be given back.
-    pub fn owed_by(&self, account: &str) -> anyhow::Result<Vec<Pending>> {
+    pub fn owed_by(&self, account: &AccountId) -> anyhow::Result<Vec<Pending>> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT asset, gen FROM outbox WHERE account = ?1 ORDER BY rowid")?;
@@ -86,12 +100,12 @@ impl Store {
     }
 
     /// Accounts with assets or a token owed.
-    pub fn accounts_with_work(&self) -> anyhow::Result<BTreeSet<String>> {
+    pub fn accounts_with_work(&self) -> anyhow::Result<BTreeSet<AccountId>> {
         let mut accounts = BTreeSet::new();
         let mut stmt = self
             .conn
             .prepare_cached("SELECT DISTINCT account FROM outbox")?;
-        for account in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        for account in stmt.query_map([], |r| r.get::<_, AccountId>(0))? {
             accounts.insert(account?);
         }
         let mut stmt = self.conn.prepare_cached(
@@ -99,12 +113,12 @@ impl Store {
         )?;
         for k in stmt.query_map([], |r| r.get::<_, String>(0))? {
             let k = k?;
-            accounts.insert(
+            accounts.insert(AccountId::from_stored(
                 k.strip_prefix("token_state")
                     .unwrap_or("")
                     .trim_start_matches(':')
                     .to_string(),
-            );
+            ));
         }
         Ok(accounts)
     }
@@ -114,9 +128,9 @@ impl Store {
     /// got assets. Assets `serving` knows no account for stay where they are.
     pub fn follow_rules<'a>(
         &mut self,
-        serving: impl Fn(&str) -> Option<&'a str>,
+        serving: impl Fn(&str) -> Option<&'a AccountId>,
     ) -> anyhow::Result<()> {
-        let moves: Vec<(i64, String, String)> = {
+        let moves: Vec<(i64, AccountId, AccountId)> = {
             let mut stmt = self
                 .conn
                 .prepare_cached("SELECT rowid, asset, account FROM outbox ORDER BY rowid")?;
@@ -124,14 +138,14 @@ impl Store {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
+                    r.get::<_, AccountId>(2)?,
                 ))
             })?;
             let mut moves = Vec::new();
             for row in rows {
                 let (rowid, asset, account) = row?;
-                if let Some(to) = serving(&asset).filter(|to| *to != account) {
-                    moves.push((rowid, account, to.to_string()));
+                if let Some(to) = serving(&asset).filter(|to| **to != account) {
+                    moves.push((rowid, account, to.clone()));
                 }
             }
             moves
@@ -147,16 +161,16 @@ impl Store {
                 update.execute(params![rowid, to])?;
             }
         }
-        let accounts: BTreeSet<&str> = moves.iter().map(|(_, _, to)| to.as_str()).collect();
+        let accounts: BTreeSet<&AccountId> = moves.iter().map(|(_, _, to)| to).collect();
         for account in &accounts {
             owe_token_in(&tx, account)?;
         }
         tx.commit()?;
-        let from: BTreeSet<&str> = moves.iter().map(|(_, from, _)| from.as_str()).collect();
+        let from: BTreeSet<&AccountId> = moves.iter().map(|(_, from, _)| from).collect();
         tracing::info!(
             assets = moves.len(),
-            from = ?from,
-            to = ?accounts,
+            from = %names(from.iter().copied()),
+            to = %names(accounts.iter().copied()),
             "owed assets follow their rule to its current account"
         );
         Ok(())
@@ -164,11 +178,11 @@ impl Store {
 
     /// Gives assets and tokens owed to accounts not in `known` to the
     /// default account.
-    pub fn adopt_orphans(&mut self, known: &[&str]) -> anyhow::Result<()> {
-        let orphans: Vec<String> = self
+    pub fn adopt_orphans(&mut self, known: &[&AccountId]) -> anyhow::Result<()> {
+        let orphans: Vec<AccountId> = self
             .accounts_with_work()?
             .into_iter()
-            .filter(|a| !known.contains(&a.as_str()))
+            .filter(|a| !known.contains(&a))
             .collect();
         if orphans.is_empty() {
             return Ok(());
@@ -176,21 +190,21 @@ impl Store {
         let tx = self.write()?;
         for account in &orphans {
             tx.execute(
-                "UPDATE outbox SET account = '' WHERE account = ?1",
-                [account],
+                "UPDATE outbox SET account = ?2 WHERE account = ?1",
+                [account, &AccountId::Default],
             )?;
             // What the orphan had accepted and not yet covered needs the
             // [api] account's next token.
             if let Some(since) = meta_number(&tx, &key("uncovered_since", account))? {
-                accepted_in(&tx, "", since)?;
+                accepted_in(&tx, &AccountId::Default, since)?;
             }
             for base in TOKEN_KEYS {
                 tx.execute("DELETE FROM meta WHERE key = ?1", [key(base, account)])?;
             }
-            owe_token_in(&tx, "")?;
+            owe_token_in(&tx, &AccountId::Default)?;
         }
         tx.commit()?;
-        tracing::warn!(accounts = ?orphans, "work owed to accounts no longer in the config goes to the [api] key");
+        tracing::warn!(accounts = %names(&orphans), "work owed to accounts no longer in the config goes to the [api] key");
         Ok(())
     }
 
@@ -208,7 +222,7 @@ impl Store {
         Ok(n as usize)
     }
 
-    pub fn owed_count_by(&self, account: &str) -> anyhow::Result<usize> {
+    pub fn owed_count_by(&self, account: &AccountId) -> anyhow::Result<usize> {
         let n: i64 = self.conn.query_row(
             "SELECT count(*) FROM outbox WHERE account = ?1",
             [account],
@@ -232,4 +246,10 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Accounts as logs name them (`default` for the `[api]` key's).
+fn names<'a>(accounts: impl IntoIterator<Item = &'a AccountId>) -> String {
+    let names: Vec<String> = accounts.into_iter().map(AccountId::to_string).collect();
+    names.join(", ")
 }

@@ -7,6 +7,7 @@
 use rusqlite::{params, Connection};
 
 use super::{unix_now, Store};
+use crate::accounts::AccountId;
 
 /// The table, created with the store (schema v4) or by its migration.
 pub(super) const SCHEMA: &str = "
@@ -22,8 +23,8 @@ pub(super) const SCHEMA: &str = "
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Refused {
     pub asset: String,
-    /// The account it was owed to (`""`: the `[api]` key's).
-    pub account: String,
+    /// The account it was owed to (in `--json`: `""` for the default one).
+    pub account: AccountId,
     /// Unix seconds.
     pub refused_at: i64,
     /// Optimole's answer.
@@ -44,7 +45,7 @@ impl Store {
     /// assets moved.
     pub fn refuse(
         &mut self,
-        account: &str,
+        account: &AccountId,
         assets: &[super::Pending],
         message: &str,
     ) -> anyhow::Result<Vec<String>> {
@@ -116,7 +117,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::accounts::AccountId;
     use crate::state::{Owed, Store};
+
+    const D: &AccountId = &AccountId::Default;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -129,7 +133,7 @@ mod tests {
             .iter()
             .map(|a| Owed {
                 asset: a.to_string(),
-                account: String::new(),
+                account: AccountId::Default,
             })
             .collect();
         let tx = store.write().unwrap();
@@ -141,9 +145,9 @@ mod tests {
     fn a_refused_asset_is_kept_visible_until_owed_again() {
         let (_dir, mut store) = store();
         owe(&mut store, &["a", "b"]);
-        let pending = store.owed_by("").unwrap();
+        let pending = store.owed_by(D).unwrap();
         let a = vec![pending[0].clone()];
-        assert_eq!(store.refuse("", &a, "HTTP 422: bad a").unwrap(), ["a"]);
+        assert_eq!(store.refuse(D, &a, "HTTP 422: bad a").unwrap(), ["a"]);
         assert_eq!(store.owed().unwrap(), ["b"]);
         let refused = store.refused().unwrap();
         assert_eq!(refused.len(), 1);
@@ -154,8 +158,8 @@ mod tests {
         assert_eq!(store.refused_count().unwrap(), 0);
 
         // `invalidate --refused` moves everything back.
-        let pending = store.owed_by("").unwrap();
-        store.refuse("", &pending, "HTTP 422").unwrap();
+        let pending = store.owed_by(D).unwrap();
+        store.refuse(D, &pending, "HTTP 422").unwrap();
         assert_eq!(store.owed_count().unwrap(), 0);
         assert_eq!(store.refused_count().unwrap(), 2);
         let mut back = store.owe_refused().unwrap();
@@ -188,9 +192,9 @@ mod tests {
     fn a_change_owed_again_during_the_send_is_not_refused() {
         let (_dir, mut store) = store();
         owe(&mut store, &["a"]);
-        let sent = store.owed_by("").unwrap();
+        let sent = store.owed_by(D).unwrap();
         owe(&mut store, &["a"]);
-        assert!(store.refuse("", &sent, "HTTP 422").unwrap().is_empty());
+        assert!(store.refuse(D, &sent, "HTTP 422").unwrap().is_empty());
         assert_eq!(store.owed().unwrap(), ["a"]);
         assert_eq!(store.refused_count().unwrap(), 0);
     }

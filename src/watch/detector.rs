@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval};
@@ -22,10 +23,19 @@ use super::sender::Pulse;
 use super::settle::Settler;
 use super::sleep_until;
 use crate::config::Config;
-use crate::pipeline;
 use crate::rules::RuleSet;
-use crate::scan::{Detected, Scope};
+use crate::scan::pass::{self, Baseline, Recording};
+use crate::scan::{Detected, Paths, Scope};
 use crate::state::Store;
+
+/// Where the paths of a detection pass come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The settler: quiet for the debounce time.
+    Settler,
+    /// A reconcile walk, rescan or poll: no event said they are quiet.
+    Rescan,
+}
 
 pub struct Detector {
     store: Store,
@@ -76,7 +86,7 @@ impl Detector {
             let source = events::start(&self.rules, tx, overflow.clone())?;
             self.folders = Folders::watched(source);
         }
-        let detected = self.process(Scope::All, false)?;
+        let detected = self.process(Scope::All, Origin::Rescan)?;
         tracing::info!(
             folders = detected.folders,
             files = self.store.file_count()?,
@@ -129,7 +139,7 @@ impl Detector {
             }
             if std::mem::take(&mut rescan) {
                 crate::metrics::add(&crate::metrics::METRICS.rescans, 1);
-                self.process(Scope::All, false)?;
+                self.process(Scope::All, Origin::Rescan)?;
             }
             let busy = !self.settler.is_empty();
             self.pulse
@@ -138,25 +148,31 @@ impl Detector {
     }
 
     /// Detects and records the changes in `scope`, then tells the sender.
-    /// `settled`: the paths come from the settler, already quiet; otherwise
-    /// (rescans, polls) files modified moments ago are deferred to it.
-    fn process(&mut self, scope: Scope, settled: bool) -> anyhow::Result<Detected> {
-        let debug = tracing::enabled!(tracing::Level::DEBUG);
-        let mut plan = pipeline::plan(Some(&self.store), &self.rules, &self.config, false, debug)?;
-        // A rescan must not hash a file in the middle of a write: files
-        // modified within the debounce time go through the settler instead.
-        // (Never for settled paths: a file with an mtime in the future would
-        // be deferred forever.)
-        if !settled {
-            let hot_since = std::time::SystemTime::now() - self.config.watch.debounce;
-            plan.hot_after = hot_since
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_nanos() as i64);
+    /// Paths from the settler are already quiet; a rescan or poll leaves
+    /// files changed within the debounce to the settler.
+    fn process(&mut self, scope: Scope, origin: Origin) -> anyhow::Result<Detected> {
+        // Each changed path is logged at debug level.
+        let paths = match tracing::enabled!(tracing::Level::DEBUG) {
+            true => Paths::Listed,
+            false => Paths::Counted,
+        };
+        let force = Baseline::WhereDue;
+        let mut plan = pass::plan(Some(&self.store), &self.rules, &self.config, force, paths)?;
+        // A rescan must not hash a file in the middle of a write. (Never for
+        // settled paths: a file with an mtime in the future would be
+        // deferred forever.)
+        if origin == Origin::Rescan {
+            plan.leave_changed_after = Some(self.settler.quiet_before(SystemTime::now()));
         }
         plan.cancel = Some(self.cancel.clone());
         let (detected, chunk_owed) = tokio::task::block_in_place(|| {
-            pipeline::detect(Some(&mut self.store), &self.rules, &plan, &scope, true)
+            pass::detect(
+                Some(&mut self.store),
+                &self.rules,
+                &plan,
+                &scope,
+                Recording::InChunks,
+            )
         })?;
         let known = detected
             .unavailable
@@ -179,12 +195,12 @@ impl Detector {
             // reach would look deleted).
             return Ok(detected);
         }
-        let owed = pipeline::record(&mut self.store, &detected)?;
+        let owed = pass::record(&mut self.store, &detected)?;
         crate::metrics::owed(self.store.owed_count()?, self.store.oldest_owed_at()?);
         let now = Instant::now();
-        // Files being written (hot, or changed while read) are looked at
-        // again once they settle.
-        for path in detected.hot.iter().chain(&detected.unsettled) {
+        // Files being written (changed too recently, or while they were
+        // read) are looked at again once they settle.
+        for path in detected.recent.iter().chain(&detected.unsettled) {
             self.settler.add(path.clone(), now);
         }
         for (what, tally) in [
@@ -194,7 +210,7 @@ impl Detector {
             ("touched", &detected.touched),
         ] {
             for path in &tally.paths {
-                tracing::debug!(path = %crate::report::show_path(path), "{what}");
+                tracing::debug!(path = %crate::display::show_path(path), "{what}");
             }
         }
         if owed + chunk_owed > 0 || !detected.changes.assets.is_empty() {
@@ -210,7 +226,7 @@ impl Detector {
         self.check_store()?;
         let gone = self.folders.gone(&self.rules, &self.store);
         if !gone.is_empty() {
-            self.process(Scope::Paths(gone), false)?;
+            self.process(Scope::Paths(gone), Origin::Rescan)?;
         }
         let renewed = self.folders.renew(&self.rules, &self.store, &[]);
         let dirs: Vec<PathBuf> = (0..self.rules.rules().len())
@@ -218,7 +234,7 @@ impl Detector {
             .map(|i| self.rules.get(i).dir.clone())
             .collect();
         if !dirs.is_empty() {
-            self.process(Scope::Paths(dirs), false)?;
+            self.process(Scope::Paths(dirs), Origin::Rescan)?;
         }
         log_renewed(&self.rules, &renewed);
         Ok(())
@@ -239,7 +255,7 @@ impl Detector {
         for (i, _) in &renewed {
             paths.push(self.rules.get(*i).dir.clone());
         }
-        self.process(Scope::Paths(paths), true)?;
+        self.process(Scope::Paths(paths), Origin::Settler)?;
         log_renewed(&self.rules, &renewed);
         Ok(())
     }

@@ -30,8 +30,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::flush::{adopt_orphans, lanes, Lane};
-use crate::state::{Store, StoreLock};
+use crate::session::{Access, Session};
 use detector::Detector;
 use folders::FileId;
 use sender::{Pulse, Sender};
@@ -68,21 +67,24 @@ type Joined = JoinSet<(Role, anyhow::Result<()>)>;
 struct Workers {
     config: Config,
     detector: Detector,
-    /// The sender's parts: it is made only once the old workers stopped,
-    /// see [`run`].
-    send_store: Store,
-    lanes: Vec<Lane>,
+    /// The sender's session: the sender is made only once the old workers
+    /// stopped, see [`run`].
+    session: Session,
     pulse_rx: watch::Receiver<Pulse>,
     cancel: Arc<AtomicBool>,
 }
 
 impl Workers {
-    /// `store_file`: the store file the daemon started with (`None` at
-    /// start-up: the one opened now); the detector checks that it stays.
-    fn build(config: Config, store_file: Option<FileId>) -> anyhow::Result<Workers> {
-        let lanes = lanes(&config)?;
-        let detect_store = Store::open(&config.state)?;
-        let send_store = Store::open(&config.state)?;
+    /// `session`: the sender's, on the config's accounts; the detector gets
+    /// a connection of its own. `store_file`: the store file the daemon
+    /// started with (`None` at start-up: the one opened now); the detector
+    /// checks that it stays.
+    fn build(
+        config: Config,
+        session: Session,
+        store_file: Option<FileId>,
+    ) -> anyhow::Result<Workers> {
+        let detect_store = session.connect()?;
         let store_file = store_file.or_else(|| FileId::of(&config.state));
         let (pulse_tx, pulse_rx) = watch::channel(Pulse::default());
         let cancel = Arc::new(AtomicBool::new(false));
@@ -96,8 +98,7 @@ impl Workers {
         Ok(Workers {
             config,
             detector,
-            send_store,
-            lanes,
+            session,
             pulse_rx,
             cancel,
         })
@@ -110,8 +111,10 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    // Held across reloads (a reload cannot move the store).
-    let _lock = StoreLock::acquire(&config.state)?;
+    // Lock, store, accounts and adoption; the lock is held across reloads
+    // (a reload cannot move the store).
+    let session = Session::open(&config, Access::ReadWrite)?;
+    let lock = session.lock()?;
     // Bound once: the endpoint stays up across reloads.
     let _metrics = match config.metrics.listen {
         Some(listen) => {
@@ -124,24 +127,22 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut next_workers = Workers::build(config, None)?;
+    let mut next_workers = Workers::build(config, session, None)?;
     loop {
         let Workers {
             config,
             detector,
-            mut send_store,
-            lanes,
+            mut session,
             pulse_rx,
             cancel,
         } = next_workers;
         // Work owed to accounts the config no longer has goes to the [api]
         // account. Only now: until the old workers stopped, the old detector
-        // could still record work for such an account.
-        adopt_orphans(&mut send_store, &lanes).context(
-            "cannot hand work owed to accounts no longer in the config to the [api] key",
-        )?;
+        // could still record work for such an account. (At start-up the
+        // session did it already; this finds nothing more.)
+        session.adopt_orphans()?;
         let store_file = detector.store_file();
-        let sender = Sender::new(send_store, lanes, config.clone());
+        let sender = Sender::new(session, config.clone())?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut workers: Joined = JoinSet::new();
         let sender_stop = stop_rx.clone();
@@ -156,7 +157,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                     Ok(new) if new.state != config.state => tracing::error!(
                         "config reload: `state` changed; restart optiwatch to move the store; keeping the old config"
                     ),
-                    Ok(new) => match Workers::build(new, store_file) {
+                    Ok(new) => match lock.session(&new).and_then(|s| Workers::build(new, s, store_file)) {
                         Ok(built) => {
                             tracing::info!(config = %config_path.display(), "config reloaded");
                             break Next::Restart(Box::new(built));
@@ -264,14 +265,6 @@ async fn stop(
         while workers.join_next().await.is_some() {}
     }
     endings
-}
-
-/// The daemon's last word, at error level: why it stopped.
-pub fn log_stop(err: &anyhow::Error) {
-    tracing::error!(
-        error = format!("{err:#}"),
-        "optiwatch watch stopped; what was recorded stays owed and is sent after a restart"
-    );
 }
 
 /// Stops a background task when the daemon returns.

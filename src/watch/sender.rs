@@ -1,10 +1,10 @@
-//! The daemon's sending side: flushes the outbox whenever the detector
-//! records something, paces token requests by `[watch] token_interval` (see
-//! [`super::pacing`]; under sustained change too), and backs off while
-//! Optimole is unreachable. Each Optimole account is its own
-//! lane with its own backoff, so one site's revoked key never holds up the
-//! others. It has its own connection to the state store, so detection never
-//! waits for the network.
+//! The daemon's sending side: flushes the outbox (through
+//! [`crate::flush::Flusher`], like every command) whenever the detector
+//! records something, paces token requests by `[watch] token_interval`
+//! (see [`super::pacing`]; under sustained change too), and backs off while
+//! Optimole is unreachable. Each Optimole account has its own backoff, so
+//! one site's revoked key never holds up the others. It has its own
+//! connection to the state store, so detection never waits for the network.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,10 +13,12 @@ use tokio::time::Instant;
 
 use super::pacing::{next_request, Intake, Pacing};
 use super::sleep_until;
+use crate::accounts::{AccountId, Accounts};
 use crate::api::ApiError;
-use crate::config::Config;
-use crate::flush::{Flushed, Flusher, Lane, TokenRule};
+use crate::config::{Config, WatchConfig};
+use crate::flush::{Batches, Flusher, Outcome, Policy, Sent, TokenWhen};
 use crate::retry::RetryPolicy;
+use crate::session::Session;
 use crate::state::{Store, TokenState};
 
 /// What the detector tells the sender.
@@ -28,45 +30,46 @@ pub struct Pulse {
     pub busy: bool,
 }
 
-/// During a burst only full batches go out; a partial one waits at most this
-/// long for more changes to fill it.
-const MAX_HOLD: Duration = Duration::from_secs(2);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// After a fatal answer (refused key) the key is not tried again for this
 /// long, or until SIGHUP.
 const FATAL_PAUSE: Duration = Duration::from_secs(3600);
 
-/// One account's sending state.
-struct LaneState {
-    lane: Lane,
-    hold_since: Option<Instant>,
+/// One account's backoff while Optimole fails it.
+struct Backoff {
     not_before: Option<Instant>,
-    backoff: Duration,
+    pause: Duration,
     failing: bool,
 }
 
 pub struct Sender {
     store: Store,
-    lanes: Vec<LaneState>,
+    accounts: Accounts,
+    /// Per account, in the order of `accounts`.
+    backoff: Vec<Backoff>,
+    flusher: Flusher,
     config: Config,
 }
 
 impl Sender {
-    pub fn new(store: Store, lanes: Vec<Lane>, config: Config) -> Sender {
-        Sender {
-            store,
-            lanes: lanes
-                .into_iter()
-                .map(|lane| LaneState {
-                    lane,
-                    hold_since: None,
+    /// The sender of `session`'s accounts; the daemon holds the session's
+    /// lock while it runs.
+    pub fn new(session: Session, config: Config) -> anyhow::Result<Sender> {
+        let (store, accounts) = session.into_parts()?;
+        Ok(Sender {
+            backoff: accounts
+                .iter()
+                .map(|_| Backoff {
                     not_before: None,
-                    backoff: FIRST_BACKOFF,
+                    pause: FIRST_BACKOFF,
                     failing: false,
                 })
                 .collect(),
+            store,
+            accounts,
+            flusher: Flusher::new(&config.api),
             config,
-        }
+        })
     }
 
     pub async fn run(
@@ -77,7 +80,7 @@ impl Sender {
         loop {
             let busy = pulse.borrow_and_update().busy;
             let mut wake: Option<Instant> = None;
-            for i in 0..self.lanes.len() {
+            for i in 0..self.backoff.len() {
                 if let Some(at) = self.cycle(i, busy).await {
                     wake = Some(wake.map_or(at, |w| w.min(at)));
                 }
@@ -94,16 +97,34 @@ impl Sender {
     /// its own.
     async fn cycle(&mut self, i: usize, busy: bool) -> Option<Instant> {
         let now = Instant::now();
-        let state = &self.lanes[i];
-        if let Some(at) = state.not_before.filter(|at| *at > now) {
+        if let Some(at) = self.backoff[i].not_before.filter(|at| *at > now) {
             return Some(at);
         }
-        let hold_expired = state.hold_since.is_some_and(|t| now - t >= MAX_HOLD);
-        let full_only = busy && !hold_expired;
-        let requests_before = state.lane.client.requests();
-        let mut done = Flushed::default();
-        let mut wake = None;
-        let result = self.send(i, busy, full_only, &mut done, &mut wake).await;
+        let account = self.accounts.list().get(i)?;
+        let requests_before = account.client.requests();
+        let watch = &self.config.watch;
+        // Tokens are paced on their own clock: assets still owed or paths
+        // still settling do not hold back a token for what was accepted.
+        let intake = |left: usize| match left > 0 || busy {
+            true => Intake::Busy,
+            false => Intake::Quiet,
+        };
+        let due = |store: &Store, left: usize| {
+            Ok(token_wait(store, watch, &account.id, intake(left))?.is_some_and(|w| w.is_zero()))
+        };
+        let policy = Policy {
+            retry: RetryPolicy::once(),
+            batches: match busy {
+                true => Batches::Fill,
+                false => Batches::All,
+            },
+            token: TokenWhen::Paced(&due),
+        };
+        let mut sent = Sent::default();
+        let outcome = self
+            .flusher
+            .run(&mut self.store, account, policy, &mut sent)
+            .await;
         if let (Ok(count), Ok(oldest)) = (self.store.owed_count(), self.store.oldest_owed_at()) {
             crate::metrics::owed(count, oldest);
         }
@@ -113,118 +134,57 @@ impl Sender {
         if let Ok(oldest) = self.store.oldest_uncovered_at() {
             crate::metrics::uncovered(oldest);
         }
-        let state = &mut self.lanes[i];
-        if !done.invalidated.is_empty() || done.token.is_some() {
+        if !sent.invalidated.is_empty() || sent.token.is_some() {
             let uncovered = self
                 .store
-                .uncovered_since(&state.lane.account)
+                .uncovered_since(&account.id)
                 .ok()
                 .flatten()
                 .and_then(|t| SystemTime::now().duration_since(t).ok());
             tracing::info!(
-                account = %display(&state.lane.account),
-                assets = done.invalidated.len(),
-                domains = ?done.domains,
-                requests = state.lane.client.requests().wrapping_sub(requests_before),
-                token = done.token.as_deref().unwrap_or("-"),
+                account = %account.id,
+                assets = sent.invalidated.len(),
+                domains = ?sent.domains,
+                requests = account.client.requests().wrapping_sub(requests_before),
+                token = sent.token.as_deref().unwrap_or("-"),
                 uncovered_age = %crate::metrics::age_text(uncovered),
-                outcome = if result.is_ok() { "ok" } else { "partial" },
+                outcome = if matches!(outcome, Outcome::Failed(_)) { "partial" } else { "ok" },
                 "flushed"
             );
         }
-        match result {
-            Ok(()) => {
-                if state.failing {
-                    tracing::info!(account = %display(&state.lane.account), "optimole accepts requests again");
+        let next = match outcome {
+            Outcome::Failed(err) => Err(err),
+            Outcome::Done => token_at(&self.store, watch, &account.id, intake(0)),
+            Outcome::HoldUntil(held) => token_at(&self.store, watch, &account.id, intake(1))
+                .map(|at| Some(at.map_or(held, |at| at.min(held)))),
+        };
+        match next {
+            Ok(wake) => {
+                if self.backoff[i].failing {
+                    tracing::info!(account = %account.id, "optimole accepts requests again");
                 }
-                state.failing = false;
-                state.backoff = FIRST_BACKOFF;
-                state.not_before = None;
+                self.backoff[i] = Backoff {
+                    not_before: None,
+                    pause: FIRST_BACKOFF,
+                    failing: false,
+                };
+                wake
             }
             Err(err) => {
-                let pause = self.failed(i, &err);
-                let at = later(pause);
-                self.lanes[i].not_before = Some(at);
-                wake = Some(at);
+                let at = later(self.failed(i, &err));
+                self.backoff[i].not_before = Some(at);
+                Some(at)
             }
         }
-        wake
-    }
-
-    async fn send(
-        &mut self,
-        i: usize,
-        busy: bool,
-        full_only: bool,
-        done: &mut Flushed,
-        wake: &mut Option<Instant>,
-    ) -> anyhow::Result<()> {
-        let state = &mut self.lanes[i];
-        let account = state.lane.account.clone();
-        let mut flusher = Flusher::new(
-            &mut self.store,
-            &state.lane,
-            &self.config.api,
-            RetryPolicy::once(),
-        );
-        flusher.assets(full_only, done).await?;
-        let owed = self.store.owed_count_by(&account)? > 0;
-        if owed {
-            let since = *state.hold_since.get_or_insert_with(Instant::now);
-            *wake = Some(since + MAX_HOLD);
-        } else {
-            state.hold_since = None;
-        }
-        // Tokens are paced on their own clock: assets still owed or paths
-        // still settling do not hold back a token for what was accepted.
-        let intake = if owed || busy {
-            Intake::Busy
-        } else {
-            Intake::Quiet
-        };
-        if self
-            .token_wait(&account, intake)?
-            .is_some_and(|w| w.is_zero())
-        {
-            let state = &self.lanes[i];
-            let mut flusher = Flusher::new(
-                &mut self.store,
-                &state.lane,
-                &self.config.api,
-                RetryPolicy::once(),
-            );
-            flusher.token_by(TokenRule::Now, done).await?;
-        }
-        // (An interval too large to add to the clock never comes due.)
-        if let Some(at) = self
-            .token_wait(&account, intake)?
-            .and_then(|w| Instant::now().checked_add(w))
-        {
-            *wake = Some(wake.map_or(at, |w| w.min(at)));
-        }
-        Ok(())
-    }
-
-    /// How long until the account's next token request is due; `None`:
-    /// nothing is due.
-    fn token_wait(&self, account: &str, intake: Intake) -> anyhow::Result<Option<Duration>> {
-        let pacing = Pacing {
-            interval: self.config.watch.token_interval,
-            last_request: self.store.token_requested_at(account)?,
-            uncovered_since: self.store.uncovered_since(account)?,
-            owed: self.store.token_state(account)? != TokenState::Settled,
-            intake,
-        };
-        let now = SystemTime::now();
-        Ok(next_request(now, &pacing).map(|due| due.duration_since(now).unwrap_or_default()))
     }
 
     /// Logs a failure once per change of state and says how long to pause.
     fn failed(&mut self, i: usize, err: &anyhow::Error) -> Duration {
         self.store.note_error(&format!("{err:#}"));
         let max_backoff = self.config.watch.max_backoff;
-        let state = &mut self.lanes[i];
-        let account = display(&state.lane.account);
+        let account = self.accounts.list().get(i).map(|a| a.id.to_string());
+        let account = account.as_deref().unwrap_or("default");
+        let state = &mut self.backoff[i];
         let api = crate::flush::api_error(err);
         let fatal = match api {
             Some(ApiError::Unauthorized { .. }) => Some("fix the key"),
@@ -248,14 +208,14 @@ impl Sender {
         }
         state.failing = true;
         let jittered = state
-            .backoff
+            .pause
             .min(max_backoff)
             .mul_f64(0.5 + fastrand::f64() / 2.0);
         // Retry-After is honoured up to max_backoff: a value of u64::MAX
         // seconds or a date in year 9999 must neither overflow the clock
-        // nor silence the lane until a restart.
+        // nor silence the account until a restart.
         let pause = crate::retry::pause(jittered, api.and_then(ApiError::retry_after), max_backoff);
-        state.backoff = state.backoff.saturating_mul(2).min(max_backoff);
+        state.pause = state.pause.saturating_mul(2).min(max_backoff);
         pause
     }
 }
@@ -268,11 +228,32 @@ fn later(pause: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(86_400))
 }
 
-/// An account as logs show it: `default` for the `[api]` key's.
-fn display(account: &str) -> &str {
-    if account.is_empty() {
-        "default"
-    } else {
-        account
-    }
+/// When the account's next token request is due (`None`: nothing is due;
+/// an interval too large to add to the clock never comes due).
+fn token_at(
+    store: &Store,
+    watch: &WatchConfig,
+    account: &AccountId,
+    intake: Intake,
+) -> anyhow::Result<Option<Instant>> {
+    Ok(token_wait(store, watch, account, intake)?.and_then(|w| Instant::now().checked_add(w)))
+}
+
+/// How long until the account's next token request is due; `None`:
+/// nothing is due.
+fn token_wait(
+    store: &Store,
+    watch: &WatchConfig,
+    account: &AccountId,
+    intake: Intake,
+) -> anyhow::Result<Option<Duration>> {
+    let pacing = Pacing {
+        interval: watch.token_interval,
+        last_request: store.token_requested_at(account)?,
+        uncovered_since: store.uncovered_since(account)?,
+        owed: store.token_state(account)? != TokenState::Settled,
+        intake,
+    };
+    let now = SystemTime::now();
+    Ok(next_request(now, &pacing).map(|due| due.duration_since(now).unwrap_or_default()))
 }

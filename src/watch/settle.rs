@@ -1,10 +1,13 @@
-//! Settling: file events are grouped per path, and a path is handed on only
-//! once it has been quiet for the debounce time. A file still being written
-//! keeps producing events, so it is never hashed half-written.
+//! Settling, the one place `[watch] debounce` takes effect: file events are
+//! grouped per path, and a path is handed on only once it has been quiet
+//! for the debounce time. A file still being written keeps producing
+//! events, so it is never hashed half-written. Rescans and polls, which
+//! meet files without events, ask [`Settler::quiet_before`] which files are
+//! quiet enough to read; the pass hands the others back here.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -26,6 +29,14 @@ impl Settler {
             last: HashMap::new(),
             order: VecDeque::new(),
         }
+    }
+
+    /// A file whose last change (mtime or ctime) is after this moment has
+    /// not been quiet for the debounce time: a pass leaves it for the
+    /// settler instead of reading it.
+    pub fn quiet_before(&self, now: SystemTime) -> SystemTime {
+        now.checked_sub(self.quiet)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     pub fn add(&mut self, path: PathBuf, now: Instant) {
@@ -89,5 +100,16 @@ mod tests {
         assert_eq!(s.take_settled(ms(2000)), vec![PathBuf::from("a")]);
         assert!(s.is_empty());
         assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn files_changed_within_the_debounce_are_not_quiet() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let s = Settler::new(Duration::from_millis(500));
+        assert_eq!(s.quiet_before(now), now - Duration::from_millis(500));
+        // A debounce longer than the epoch is old neither panics nor
+        // lets a file through.
+        let s = Settler::new(Duration::MAX);
+        assert_eq!(s.quiet_before(now), SystemTime::UNIX_EPOCH);
     }
 }

@@ -3,12 +3,35 @@
 //! path does not need to exist.
 
 use std::ffi::OsString;
-use std::path::{Component, PathBuf};
 
+use clap::Args;
 use serde::Serialize;
 
-use crate::report::show_path;
-use crate::rules::{RuleSet, Verdict, DEFAULT_INCLUDE};
+use super::JsonArg;
+use crate::config::Config;
+use crate::display::{from_cwd, show_path};
+use crate::exit_codes::ExitCode;
+use crate::rules::explain::why_not;
+use crate::rules::{RuleSet, Verdict};
+
+#[derive(Debug, Args)]
+pub struct UrlsArgs {
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<OsString>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+pub fn run(config: &Config, args: UrlsArgs) -> anyhow::Result<ExitCode> {
+    let rules = RuleSet::new(&config.rules)?;
+    let found = explain(&rules, &args.paths)?;
+    let unmapped: Vec<String> = found
+        .iter()
+        .filter(|e| e.urls.is_empty())
+        .map(|e| e.path.clone())
+        .collect();
+    super::emit(args.json.json, &found, || human(&found), &unmapped)
+}
 
 #[derive(Debug, Serialize)]
 pub struct Explanation {
@@ -21,15 +44,10 @@ pub struct Explanation {
     pub reason: Option<String>,
 }
 
-pub fn explain(rules: &RuleSet, paths: &[OsString]) -> anyhow::Result<Vec<Explanation>> {
-    let cwd = std::env::current_dir()?;
+fn explain(rules: &RuleSet, paths: &[OsString]) -> anyhow::Result<Vec<Explanation>> {
     let mut out = Vec::with_capacity(paths.len());
     for arg in paths {
-        let path: PathBuf = cwd
-            .join(arg)
-            .components()
-            .filter(|c| !matches!(c, Component::CurDir))
-            .collect();
+        let path = from_cwd(arg)?;
         let verdict = rules.verdict(&path);
         let rule = match verdict {
             Verdict::Outside => None,
@@ -56,43 +74,7 @@ pub fn explain(rules: &RuleSet, paths: &[OsString]) -> anyhow::Result<Vec<Explan
     Ok(out)
 }
 
-/// A sentence saying why a path maps to no URL.
-pub fn why_not(rules: &RuleSet, verdict: &Verdict) -> String {
-    match verdict {
-        Verdict::Outside => format!(
-            "no rule covers it; rule folders are: {}",
-            rules
-                .rules()
-                .iter()
-                .map(|r| show_path(&r.dir))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Verdict::NotIncluded { rule } => format!(
-            "rule {} ({}) does not include it: it matches no `include` pattern{}",
-            rule + 1,
-            show_path(&rules.get(*rule).dir),
-            if rules.get(*rule).default_include {
-                format!(" (default: {})", DEFAULT_INCLUDE.join(" "))
-            } else {
-                String::new()
-            }
-        ),
-        Verdict::Excluded { rule } => format!(
-            "rule {} ({}) excludes it: it matches an `exclude` pattern",
-            rule + 1,
-            show_path(&rules.get(*rule).dir)
-        ),
-        Verdict::Temporary { rule } => format!(
-            "rule {} ({}) skips it: its name is a temporary file's (.*.tmp, rsync's .name.XXXXXX, name~, .#name)",
-            rule + 1,
-            show_path(&rules.get(*rule).dir)
-        ),
-        Verdict::Mapped { .. } => "it maps to URLs".into(),
-    }
-}
-
-pub fn human(explanations: &[Explanation]) -> String {
+fn human(explanations: &[Explanation]) -> String {
     let mut out = String::new();
     for e in explanations {
         match (&e.rule, e.urls.is_empty()) {

@@ -1,112 +1,18 @@
-//! Detection: decides whether one file really changed since it was recorded.
-//!
-//! The stat quick-check (size, mtime and ctime to the nanosecond, inode,
-//! device) clears most files without reading them; any other file is hashed
-//! with BLAKE3 and the hash, not the stat data, decides. Two rules keep the
-//! quick-check honest: a file recorded within [`RACY_WINDOW`] of its last
-//! change is "racy" and hashed again next time (a write in the same
-//! timestamp tick would leave its stat data equal), and a file that changed
-//! while it was read is not recorded at all ([`Observation::Unsettled`]).
-//! Scans and file events both come through here, so the two can never
-//! disagree about what a change is.
+//! Hashing one file with BLAKE3, and telling a file read whole from one
+//! that changed while it was read. Small files are read into one reused
+//! buffer; large ones are hashed on every core as BLAKE3's tree allows,
+//! with `pread` and no memory map (a file truncated under a map would end
+//! the process with SIGBUS).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::state::{Hashed, Known, Stat};
-
-/// What detection concluded about one file.
-#[derive(Debug)]
-pub enum Observation {
-    /// Stat data unchanged: not read at all (or a racy file whose content
-    /// is still what was recorded, and still racy).
-    Unchanged,
-    /// A racy file's content and stat data are what was recorded, and it is
-    /// no longer racy: recorded again so the next pass can trust it.
-    Confirmed(Hashed),
-    /// Stat data changed, content did not (a `touch`, `chmod`): record the
-    /// new stat.
-    Touched(Hashed),
-    /// Content differs from the recorded hash.
-    Changed(Hashed),
-    /// Never recorded before.
-    New(Hashed),
-    /// Modified moments ago and maybe still being written: not read now,
-    /// handed back to be looked at once it settles.
-    Hot,
-    /// Changed while it was being read (its size, mtime or ctime differ
-    /// after reading, or it got shorter): still being written, so nothing
-    /// read is recorded; looked at again once it settles.
-    Unsettled,
-    /// Gone between listing and opening: handled like a deletion.
-    Vanished,
-    /// Could not be read (permissions, I/O error): left as it was recorded
-    /// and tried again next time.
-    Unreadable(io::Error),
-}
-
-/// How far a rule's recorded stat data can be trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compare {
-    /// Equal stat data means equal content (the quick-check).
-    Stat,
-    /// Read every file and compare hashes only: the rule folder is on
-    /// another device than when its files were recorded (a remount, a disk
-    /// moved), so inode numbers and times say nothing.
-    Content,
-}
-
-/// A file whose last change (mtime or ctime) is this close to the moment
-/// its stat data was taken, or later, is racy. 2 s covers the coarsest
-/// common timestamps (FAT's 2 s, ext3's and many NFS/SMB mounts' 1 s) and
-/// the few milliseconds of the kernel's coarse clock on fine-grained ones.
-pub const RACY_WINDOW: Duration = Duration::from_secs(2);
-
-/// Examines `path`, whose stat data the caller already has (from the walk),
-/// against what the store recorded.
-///
-/// `hot_after`: a file changed after this (mtime or ctime, in ns) is reported as
-/// [`Observation::Hot`] instead of being read: the daemon's rescans use it
-/// so a file in the middle of being written is left to settle first.
-pub fn examine(
-    path: &Path,
-    stat: Stat,
-    known: Option<Known<'_>>,
-    hot_after: Option<i64>,
-    follow_symlinks: bool,
-    compare: Compare,
-) -> Observation {
-    if let Some(entry) = known {
-        if compare == Compare::Stat && !entry.racy && entry.stat == stat {
-            return Observation::Unchanged;
-        }
-    }
-    // The ctime too: a writer that restores the mtime (`cp -p`) may have
-    // finished a moment ago.
-    if hot_after.is_some_and(|t| stat.last_change_ns() > t) {
-        return Observation::Hot;
-    }
-    let file = match hash_file(path, follow_symlinks) {
-        Ok(Read::Whole(file)) => file,
-        Ok(Read::Moving) => return Observation::Unsettled,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Observation::Vanished,
-        Err(e) => return Observation::Unreadable(e),
-    };
-    match known {
-        None => Observation::New(file),
-        Some(entry) if *entry.hash != file.hash => Observation::Changed(file),
-        Some(entry) if entry.stat != file.stat && !entry.stat.is_legacy_of(&file.stat) => {
-            Observation::Touched(file)
-        }
-        Some(entry) if entry.stat != file.stat || entry.racy != file.racy => {
-            Observation::Confirmed(file)
-        }
-        Some(_) => Observation::Unchanged,
-    }
-}
+use super::examine::RACY_WINDOW;
+use super::Symlinks;
+use crate::state::{Hashed, Stat};
 
 /// The outcome of reading a file.
 #[derive(Debug)]
@@ -121,12 +27,15 @@ pub enum Read {
 /// mtime or ctime moved, or the file got shorter than its size said, the
 /// file is [`Read::Moving`]. A write during hashing that moves none of them
 /// (same tick, same size) is caught by the racy rule on the next pass.
-pub fn hash_file(path: &Path, follow_symlinks: bool) -> io::Result<Read> {
+pub fn hash_file(path: &Path, symlinks: Symlinks) -> io::Result<Read> {
     // O_NOFOLLOW: a file swapped for a symlink after the walk must not lead
     // out of the rule folder (unless the rule follows symlinks on purpose);
     // O_NONBLOCK: one swapped for a FIFO must not hang the scan. Neither
     // changes how a regular file is read.
-    let nofollow = if follow_symlinks { 0 } else { libc::O_NOFOLLOW };
+    let nofollow = match symlinks {
+        Symlinks::Follow => 0,
+        Symlinks::DoNotFollow => libc::O_NOFOLLOW,
+    };
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(nofollow | libc::O_NONBLOCK)
@@ -166,7 +75,8 @@ pub fn hash_file(path: &Path, follow_symlinks: bool) -> io::Result<Read> {
     }))
 }
 
-fn unix_ns(t: SystemTime) -> i64 {
+/// Nanoseconds since the epoch, as stat data has them (0 before it).
+pub(super) fn unix_ns(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
         Err(_) => 0,
@@ -257,7 +167,7 @@ mod tests {
     use std::io::Write;
 
     fn hash_of(path: &Path) -> [u8; 32] {
-        match hash_file(path, false).unwrap() {
+        match hash_file(path, Symlinks::DoNotFollow).unwrap() {
             Read::Whole(h) => h.hash,
             Read::Moving => panic!("the file did not change"),
         }
@@ -290,7 +200,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"x").unwrap();
-        let Read::Whole(h) = hash_file(&path, false).unwrap() else {
+        let Read::Whole(h) = hash_file(&path, Symlinks::DoNotFollow).unwrap() else {
             panic!("moving")
         };
         assert!(h.racy);

@@ -4,9 +4,13 @@
 
 use serde::Serialize;
 
+use super::JsonArg;
+use crate::accounts::AccountId;
 use crate::config::Config;
-use crate::report::show_path;
-use crate::state::{lock_holder, Refused, Store, TokenState};
+use crate::display::show_path;
+use crate::exit_codes::ExitCode;
+use crate::session::{Access, Session};
+use crate::state::{lock_holder, Refused, TokenState};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -46,7 +50,12 @@ pub struct RuleStatus {
     pub files: usize,
 }
 
-pub fn status(config: &Config) -> anyhow::Result<Status> {
+pub fn run(config: &Config, args: JsonArg) -> anyhow::Result<ExitCode> {
+    let status = status(config)?;
+    super::emit(args.json, &status, || status.human(), &[])
+}
+
+fn status(config: &Config) -> anyhow::Result<Status> {
     let mut status = Status {
         config: show_path(&config.path),
         state: show_path(&config.state),
@@ -67,17 +76,16 @@ pub fn status(config: &Config) -> anyhow::Result<Status> {
         last_error: None,
         last_error_at: None,
     };
-    let store = if status.exists {
+    if status.exists {
         status.running = lock_holder(&config.state);
-        Some(Store::open(&config.state)?)
-    } else {
-        None
-    };
+    }
+    let session = Session::open(config, Access::ReadOnly)?;
+    let store = session.store();
     for rule in &config.rules {
         status.rules.push(RuleStatus {
             dir: show_path(&rule.dir),
             url: rule.url.clone(),
-            files: match &store {
+            files: match store {
                 Some(store) => store.file_count_under(&rule.dir)?,
                 None => 0,
             },
@@ -92,7 +100,7 @@ pub fn status(config: &Config) -> anyhow::Result<Status> {
     status.state_bytes = store.size_bytes();
     status.assets_owed = store.owed_count()?;
     status.oldest_owed_at = store.oldest_owed_at()?;
-    status.token = match store.token_state("")? {
+    status.token = match store.token_state(&AccountId::Default)? {
         TokenState::Settled => "settled",
         TokenState::Owed => "owed",
         TokenState::Fetched(_) => "fetched",

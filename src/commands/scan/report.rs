@@ -1,14 +1,10 @@
 //! What a scan tells its caller: the `--json` object (one per run, on
-//! stdout) and the human summary. Paths are shown losslessly: valid UTF-8
-//! as is, any other byte as `\xNN`.
+//! stdout) and the human summary. Paths are shown losslessly
+//! ([`crate::display::show_path`]).
 
 use std::fmt::Write as _;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-
-use crate::scan::Tally;
 
 #[derive(Debug, Default, Serialize)]
 pub struct ScanReport {
@@ -52,22 +48,6 @@ pub struct Counts {
     pub refused: usize,
 }
 
-/// Shows a path losslessly in text: valid UTF-8 as is, other bytes `\xNN`.
-pub fn show_path(path: &Path) -> String {
-    let mut out = String::new();
-    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
-        out.push_str(chunk.valid());
-        for byte in chunk.invalid() {
-            let _ = write!(out, "\\x{byte:02X}");
-        }
-    }
-    out
-}
-
-pub fn show_paths(tally: &Tally) -> Vec<String> {
-    tally.paths.iter().map(|p: &PathBuf| show_path(p)).collect()
-}
-
 impl ScanReport {
     /// The human summary, several short lines.
     pub fn human(&self) -> String {
@@ -109,17 +89,5 @@ impl ScanReport {
             let _ = writeln!(out, "error: {error}");
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::ffi::OsStr;
-
-    #[test]
-    fn non_utf8_is_escaped_losslessly() {
-        let path = Path::new(OsStr::from_bytes(b"/m/a\xffb.jpg"));
-        assert_eq!(show_path(path), "/m/a\\xFFb.jpg");
     }
 }

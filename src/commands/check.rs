@@ -5,14 +5,19 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use clap::Args;
 use serde::Serialize;
+
+use super::JsonArg;
 
 use crate::api::Client;
 use crate::config::{Config, KeySource};
-use crate::report::show_path;
+use crate::display::show_path;
+use crate::exit_codes::ExitCode;
 use crate::retry::{retry, RetryPolicy};
 use crate::secret::ApiKey;
-use crate::state::{lock_holder, Store};
+use crate::session::{Access, Session};
+use crate::state::{lock_holder, OutdatedStore};
 
 #[derive(Debug, Serialize)]
 pub struct Finding {
@@ -21,8 +26,27 @@ pub struct Finding {
     pub detail: String,
 }
 
-/// Runs every check; the caller exits 1 when any is not ok.
-pub async fn check(config: &Config, online: bool) -> Vec<Finding> {
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also make one harmless authenticated request (see README)
+    #[arg(long)]
+    pub online: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Runs every check; exit 1 when any is not ok.
+pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let findings = check(config, &args).await;
+    let failed: Vec<String> = findings
+        .iter()
+        .filter(|f| !f.ok)
+        .map(|f| f.detail.clone())
+        .collect();
+    super::emit(args.json.json, &findings, || human(&findings), &failed)
+}
+
+async fn check(config: &Config, args: &CheckArgs) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut note = |ok: bool, what: &str, detail: String| {
         out.push(Finding {
@@ -89,35 +113,46 @@ pub async fn check(config: &Config, online: bool) -> Vec<Finding> {
             }
         }
     }
-    if config.state.exists() {
-        match Store::open(&config.state).and_then(|s| s.file_count().map(|n| (s, n))) {
-            Ok((_, files)) => {
-                let user = lock_holder(&config.state)
-                    .map_or(String::new(), |h| format!("; in use by {h}"));
-                note(
-                    true,
-                    "state store",
-                    format!("{} holds {files} files{user}", show_path(&config.state)),
-                );
-            }
-            Err(e) => note(false, "state store", format!("{e:#}")),
-        }
-    } else {
-        let folder = config.state.parent().filter(|p| p.is_dir());
-        note(
-            folder.is_some(),
+    let session = Session::open(config, Access::ReadOnly);
+    let files = session
+        .as_ref()
+        .map(|s| s.store().map(|store| store.file_count()));
+    let user = || lock_holder(&config.state).map_or(String::new(), |h| format!("; in use by {h}"));
+    match files {
+        Ok(Some(Ok(files))) => note(
+            true,
             "state store",
-            match folder {
-                Some(_) => format!(
-                    "{} will be created by the first scan",
-                    show_path(&config.state)
-                ),
-                None => format!(
-                    "the folder of {} does not exist: create it",
-                    show_path(&config.state)
-                ),
-            },
-        );
+            format!("{} holds {files} files{}", show_path(&config.state), user()),
+        ),
+        Ok(Some(Err(e))) => note(false, "state store", format!("{e:#}")),
+        // Written by an older optiwatch: the next scan upgrades it.
+        Err(e) if e.chain().any(|c| c.is::<OutdatedStore>()) => note(
+            true,
+            "state store",
+            format!(
+                "{} was written by an older optiwatch; the next `scan` or `watch` upgrades it{}",
+                show_path(&config.state),
+                user()
+            ),
+        ),
+        Err(e) => note(false, "state store", format!("{e:#}")),
+        Ok(None) => {
+            let folder = config.state.parent().filter(|p| p.is_dir());
+            note(
+                folder.is_some(),
+                "state store",
+                match folder {
+                    Some(_) => format!(
+                        "{} will be created by the first scan",
+                        show_path(&config.state)
+                    ),
+                    None => format!(
+                        "the folder of {} does not exist: create it",
+                        show_path(&config.state)
+                    ),
+                },
+            );
+        }
     }
     if let Some(file) = &config.token.file {
         let folder = file.parent().filter(|p| p.is_dir());
@@ -141,7 +176,7 @@ pub async fn check(config: &Config, online: bool) -> Vec<Finding> {
             },
         );
     }
-    if online {
+    if args.online {
         match key {
             Ok(key) => {
                 let detail = online_check(config, key).await;
@@ -199,7 +234,7 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .find(|p| executable(p))
 }
 
-pub fn human(findings: &[Finding]) -> String {
+fn human(findings: &[Finding]) -> String {
     findings
         .iter()
         .map(|f| {

@@ -1,0 +1,233 @@
+//! The Optimole accounts of a config: the `[api]` key's (the default
+//! account), and one per distinct key of a rule that has its own. Each has
+//! an API client, a token publisher (its rules' `[token]` destinations) and
+//! the URL prefixes of its rules, which decide the account an owed asset
+//! goes to. Assets, tokens and refusals are kept per account in the store.
+
+use std::fmt;
+
+use crate::api::Client;
+use crate::config::{Config, KeySource, RuleConfig, TokenConfig};
+use crate::publish::Publisher;
+use crate::secret::ApiKey;
+
+/// Which Optimole account: the `[api]` key's, or the one behind a rule's
+/// own key, named by where that key comes from (`env:VAR`, `file:PATH`,
+/// `credential:NAME`), so the name stays the same across runs. Logs call
+/// the `[api]` one `default`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AccountId {
+    /// The `[api]` key's account.
+    Default,
+    /// The account of a rule's own key.
+    Key(String),
+}
+
+impl AccountId {
+    /// The account of a rule: its own key's, or the `[api]` one.
+    pub fn of_rule(rule: &RuleConfig) -> AccountId {
+        rule.key
+            .as_ref()
+            .map_or(AccountId::Default, AccountId::of_key)
+    }
+
+    fn of_key(source: &KeySource) -> AccountId {
+        AccountId::Key(source.id())
+    }
+
+    /// As the store and `--json` output keep it: `""` for the default
+    /// account (what stores written before per-rule keys hold).
+    pub fn stored(&self) -> &str {
+        match self {
+            AccountId::Default => "",
+            AccountId::Key(name) => name,
+        }
+    }
+
+    /// The account a stored name means.
+    pub fn from_stored(name: String) -> AccountId {
+        match name.is_empty() {
+            true => AccountId::Default,
+            false => AccountId::Key(name),
+        }
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccountId::Default => f.write_str("default"),
+            AccountId::Key(name) => f.write_str(name),
+        }
+    }
+}
+
+impl serde::Serialize for AccountId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.stored())
+    }
+}
+
+/// Everything needed to talk to one Optimole account.
+#[derive(Debug)]
+pub struct Account {
+    pub id: AccountId,
+    pub client: Client,
+    pub publisher: Publisher,
+    /// URL prefixes (`url` and `also`) of the rules whose assets this
+    /// account is owed.
+    pub prefixes: Vec<String>,
+}
+
+/// The accounts of a config, the `[api]` one first.
+#[derive(Debug, Default)]
+pub struct Accounts(Vec<Account>);
+
+impl Accounts {
+    /// Every account of `config`, the `[api]` one first. Every key is read
+    /// now, so a missing one is reported before anything is sent.
+    pub fn load(config: &Config) -> anyhow::Result<Accounts> {
+        specs(config)
+            .into_iter()
+            .map(|(id, key, tokens)| {
+                Ok(Account {
+                    client: Client::new(&config.api, ApiKey::load(&key)?)?,
+                    publisher: Publisher::new(tokens, config.key_env_vars()),
+                    prefixes: config
+                        .rules
+                        .iter()
+                        .filter(|r| AccountId::of_rule(r) == id)
+                        .flat_map(|r| std::iter::once(&r.url).chain(&r.also).cloned())
+                        .collect(),
+                    id,
+                })
+            })
+            .collect::<anyhow::Result<Vec<Account>>>()
+            .map(Accounts)
+    }
+
+    pub fn list(&self) -> &[Account] {
+        &self.0
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Account> {
+        self.0.iter()
+    }
+
+    pub fn get(&self, id: &AccountId) -> Option<&Account> {
+        self.0.iter().find(|a| a.id == *id)
+    }
+
+    /// The `[api]` key's account (`invalidate --domain` and `--all` go
+    /// there).
+    pub fn api_account(&self) -> Option<&Account> {
+        self.get(&AccountId::Default)
+    }
+
+    pub fn ids(&self) -> Vec<&AccountId> {
+        self.0.iter().map(|a| &a.id).collect()
+    }
+
+    /// HTTP requests sent so far, retries included, over every account.
+    pub fn requests(&self) -> u32 {
+        self.0.iter().map(|a| a.client.requests()).sum()
+    }
+
+    /// The account of the rule serving `asset` (its longest matching
+    /// prefix); `None` for an asset no rule serves, or one two accounts
+    /// serve alike.
+    pub fn serving(&self, asset: &str) -> Option<&AccountId> {
+        let mut best: Option<(usize, &AccountId)> = None;
+        let mut tied = false;
+        for account in &self.0 {
+            for prefix in &account.prefixes {
+                let serves = asset
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'));
+                if !serves {
+                    continue;
+                }
+                match best {
+                    Some((len, id)) if len == prefix.len() => {
+                        tied |= *id != account.id;
+                    }
+                    Some((len, _)) if len > prefix.len() => {}
+                    _ => {
+                        best = Some((prefix.len(), &account.id));
+                        tied = false;
+                    }
+                }
+            }
+        }
+        best.filter(|_| !tied).map(|(_, id)| id)
+    }
+}
+
+impl<'a> IntoIterator for &'a Accounts {
+    type Item = &'a Account;
+    type IntoIter = std::slice::Iter<'a, Account>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Each account's id, key and token destinations: the `[api]` one first,
+/// then those of rules with their own key, each listing its rules' token
+/// destinations (a rule without `[rules.token]` uses the global `[token]`).
+fn specs(config: &Config) -> Vec<(AccountId, KeySource, Vec<TokenConfig>)> {
+    let mut specs = vec![(AccountId::Default, config.api.key.clone(), Vec::new())];
+    for rule in &config.rules {
+        let id = AccountId::of_rule(rule);
+        let index = match specs.iter().position(|(known, _, _)| *known == id) {
+            Some(i) => i,
+            None => {
+                let key = rule.key.clone().unwrap_or_else(|| config.api.key.clone());
+                specs.push((id, key, Vec::new()));
+                specs.len() - 1
+            }
+        };
+        let token = rule.token.clone().unwrap_or_else(|| config.token.clone());
+        if !specs[index].2.contains(&token) {
+            specs[index].2.push(token);
+        }
+    }
+    if specs[0].2.is_empty() {
+        specs[0].2.push(config.token.clone());
+    }
+    specs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, std::path::Path::new("/etc/optiwatch/watcher.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_rule_key_equal_to_the_api_key_is_the_default_account() {
+        let config = config(
+            "[[rules]]\ndir = \"/a\"\nurl = \"https://a.example/m\"\nkey_env = \"OPTIMOLE_API_KEY\"\n\
+             [[rules]]\ndir = \"/b\"\nurl = \"https://b.example/m\"\nkey_env = \"SHOP_KEY\"\n\
+             [rules.token]\nfile = \"/b/token\"\n",
+        );
+        let specs = specs(&config);
+        let ids: Vec<&AccountId> = specs.iter().map(|(id, _, _)| id).collect();
+        assert_eq!(
+            ids,
+            [&AccountId::Default, &AccountId::Key("env:SHOP_KEY".into())]
+        );
+        assert_eq!(specs[1].2.len(), 1, "the shop's own token file");
+        assert_eq!(AccountId::Default.to_string(), "default");
+        assert_eq!(AccountId::Default.stored(), "");
+        assert_eq!(AccountId::from_stored(String::new()), AccountId::Default);
+    }
+
+    #[test]
+    fn the_shipped_example_has_one_account() {
+        let text = include_str!("../watcher.example.toml");
+        assert_eq!(specs(&config(text)).len(), 1);
+    }
+}

@@ -1,0 +1,107 @@
+//! Turning what the walkers found into the change set: each observation
+//! is counted, the files to record and the assets they make owed are
+//! gathered, and recorded files no walker met become deletions.
+
+use std::path::{Path, PathBuf};
+
+use super::examine::Observation;
+use super::{Detected, ScanPlan};
+use crate::rules::{RuleSet, Verdict};
+use crate::state::FileIndex;
+
+/// One file a walker examined.
+pub(super) struct Found {
+    pub(super) path: PathBuf,
+    pub(super) rule: usize,
+    pub(super) observation: Observation,
+}
+
+pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
+    let Found {
+        path,
+        rule,
+        observation,
+    } = found;
+    let keep = plan.paths;
+    let urls = |path: &Path| {
+        let rule_ref = rules.get(rule);
+        rule_ref.owed(path.strip_prefix(&rule_ref.dir).unwrap_or(path))
+    };
+    match observation {
+        Observation::Vanished => return,
+        Observation::Recent => {
+            out.recent.push(path);
+            return;
+        }
+        Observation::Unsettled => {
+            out.unsettled.push(path);
+            return;
+        }
+        Observation::Unreadable(e) => {
+            out.errors.push(format!(
+                "cannot read {}: {e}; it will be tried again next run",
+                crate::display::show_path(&path)
+            ));
+        }
+        Observation::Unchanged => out.unchanged.add(&path, keep),
+        Observation::Confirmed(file) => {
+            out.unchanged.add(&path, keep);
+            out.changes.upserts.push((path.clone(), file));
+        }
+        Observation::Touched(file) => {
+            out.touched.add(&path, keep);
+            out.changes.upserts.push((path.clone(), file));
+        }
+        Observation::Changed(file) => {
+            crate::failpoint::pause_at("walking");
+            out.changed.add(&path, keep);
+            if !plan.baseline[rule] {
+                out.changes.assets.extend(urls(&path));
+                if file.links > 1 {
+                    out.linked.push((path.clone(), file));
+                }
+            }
+            out.changes.upserts.push((path.clone(), file));
+        }
+        Observation::New(file) => {
+            out.new.add(&path, keep);
+            if file.links > 1 {
+                out.new_links.push(file.stat);
+            }
+            if plan.invalidate_new && !plan.baseline[rule] {
+                out.changes.assets.extend(urls(&path));
+            }
+            out.changes.upserts.push((path.clone(), file));
+        }
+    }
+    out.scanned.add(&path, keep);
+}
+
+pub(super) fn find_deletions(
+    out: &mut Detected,
+    rules: &RuleSet,
+    index: &FileIndex,
+    plan: &ScanPlan,
+    unseen_dirs: &[PathBuf],
+) {
+    for path in index.unseen() {
+        if unseen_dirs.iter().any(|dir| path.starts_with(dir)) {
+            continue;
+        }
+        match rules.verdict(path) {
+            Verdict::Mapped { rule } => {
+                out.deleted.add(path, plan.paths);
+                if !plan.baseline[rule] {
+                    let r = rules.get(rule);
+                    out.changes
+                        .assets
+                        .extend(r.owed(path.strip_prefix(&r.dir).unwrap_or(path)));
+                }
+            }
+            // No longer covered by any rule (config changed): forget quietly;
+            // such a change is a config edit, not an image change.
+            _ => tracing::debug!(path = %path.display(), "no longer covered by a rule; forgotten"),
+        }
+        out.changes.removals.push(path.to_path_buf());
+    }
+}

@@ -1,0 +1,325 @@
+//! The parallel walk: walker threads filter, stat and examine each file
+//! and send what they found in batches to one collector thread, which
+//! builds the change set ([`super::collect`]) and hands big ones to the
+//! sink chunk by chunk while the walk goes on.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use ignore::WalkState;
+
+use super::collect::{collect, find_deletions, Found};
+use super::examine::{self, Compare, Observation};
+use super::hash::unix_ns;
+use super::roots::{self, error_path, walker};
+use super::{Detected, Paths, ScanPlan, Scope, Sink, Symlinks};
+use crate::rules::RuleSet;
+use crate::state::{Changes, FileIndex, Stat};
+
+/// Counted by walker threads without a message to the collector.
+#[derive(Default)]
+struct Counters {
+    /// Unchanged files are most files on most runs: without `--json` they
+    /// are only counted, never sent to the collector.
+    quiet_unchanged: AtomicUsize,
+    folders: AtomicUsize,
+    /// Raised when the sink failed: the walk stops.
+    stop: AtomicBool,
+}
+
+enum Message {
+    Found(Found),
+    Failed {
+        path: Option<PathBuf>,
+        error: String,
+    },
+}
+
+/// A big change set is handed to the sink in chunks of this many files
+/// while the walk goes on, so memory stays flat and recording overlaps
+/// walking. Each chunk holds the files' new hashes and the assets they make
+/// owed, so any prefix of chunks is a consistent state.
+const CHUNK: usize = 10_000;
+
+/// Walks `scope` and compares what is there with `index`. With a sink,
+/// large change sets are recorded chunk by chunk during the walk; what is
+/// left (and every deletion) is in the returned [`Detected::changes`].
+pub fn scan(
+    rules: &RuleSet,
+    index: &FileIndex,
+    plan: &ScanPlan,
+    scope: &Scope,
+    mut sink: Option<Sink<'_>>,
+) -> Detected {
+    let mut out = Detected::default();
+    // Folders whose content is unknown this time: nothing under them counts
+    // as deleted.
+    let mut unseen_dirs: Vec<PathBuf> = Vec::new();
+    let start = roots::roots(rules, plan, scope, &mut out, &mut unseen_dirs);
+    let roots = &start.roots;
+    let compare = &start.compare;
+    let recent_after = plan.leave_changed_after.map(unix_ns);
+    let (tx, rx) = mpsc::channel::<Vec<Message>>();
+    let counters = Counters::default();
+    // Rules that follow symlinks need a walker that does; the rest (the
+    // default) get one that never does.
+    let (follow, stay): (Vec<PathBuf>, Vec<PathBuf>) = roots.iter().cloned().partition(|root| {
+        rules
+            .owner(root)
+            .is_some_and(|(i, _)| rules.get(i).follow_symlinks)
+    });
+    std::thread::scope(|scope| {
+        let counters = &counters;
+        scope.spawn(move || {
+            for (group, follow) in [(stay, Symlinks::DoNotFollow), (follow, Symlinks::Follow)] {
+                if let Some(walker) = walker(rules, &group, follow, plan.threads) {
+                    walker.run(|| {
+                        let mut batch = Batch::new(tx.clone());
+                        Box::new(move |entry| {
+                            let how = How {
+                                follow,
+                                compare,
+                                recent_after,
+                            };
+                            visit(rules, index, entry, plan, how, counters, &mut batch)
+                        })
+                    });
+                }
+            }
+        });
+        for message in rx.into_iter().flatten() {
+            match message {
+                Message::Found(_) if out.failure.is_some() => {}
+                Message::Found(found) => {
+                    collect(&mut out, rules, plan, found);
+                    if out.changes.upserts.len() >= CHUNK {
+                        if let Some(sink) = sink.as_mut() {
+                            let chunk = Changes {
+                                upserts: std::mem::take(&mut out.changes.upserts),
+                                assets: std::mem::take(&mut out.changes.assets),
+                                ..Changes::default()
+                            };
+                            if let Err(e) = sink(chunk) {
+                                out.failure = Some(e);
+                                counters.stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                Message::Failed { path, error } => {
+                    out.errors.push(error);
+                    // An error without a path leaves every folder unseen.
+                    unseen_dirs.extend(path.map_or_else(|| roots.clone(), |p| vec![p]));
+                }
+            }
+        }
+    });
+
+    out.cancelled = plan
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed));
+    out.folders = counters.folders.into_inner();
+    let quiet = counters.quiet_unchanged.into_inner();
+    out.unchanged.count += quiet;
+    out.scanned.count += quiet;
+    roots::settle_moved(rules, index, &start, &mut out, &mut unseen_dirs);
+    find_deletions(&mut out, rules, index, plan, &unseen_dirs);
+    // Whatever pass walked a rule folder whole completes its baseline (a
+    // whole-tree pass, or a pass over the folder itself: the daemon walks a
+    // folder that appeared after its start so). Passes over parts of it do
+    // not: what they did not reach would be taken as new later.
+    for (i, rule) in rules.rules().iter().enumerate() {
+        if plan.baseline[i] && roots.contains(&rule.dir) && !unseen_dirs.contains(&rule.dir) {
+            out.changes.baselined.push(rule.dir.clone());
+        }
+    }
+    if plan.paths == Paths::Listed {
+        for tally in [
+            &mut out.scanned,
+            &mut out.unchanged,
+            &mut out.touched,
+            &mut out.changed,
+            &mut out.new,
+            &mut out.deleted,
+        ] {
+            tally.paths.sort();
+        }
+    }
+    out
+}
+
+/// How a walker reads files: whether it follows symlinks, per rule how
+/// recorded stat data is trusted, and after when (ns since the epoch) a
+/// change is too recent to read now.
+#[derive(Clone, Copy)]
+struct How<'a> {
+    follow: Symlinks,
+    compare: &'a [Compare],
+    recent_after: Option<i64>,
+}
+
+/// One walker callback: filter, stat, detect, report.
+fn visit(
+    rules: &RuleSet,
+    index: &FileIndex,
+    entry: Result<ignore::DirEntry, ignore::Error>,
+    plan: &ScanPlan,
+    how: How<'_>,
+    counters: &Counters,
+    batch: &mut Batch,
+) -> WalkState {
+    let cancelled = plan
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed));
+    if cancelled || counters.stop.load(Ordering::Relaxed) {
+        return WalkState::Quit;
+    }
+    let entry = match entry {
+        Ok(entry) => entry,
+        Err(err) => {
+            let path = error_path(&err);
+            batch.push(Message::Failed {
+                path,
+                error: format!("cannot read part of a rule folder: {err}; it was left as recorded"),
+            });
+            return WalkState::Continue;
+        }
+    };
+    // Symlinks are not followed (unless the rule says so: then the walker
+    // reports their targets' types), and sockets, FIFOs and devices are no
+    // images.
+    match entry.file_type() {
+        Some(t) if t.is_file() => {}
+        Some(t) if t.is_dir() => {
+            counters.folders.fetch_add(1, Ordering::Relaxed);
+            return WalkState::Continue;
+        }
+        _ => return WalkState::Continue,
+    }
+    let path = entry.path();
+    let Some((rule, rel)) = rules.owner(path) else {
+        return WalkState::Continue;
+    };
+    if !rules.get(rule).wants(rel) {
+        return WalkState::Continue;
+    }
+    if let Some(progress) = &plan.progress {
+        progress.walked();
+    }
+    let known = index.get(path);
+    let compare = how.compare.get(rule).copied().unwrap_or(Compare::Content);
+    let observation = match entry.metadata().map(|meta| Stat::of(&meta)) {
+        Ok(stat) if examine::unchanged_by_stat(known, &stat, compare) => Observation::Unchanged,
+        // The ctime too: a writer that restores the mtime (`cp -p`) may
+        // have finished a moment ago.
+        Ok(stat) if how.recent_after.is_some_and(|t| stat.last_change_ns() > t) => {
+            Observation::Recent
+        }
+        Ok(_) => examine::examine(path, known, how.follow),
+        Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
+            Observation::Vanished
+        }
+        Err(err) => Observation::Unreadable(std::io::Error::other(err.to_string())),
+    };
+    if let Observation::Changed(file)
+    | Observation::New(file)
+    | Observation::Touched(file)
+    | Observation::Confirmed(file) = &observation
+    {
+        if let Some(progress) = &plan.progress {
+            progress.hashed(file.stat.size);
+        }
+        crate::metrics::add(&crate::metrics::METRICS.hashed, 1);
+    }
+    if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
+        entry.mark_seen();
+    }
+    if plan.paths == Paths::Counted && matches!(observation, Observation::Unchanged) {
+        counters.quiet_unchanged.fetch_add(1, Ordering::Relaxed);
+        return WalkState::Continue;
+    }
+    let found = Found {
+        path: path.to_path_buf(),
+        rule,
+        observation,
+    };
+    if !batch.push(Message::Found(found)) {
+        return WalkState::Quit;
+    }
+    WalkState::Continue
+}
+
+/// One walker thread's messages, sent in batches: one channel send (and
+/// at most one wake-up of the collector) per 256 files instead of per file.
+/// Dropped with its walker thread, which sends the rest.
+struct Batch {
+    tx: mpsc::Sender<Vec<Message>>,
+    messages: Vec<Message>,
+}
+
+impl Batch {
+    const SIZE: usize = 256;
+
+    fn new(tx: mpsc::Sender<Vec<Message>>) -> Batch {
+        Batch {
+            tx,
+            messages: Vec::new(),
+        }
+    }
+
+    /// False once the collector is gone.
+    fn push(&mut self, message: Message) -> bool {
+        self.messages.push(message);
+        self.messages.len() < Self::SIZE || self.send()
+    }
+
+    fn send(&mut self) -> bool {
+        self.messages.is_empty() || self.tx.send(std::mem::take(&mut self.messages)).is_ok()
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.send();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::scan::pass::Baseline;
+
+    /// The settler's cutoff is the walk's only notion of "too recent": a
+    /// file changed after it is listed, not read; one changed before it is
+    /// read as usual.
+    #[test]
+    fn a_walk_leaves_files_changed_after_the_cutoff_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("media")).unwrap();
+        let file = dir.path().join("media/a.jpg");
+        std::fs::write(&file, b"x").unwrap();
+        let text = "[[rules]]\ndir = \"media\"\nurl = \"https://example.com/m\"\n";
+        let config = Config::parse(text, &dir.path().join("watcher.toml")).unwrap();
+        let rules = RuleSet::new(&config.rules).unwrap();
+        let mut plan =
+            super::super::pass::plan(None, &rules, &config, Baseline::WhereDue, Paths::Counted)
+                .unwrap();
+        let hour = Duration::from_secs(3600);
+
+        plan.leave_changed_after = Some(SystemTime::now() - hour);
+        let found = scan(&rules, &FileIndex::default(), &plan, &Scope::All, None);
+        assert_eq!(found.recent, vec![file.clone()]);
+        assert!(found.changes.upserts.is_empty(), "not read");
+
+        plan.leave_changed_after = Some(SystemTime::now() + hour);
+        let found = scan(&rules, &FileIndex::default(), &plan, &Scope::All, None);
+        assert!(found.recent.is_empty());
+        assert_eq!(found.new.count, 1, "read and recorded");
+    }
+}
