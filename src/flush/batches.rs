@@ -134,22 +134,8 @@ impl Flusher {
         let Some(threshold) = self.domain_threshold else {
             return Ok(owed);
         };
-        let mut by_domain: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
-        let mut rest = Vec::new();
-        for pending in owed {
-            match url::Url::parse(&pending.asset)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_string))
-            {
-                Some(host) => by_domain.entry(host).or_default().push(pending),
-                None => rest.push(pending),
-            }
-        }
+        let (by_domain, rest) = over_threshold(owed, threshold);
         for (domain, assets) in by_domain {
-            if assets.len() <= threshold {
-                rest.extend(assets);
-                continue;
-            }
             send_purge(account, &Purge::Domain(domain.clone()), policy)
                 .await
                 .map_err(|e| anyhow!(e))
@@ -164,5 +150,73 @@ impl Flusher {
             sent.invalidated.extend(assets.into_iter().map(|p| p.asset));
         }
         Ok(rest)
+    }
+}
+
+/// Splits owed assets into the domains owing more than `threshold` (each
+/// replaced by one domain invalidation) and the rest, in their order.
+fn over_threshold(
+    owed: Vec<Pending>,
+    threshold: usize,
+) -> (Vec<(String, Vec<Pending>)>, Vec<Pending>) {
+    let mut by_domain: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+    let mut rest = Vec::new();
+    for pending in owed {
+        match url::Url::parse(&pending.asset)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+        {
+            Some(host) => by_domain.entry(host).or_default().push(pending),
+            None => rest.push(pending),
+        }
+    }
+    let mut over = Vec::new();
+    for (domain, assets) in by_domain {
+        if assets.len() > threshold {
+            over.push((domain, assets));
+        } else {
+            rest.extend(assets);
+        }
+    }
+    (over, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owed(assets: &[&str]) -> Vec<Pending> {
+        assets
+            .iter()
+            .map(|a| Pending {
+                asset: a.to_string(),
+                gen: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_domains_above_the_threshold_escalate() {
+        let (over, rest) = over_threshold(
+            owed(&[
+                "https://a.com/1.jpg",
+                "https://b.com/1.jpg",
+                "https://a.com/2.jpg",
+                "0123456789abcdef0123456789abcdef",
+                "https://a.com/3.jpg",
+            ]),
+            2,
+        );
+        assert_eq!(over.len(), 1);
+        assert_eq!(over[0].0, "a.com");
+        assert_eq!(over[0].1.len(), 3);
+        let rest: Vec<&str> = rest.iter().map(|p| p.asset.as_str()).collect();
+        assert_eq!(
+            rest,
+            ["0123456789abcdef0123456789abcdef", "https://b.com/1.jpg"]
+        );
+        let (over, rest) = over_threshold(owed(&["https://a.com/1.jpg", "https://a.com/2.jpg"]), 2);
+        assert!(over.is_empty(), "at the threshold nothing escalates");
+        assert_eq!(rest.len(), 2);
     }
 }

@@ -267,11 +267,7 @@ mod tests {
     const D: &AccountId = &AccountId::Default;
     use crate::state::{Changes, Owed};
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state.db")).unwrap();
-        (dir, store)
-    }
+    use crate::state::testing::store;
 
     fn owe(store: &mut Store, asset: &str) {
         let assets = vec![Owed {

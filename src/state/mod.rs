@@ -176,3 +176,31 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
+
+/// A fresh store in a temporary folder, and helpers to owe assets, for the
+/// store's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{outbox, Owed, Store};
+    use crate::accounts::AccountId;
+
+    pub fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        (dir, store)
+    }
+
+    /// Owes `assets` to the default account in one transaction.
+    pub fn owe(store: &mut Store, assets: &[&str]) {
+        let owed: Vec<Owed> = assets
+            .iter()
+            .map(|a| Owed {
+                asset: a.to_string(),
+                account: AccountId::Default,
+            })
+            .collect();
+        let tx = store.write().unwrap();
+        outbox::owe(&tx, &owed).unwrap();
+        tx.commit().unwrap();
+    }
+}

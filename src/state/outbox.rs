@@ -253,3 +253,28 @@ fn names<'a>(accounts: impl IntoIterator<Item = &'a AccountId>) -> String {
     let names: Vec<String> = accounts.into_iter().map(AccountId::to_string).collect();
     names.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::accounts::AccountId;
+    use crate::state::testing::{owe, store};
+
+    #[test]
+    fn a_send_settles_only_the_generation_it_carried() {
+        let (_dir, mut store) = store();
+        owe(&mut store, &["a", "b"]);
+        let sent = store.owed_by(&AccountId::Default).unwrap();
+        // `a` changes again while the batch is on its way.
+        owe(&mut store, &["a"]);
+        store.settle(&sent).unwrap();
+        assert_eq!(
+            store.owed().unwrap(),
+            ["a"],
+            "the newer change of a stays owed"
+        );
+        let again = store.owed_by(&AccountId::Default).unwrap();
+        assert_eq!(again[0].gen, sent[0].gen + 1);
+        store.settle(&again).unwrap();
+        assert!(store.owed().unwrap().is_empty());
+    }
+}

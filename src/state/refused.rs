@@ -118,28 +118,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::accounts::AccountId;
-    use crate::state::{Owed, Store};
+    use crate::state::Store;
 
     const D: &AccountId = &AccountId::Default;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
-        (dir, store)
-    }
-
-    fn owe(store: &mut Store, assets: &[&str]) {
-        let owed: Vec<Owed> = assets
-            .iter()
-            .map(|a| Owed {
-                asset: a.to_string(),
-                account: AccountId::Default,
-            })
-            .collect();
-        let tx = store.write().unwrap();
-        super::super::outbox::owe(&tx, &owed).unwrap();
-        tx.commit().unwrap();
-    }
+    use crate::state::testing::{owe, store};
 
     #[test]
     fn a_refused_asset_is_kept_visible_until_owed_again() {
