@@ -292,11 +292,22 @@ impl Config {
                 .max_owed_age
                 .map_or(Duration::from_secs(900), |d| d.0),
         };
+        let state = normalize(&base, raw.state.as_deref().unwrap_or("optiwatch.db"));
+        // The walk would read the store (and its -wal, -shm, .lock) like any
+        // other file: hashing it opens and closes it, which drops this
+        // process's SQLite locks, and it changes on every run.
+        if let Some(rule) = rules.iter().find(|r| state.starts_with(&r.dir)) {
+            return Err(format!(
+                "state {} is inside the rule folder {}: optiwatch would read its own store as a                  site file; put `state` outside every rule folder (e.g. /var/lib/optiwatch/optiwatch.db)",
+                state.display(),
+                rule.dir.display()
+            ));
+        }
         Ok(Config {
             path: path.to_path_buf(),
             watch,
             metrics,
-            state: normalize(&base, raw.state.as_deref().unwrap_or("optiwatch.db")),
+            state,
             invalidate_new: raw.invalidate_new,
             api,
             rules,

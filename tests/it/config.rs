@@ -185,3 +185,14 @@ fn a_duration_written_as_a_number_shows_the_string_to_write() {
     assert!(err.contains(r#"write "500ms""#), "{err}");
     assert!(err.contains("line 11, column 12"), "{err}");
 }
+
+#[test]
+fn a_state_store_inside_a_rule_folder_is_refused() {
+    let site = Site::new().setting(Table::Top, "state = \"media/optiwatch.db\"");
+    let run = site.scan(&[]).expect(2);
+    assert!(
+        run.stderr.contains("inside the rule folder") && run.stderr.contains("put `state` outside"),
+        "{run}"
+    );
+    assert!(!site.path("optiwatch.db").exists(), "no store was made");
+}
