@@ -3,7 +3,7 @@
 //! path does not need to exist.
 
 use std::ffi::OsString;
-use std::path::{Component, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -25,11 +25,8 @@ pub fn explain(rules: &RuleSet, paths: &[OsString]) -> anyhow::Result<Vec<Explan
     let cwd = std::env::current_dir()?;
     let mut out = Vec::with_capacity(paths.len());
     for arg in paths {
-        let path: PathBuf = cwd
-            .join(arg)
-            .components()
-            .filter(|c| !matches!(c, Component::CurDir))
-            .collect();
+        // `..`, `.` and links resolved, from any working directory.
+        let path: PathBuf = crate::paths::resolve(&cwd, arg, rules);
         let verdict = rules.verdict(&path);
         let rule = match verdict {
             Verdict::Outside => None,

@@ -81,7 +81,8 @@ pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<
                 account: String::new(),
             });
         } else {
-            assets.extend(urls_of(rules, &path)?);
+            // `..`, `.` and links resolved, from any working directory.
+            assets.extend(urls_of(rules, &crate::paths::resolve(&cwd, target, rules))?);
         }
     }
     Ok(assets)

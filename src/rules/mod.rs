@@ -27,6 +27,8 @@ pub const DEFAULT_INCLUDE: &[&str] = &[
 pub struct Rule {
     pub dir: PathBuf,
     pub follow_symlinks: bool,
+    /// Places outside the rule folders links may be read from.
+    pub allow_outside: Vec<PathBuf>,
     /// No `include` in the config: the default image extensions apply.
     pub default_include: bool,
     /// The Optimole account its assets are owed to.
@@ -138,6 +140,7 @@ impl RuleSet {
             rules.push(Rule {
                 dir: cfg.dir.clone(),
                 follow_symlinks: cfg.follow_symlinks,
+                allow_outside: cfg.allow_outside.clone(),
                 default_include: cfg.include.is_none(),
                 account: cfg.account.clone(),
                 prefixes: std::iter::once(cfg.url.clone())
@@ -263,6 +266,7 @@ mod tests {
             include: None,
             exclude: vec!["**/cache/**".into()],
             follow_symlinks: false,
+            allow_outside: vec![],
             account: String::new(),
             key: None,
             token: None,

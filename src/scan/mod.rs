@@ -96,6 +96,8 @@ pub struct Detected {
     /// Problems that left part of the tree unexamined; the run must fail.
     pub errors: Vec<String>,
     pub changes: Changes,
+    /// Links met, changed, and aliases owed (see [`crate::links`]).
+    pub links: crate::links::Pass,
 }
 
 /// Counted by walker threads without a message to the collector.
@@ -117,6 +119,8 @@ struct Found {
 
 enum Message {
     Found(Found),
+    /// A link that differs from its record (see [`crate::links`]).
+    Link(crate::links::Visited),
     Failed {
         path: Option<PathBuf>,
         error: String,
@@ -161,6 +165,8 @@ pub fn scan(
     let start = roots::roots(rules, plan, scope, &mut out, &mut blind);
     let roots = &start.roots;
     let compare = &start.compare;
+    let links = &crate::links::Roots::new(rules);
+    let scope_links = &start.links;
     let (tx, rx) = mpsc::channel::<Vec<Message>>();
     let counters = Counters::default();
     // Rules that follow symlinks need a walker that does; the rest (the
@@ -178,23 +184,52 @@ pub fn scan(
                     walker.run(|| {
                         let mut batch = Batch::new(tx.clone());
                         Box::new(move |entry| {
-                            let how = How { follow, compare };
+                            let how = How { follow, compare, links };
                             visit(rules, index, entry, plan, how, counters, &mut batch)
                         })
                     });
                 }
             }
+            // Links named by the scope, then folders in allowed places
+            // that links lead to (walked under the links' paths).
+            let how = How { follow: false, compare, links };
+            visit_links(rules, index, scope_links, plan, how, &mut Batch::new(tx.clone()));
+            loop {
+                let group = links.waiting();
+                let Some(walker) = walker(rules, &group, false, plan.threads) else {
+                    break;
+                };
+                walker.run(|| {
+                    let mut batch = Batch::new(tx.clone());
+                    Box::new(move |entry| {
+                        let how = How { follow: false, compare, links };
+                        visit(rules, index, entry, plan, how, counters, &mut batch)
+                    })
+                });
+            }
         });
         for message in rx.into_iter().flatten() {
             match message {
                 Message::Found(_) if out.failure.is_some() => {}
-                Message::Found(found) => {
-                    collect(&mut out, rules, plan, found);
-                    if out.changes.upserts.len() >= CHUNK {
+                Message::Link(_) if out.failure.is_some() => {}
+                Message::Found(_) | Message::Link(_) => {
+                    match message {
+                        Message::Found(found) => collect(&mut out, rules, plan, found),
+                        Message::Link(link) => {
+                            let own = crate::links::walk::collect(&mut out, rules, plan, index, link);
+                            if let Some((path, rule, observation)) = own {
+                                collect(&mut out, rules, plan, Found { path, rule, observation });
+                            }
+                        }
+                        Message::Failed { .. } => {}
+                    }
+                    if out.changes.upserts.len() + out.changes.links.upserts.len() >= CHUNK {
                         if let Some(sink) = sink.as_mut() {
+                            crate::links::walk::expand(&mut out, rules, plan, index);
                             let chunk = Changes {
                                 upserts: std::mem::take(&mut out.changes.upserts),
                                 assets: std::mem::take(&mut out.changes.assets),
+                                links: std::mem::take(&mut out.changes.links),
                                 ..Changes::default()
                             };
                             if let Err(e) = sink(chunk) {
@@ -223,6 +258,7 @@ pub fn scan(
     out.scanned.count += quiet;
     roots::settle_moved(rules, index, &start, &mut out, &mut blind);
     find_deletions(&mut out, rules, index, plan, &blind);
+    crate::links::walk::finish(&mut out, rules, plan, index, links, roots, &blind);
     // Whatever pass walked a rule folder whole completes its baseline (a
     // whole-tree pass, or a pass over the folder itself: the daemon walks a
     // folder that appeared after its start so). Passes over parts of it do
@@ -253,6 +289,7 @@ pub fn scan(
 struct How<'a> {
     follow: bool,
     compare: &'a [Compare],
+    links: &'a crate::links::Roots,
 }
 
 /// One walker callback: filter, stat, detect, report.
@@ -290,6 +327,10 @@ fn visit(
         Some(t) if t.is_file() => {}
         Some(t) if t.is_dir() => {
             counters.folders.fetch_add(1, Ordering::Relaxed);
+            return WalkState::Continue;
+        }
+        Some(t) if t.is_symlink() => {
+            visit_links(rules, index, &[entry.path()], plan, how, batch);
             return WalkState::Continue;
         }
         _ => return WalkState::Continue,
@@ -346,6 +387,27 @@ fn visit(
         return WalkState::Quit;
     }
     WalkState::Continue
+}
+
+/// Links met by a walker or named by the scope: see [`crate::links::walk::visit`].
+fn visit_links(
+    rules: &RuleSet,
+    index: &FileIndex,
+    paths: &[impl AsRef<Path>],
+    plan: &ScanPlan,
+    how: How<'_>,
+    batch: &mut Batch,
+) {
+    for path in paths {
+        let compare = rules
+            .owner(path.as_ref())
+            .and_then(|(rule, _)| how.compare.get(rule).copied())
+            .unwrap_or(Compare::Content);
+        let visited = crate::links::walk::visit(path.as_ref(), rules, index, plan, how.links, compare);
+        if let Some(visited) = visited {
+            batch.push(Message::Link(visited));
+        }
+    }
 }
 
 /// One walker thread's messages, sent in batches: one channel send (and
@@ -423,6 +485,7 @@ fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
             crate::failpoint::pause_at("walking");
             out.changed.add(&path, keep);
             if !plan.baseline[rule] {
+                out.links.seed(&path);
                 out.changes.assets.extend(urls(&path));
                 if file.links > 1 {
                     out.linked.push((path.clone(), file));
@@ -436,6 +499,7 @@ fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, found: Found) {
                 out.new_links.push(file.stat);
             }
             if plan.invalidate_new && !plan.baseline[rule] {
+                out.links.seed(&path);
                 out.changes.assets.extend(urls(&path));
             }
             out.changes.upserts.push((path.clone(), file));
@@ -459,6 +523,7 @@ fn find_deletions(
             Verdict::Mapped { rule } => {
                 out.deleted.add(path, plan.keep_paths);
                 if !plan.baseline[rule] {
+                    out.links.seed(path);
                     let r = rules.get(rule);
                     out.changes
                         .assets
