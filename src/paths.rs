@@ -112,8 +112,15 @@ mod tests {
         let cwd = root.join("releases/2/up/sub");
         let at = |arg: &str| resolve(&cwd, OsStr::new(arg), &rules);
         assert_eq!(at("../a.jpg"), dir.join("a.jpg"));
-        assert_eq!(at("./../alias.jpg"), dir.join("alias.jpg"), "the link itself");
-        assert_eq!(at(root.join("current/up/gone/x.jpg").to_str().unwrap()), dir.join("gone/x.jpg"));
+        assert_eq!(
+            at("./../alias.jpg"),
+            dir.join("alias.jpg"),
+            "the link itself"
+        );
+        assert_eq!(
+            at(root.join("current/up/gone/x.jpg").to_str().unwrap()),
+            dir.join("gone/x.jpg")
+        );
         assert_eq!(at("../nowhere/../b.jpg"), dir.join("b.jpg"));
     }
 }

@@ -95,7 +95,9 @@ fn symlinks_are_not_followed_unless_a_rule_asks() {
         vec![site.path("real.jpg").display().to_string()]
     );
 
-    site.config.rules.push_str("follow_symlinks = true\n");
+    site.config
+        .rules
+        .push_str("allow_outside = [\"outside\"]\n");
     let followed = site.scan(&[]).expect(0);
     assert_eq!(followed.list("scanned").len(), 3, "{followed}");
     std::fs::write(outside.join("secret.jpg"), b"changed").unwrap();

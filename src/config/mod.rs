@@ -276,7 +276,11 @@ impl Config {
                 include: raw.include.map(|v| v.into_iter().map(|p| p.0).collect()),
                 exclude: raw.exclude.into_iter().map(|p| p.0).collect(),
                 follow_symlinks: false,
-                allow_outside: raw.allow_outside.iter().map(|p| resolve(&base, p)).collect(),
+                allow_outside: raw
+                    .allow_outside
+                    .iter()
+                    .map(|p| resolve(&base, p))
+                    .collect(),
             });
         }
 

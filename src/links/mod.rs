@@ -20,12 +20,15 @@
 //! pass is done.
 
 pub mod alias;
+mod at;
 pub mod resolve;
 pub mod settle;
 pub mod walk;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::rules::RuleSet;
@@ -46,6 +49,9 @@ pub struct Roots {
     /// Folder links into allowed places met during the walk: walked as
     /// roots of their own after the rule folders (link path, real target).
     extra: Mutex<Extra>,
+    /// Whether `extra` holds anything (most passes: no), read without the
+    /// lock.
+    any_extra: AtomicBool,
     /// Links met that were as recorded, counted by walker threads.
     pub quiet: AtomicUsize,
 }
@@ -82,6 +88,7 @@ pub enum Place {
 
 impl Roots {
     pub fn new(rules: &RuleSet) -> Roots {
+        at::new_pass();
         let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         Roots {
             rules: rules
@@ -94,20 +101,21 @@ impl Roots {
                 })
                 .collect(),
             extra: Mutex::default(),
+            any_extra: AtomicBool::new(false),
             quiet: AtomicUsize::new(0),
         }
     }
 
     /// Where `real` lies for a link of rule `rule`.
     pub fn place(&self, real: &Path, rule: usize) -> Place {
-        if self.rules.iter().any(|r| real.starts_with(&r.real)) {
+        if self.rules.iter().any(|r| below(real, &r.real).is_some()) {
             return Place::Inside;
         }
         let allowed = self.rules.get(rule).map_or(&[][..], |r| &r.allowed[..]);
-        if allowed.iter().any(|a| real.starts_with(a)) {
+        if allowed.iter().any(|a| below(real, a).is_some()) {
             return Place::Allowed;
         }
-        let above = |p: &PathBuf| p.starts_with(real);
+        let above = |p: &PathBuf| below(p, real).is_some();
         if self.rules.iter().any(|r| above(&r.real)) || allowed.iter().any(above) {
             return Place::Above;
         }
@@ -117,51 +125,43 @@ impl Roots {
     /// The real path of a recorded path (one the walk met without
     /// following links below its root).
     pub fn real_of(&self, recorded: &Path) -> PathBuf {
-        let extra = self.lock();
-        let from_extra = extra
-            .taken
-            .iter()
-            .filter(|(link, _)| recorded.starts_with(link))
-            .max_by_key(|(link, _)| link.as_os_str().len())
-            .map(|(link, real)| (link.clone(), real.clone()));
-        drop(extra);
-        let (dir, real) = match from_extra {
-            Some(found) => found,
-            None => match self
-                .rules
+        if self.any_extra.load(Ordering::Acquire) {
+            let extra = self.lock();
+            let found = extra
+                .taken
                 .iter()
-                .filter(|r| recorded.starts_with(&r.dir))
-                .max_by_key(|r| r.dir.as_os_str().len())
-            {
-                Some(root) => (root.dir.clone(), root.real.clone()),
-                None => return recorded.to_path_buf(),
-            },
-        };
-        match recorded.strip_prefix(&dir) {
-            Ok(rel) if !rel.as_os_str().is_empty() => real.join(rel),
-            _ => real,
+                .filter_map(|(link, real)| Some((below(recorded, link)?, link, real)))
+                .max_by_key(|(_, link, _)| link.as_os_str().len());
+            if let Some((rel, _, real)) = found {
+                return join(real, rel);
+            }
+        }
+        let found = self
+            .rules
+            .iter()
+            .filter_map(|r| Some((below(recorded, &r.dir)?, r)))
+            .max_by_key(|(_, r)| r.dir.as_os_str().len());
+        match found {
+            Some((rel, root)) => join(&root.real, rel),
+            None => recorded.to_path_buf(),
         }
     }
 
     /// The recorded path of a real path inside a rule folder: under the
     /// configured folder of the rule whose real folder holds it closest.
     pub fn recorded(&self, real: &Path) -> Option<PathBuf> {
-        let root = self
+        let (rel, root) = self
             .rules
             .iter()
-            .filter(|r| real.starts_with(&r.real))
-            .max_by_key(|r| r.real.as_os_str().len())?;
-        let rel = real.strip_prefix(&root.real).ok()?;
-        Some(match rel.as_os_str().is_empty() {
-            true => root.dir.clone(),
-            false => root.dir.join(rel),
-        })
+            .filter_map(|r| Some((below(real, &r.real)?, r)))
+            .max_by_key(|(_, r)| r.real.as_os_str().len())?;
+        Some(join(&root.dir, rel))
     }
 
     /// Whether the real folder `real` holds a rule folder (walking it
     /// would walk that rule's files again).
     pub fn holds_a_rule(&self, real: &Path) -> bool {
-        self.rules.iter().any(|r| r.real.starts_with(real))
+        self.rules.iter().any(|r| below(&r.real, real).is_some())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Extra> {
@@ -177,14 +177,16 @@ impl Roots {
             return false;
         }
         let mut extra = self.lock();
-        let cycle = extra.taken.iter().any(|(l, r)| {
-            link.starts_with(l) && (r.starts_with(real) || real.starts_with(r))
-        });
+        let cycle = extra
+            .taken
+            .iter()
+            .any(|(l, r)| link.starts_with(l) && (r.starts_with(real) || real.starts_with(r)));
         if cycle || extra.taken.len() >= MAX_EXTRA {
             return false;
         }
         extra.taken.push((link.to_path_buf(), real.to_path_buf()));
         extra.waiting.push(link.to_path_buf());
+        self.any_extra.store(true, Ordering::Release);
         true
     }
 
@@ -197,6 +199,29 @@ impl Roots {
     /// under them).
     pub fn walked_extra(&self) -> Vec<PathBuf> {
         self.lock().taken.iter().map(|(l, _)| l.clone()).collect()
+    }
+}
+
+/// The part of `path` below `dir` (empty: `dir` itself), comparing bytes:
+/// much cheaper than `Path::starts_with`, and the same for the paths
+/// compared here (absolute, without `.`, `..` or doubled slashes: real
+/// paths, configured folders and what the walk joined to them).
+pub(crate) fn below<'a>(path: &'a Path, dir: &Path) -> Option<&'a [u8]> {
+    let dir = dir.as_os_str().as_bytes();
+    let rest = path.as_os_str().as_bytes().strip_prefix(dir)?;
+    match rest.first() {
+        None => Some(rest),
+        Some(b'/') => Some(&rest[1..]),
+        Some(_) if dir.ends_with(b"/") => Some(rest),
+        Some(_) => None,
+    }
+}
+
+/// `dir` + `rel` (`rel` as [`below`] returned it).
+fn join(dir: &Path, rel: &[u8]) -> PathBuf {
+    match rel.is_empty() {
+        true => dir.to_path_buf(),
+        false => dir.join(OsStr::from_bytes(rel)),
     }
 }
 

@@ -6,12 +6,13 @@
 //! look (their real path is known). At most [`MAX_HOPS`] links are
 //! followed in a row; more is a loop.
 
-use std::ffi::OsString;
-use std::fs::Metadata;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use super::at::{self, Entry};
 use super::{Place, Roots, MAX_HOPS};
+use crate::state::Stat;
 
 /// Where a link leads.
 #[derive(Debug)]
@@ -35,8 +36,8 @@ pub enum Resolved {
 
 #[derive(Debug)]
 pub enum What {
-    /// A regular file, with its stat data (not followed: it is the file).
-    File(Metadata),
+    /// A regular file, with its stat data when it was at hand.
+    File(Option<Stat>),
     Folder,
     /// A FIFO, socket or device.
     Other,
@@ -77,13 +78,39 @@ fn on_paper(mut at: PathBuf, mut pending: Vec<Part>) -> PathBuf {
     at
 }
 
+/// What `name` in the real folder `at` is. Names beside the link are
+/// looked at through a descriptor of its folder (see [`at`]).
+fn look(at: &Path, name: &OsStr, home: &Path) -> io::Result<Entry> {
+    if at == home {
+        return at::look(at, name);
+    }
+    let meta = std::fs::symlink_metadata(at.join(name))?;
+    let kind = meta.file_type();
+    Ok(if kind.is_symlink() {
+        Entry::Link
+    } else if kind.is_dir() {
+        Entry::Folder
+    } else if kind.is_file() {
+        Entry::File(Some(Stat::of(&meta)))
+    } else {
+        Entry::Other
+    })
+}
+
+fn read_link(at: &Path, name: &OsStr, home: &Path) -> io::Result<PathBuf> {
+    match at == home {
+        true => at::read_link(at, name),
+        false => std::fs::read_link(at.join(name)),
+    }
+}
+
 /// Follows the link at `link` (its real path: the folder holding it is a
 /// real folder) for a link of rule `rule`.
 pub fn resolve(roots: &Roots, rule: usize, link: &Path) -> Resolved {
-    let Some(parent) = link.parent() else {
+    let (Some(parent), Some(name)) = (link.parent(), link.file_name()) else {
         return Resolved::Failed(io::Error::new(io::ErrorKind::InvalidInput, "no folder"));
     };
-    let text = match std::fs::read_link(link) {
+    let text = match read_link(parent, name, parent) {
         Ok(text) => text,
         Err(e) => return Resolved::Failed(e),
     };
@@ -92,7 +119,7 @@ pub fn resolve(roots: &Roots, rule: usize, link: &Path) -> Resolved {
     parts(&text, &mut pending);
     let mut hops = 1;
     // What the last looked-at component was (`at` is a folder otherwise).
-    let mut file: Option<Metadata> = None;
+    let mut file: Option<Entry> = None;
     while let Some(part) = pending.pop() {
         if file.is_some() {
             // A path going on below a file: nothing is there.
@@ -126,8 +153,8 @@ pub fn resolve(roots: &Roots, rule: usize, link: &Path) -> Resolved {
             }
             Place::Inside | Place::Allowed => {}
         }
-        let meta = match std::fs::symlink_metadata(&next) {
-            Ok(meta) => meta,
+        let entry = match look(&at, &name, parent) {
+            Ok(entry) => entry,
             Err(e) if missing(&e) => {
                 return Resolved::Missing {
                     real: on_paper(next, pending),
@@ -136,21 +163,22 @@ pub fn resolve(roots: &Roots, rule: usize, link: &Path) -> Resolved {
             }
             Err(e) => return Resolved::Failed(e),
         };
-        if meta.file_type().is_symlink() {
-            hops += 1;
-            if hops > MAX_HOPS {
-                return Resolved::Loop;
+        match entry {
+            Entry::Link => {
+                hops += 1;
+                if hops > MAX_HOPS {
+                    return Resolved::Loop;
+                }
+                match read_link(&at, &name, parent) {
+                    Ok(text) => parts(&text, &mut pending),
+                    Err(e) => return Resolved::Failed(e),
+                }
+                continue;
             }
-            match std::fs::read_link(&next) {
-                Ok(text) => parts(&text, &mut pending),
-                Err(e) => return Resolved::Failed(e),
-            }
-            continue;
+            Entry::Folder => {}
+            other => file = Some(other),
         }
         at = next;
-        if !meta.is_dir() {
-            file = Some(meta);
-        }
     }
     let place = roots.place(&at, rule);
     if !matches!(place, Place::Inside | Place::Allowed) {
@@ -160,7 +188,7 @@ pub fn resolve(roots: &Roots, rule: usize, link: &Path) -> Resolved {
     }
     let what = match file {
         None => What::Folder,
-        Some(meta) if meta.is_file() => What::File(meta),
+        Some(Entry::File(stat)) => What::File(stat),
         Some(_) => What::Other,
     };
     Resolved::At {

@@ -23,8 +23,12 @@ pub fn settle(
     super::walk::expand(detected, rules, plan, index);
     for (path, target) in std::mem::take(&mut detected.links.loops) {
         match target.as_os_str().is_empty() {
-            true => tracing::warn!(link = %path.display(), "link leads through more than {} links in a row (a loop?); skipped", super::MAX_HOPS),
-            false => tracing::warn!(link = %path.display(), target = %target.display(), "link is part of a cycle of folder links (or leads into a place walked already); skipped"),
+            true => {
+                tracing::warn!(link = %path.display(), "link leads through more than {} links in a row (a loop?); skipped", super::MAX_HOPS)
+            }
+            false => {
+                tracing::warn!(link = %path.display(), target = %target.display(), "link is part of a cycle of folder links (or leads into a place walked already); skipped")
+            }
         }
     }
     let changes = std::mem::take(&mut detected.links.changed);

@@ -70,16 +70,16 @@ impl Pass {
 }
 
 /// Called by a walker thread for the link at `path` (a recorded path).
-/// `None`: nothing to tell the collector (as recorded, or in no rule).
+/// `None`: nothing to tell the collector (as recorded, or gone).
 pub fn visit(
     path: &Path,
+    rule: usize,
     rules: &RuleSet,
     index: &FileIndex,
     plan: &ScanPlan,
     roots: &Roots,
     compare: Compare,
 ) -> Option<Visited> {
-    let (rule, _) = rules.owner(path)?;
     let known = index.links.get(path);
     let was = known.map(|k| (k.kind, k.target.to_path_buf()));
     let link = roots.real_of(path);
@@ -113,7 +113,7 @@ pub fn visit(
         }
         Resolved::At {
             real,
-            what: What::File(meta),
+            what: What::File(stat),
             allowed,
         } => {
             let recorded = match allowed {
@@ -128,14 +128,17 @@ pub fn visit(
                 // track: read through the link, as its own file.
                 target => {
                     let file = index.get(path);
-                    let seen = detect::examine(
-                        &real,
-                        Stat::of(&meta),
-                        file,
-                        plan.hot_after,
-                        false,
-                        compare,
-                    );
+                    let stat = match stat {
+                        Some(stat) => Ok(stat),
+                        None => std::fs::symlink_metadata(&real).map(|m| Stat::of(&m)),
+                    };
+                    let seen = match stat {
+                        Ok(stat) => {
+                            detect::examine(&real, stat, file, plan.hot_after, false, compare)
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Observation::Vanished,
+                        Err(e) => Observation::Unreadable(e),
+                    };
                     if let (Some(file), false) = (file, matches!(seen, Observation::Vanished)) {
                         file.mark_seen();
                     }
@@ -173,7 +176,8 @@ pub fn visit(
         Resolved::Outside { real } => (Kind::Outside, real),
         Resolved::Loop => (Kind::Loop, PathBuf::new()),
     };
-    let folder_like = matches!(now.0, Kind::Folder) || (now.0 == Kind::Loop && !now.1.as_os_str().is_empty());
+    let folder_like =
+        matches!(now.0, Kind::Folder) || (now.0 == Kind::Loop && !now.1.as_os_str().is_empty());
     let quiet_own = match &own {
         None => true,
         Some(Observation::Unchanged) => !plan.keep_paths,
@@ -216,7 +220,9 @@ pub fn collect(
     let own = own.map(|o| (path.clone(), rule, o));
     match now {
         None => {}
-        Some(now) if now.0 == Kind::Folder || (now.0 == Kind::Loop && !now.1.as_os_str().is_empty()) => {
+        Some(now)
+            if now.0 == Kind::Folder || (now.0 == Kind::Loop && !now.1.as_os_str().is_empty()) =>
+        {
             out.links.folders.push((path, rule, was, now));
         }
         Some(now) => decide(out, rules, plan, index, path, Some(rule), was, Some(now)),
@@ -240,8 +246,8 @@ fn decide(
     if was == now {
         return;
     }
-    let newly_loop = matches!(&now, Some((Kind::Loop, _)))
-        && !matches!(&was, Some((Kind::Loop, _)));
+    let newly_loop =
+        matches!(&now, Some((Kind::Loop, _))) && !matches!(&was, Some((Kind::Loop, _)));
     if newly_loop {
         let target = now.as_ref().map(|n| n.1.clone()).unwrap_or_default();
         out.links.loops.push((path.clone(), target));
@@ -250,20 +256,24 @@ fn decide(
         None => true,
         Some(rule) => plan.baseline[rule] || !index.links.baselined(&rules.get(rule).dir),
     };
-    // A target that appeared or went under the same path: its own change
-    // owes the aliases' URLs (see `expand`); only the row changes here.
+    // Same target, seen another way: it appeared or went (its own change
+    // owes the aliases' URLs, see `expand`), or the config now reads it
+    // (`allow_outside`, `include`: a config edit, not an image change).
+    // Only the row changes.
     let silent = match (&was, &now) {
         (Some((a, t)), Some((b, u))) => {
-            t == u
-                && a.aliases()
-                && b.aliases()
-                && (*a == Kind::Missing || *b == Kind::Missing)
+            let plain = |k: &Kind| !matches!(k, Kind::Loop | Kind::Other);
+            t == u && plain(a) && plain(b)
         }
         _ => false,
     };
     if quiet || silent {
         match now {
-            Some((kind, target)) => out.changes.links.upserts.push(LinkRow { path, kind, target }),
+            Some((kind, target)) => out
+                .changes
+                .links
+                .upserts
+                .push(LinkRow { path, kind, target }),
             None => out.changes.links.removals.push(path),
         }
         return;
@@ -324,27 +334,61 @@ pub fn finish(
                 continue;
             }
             let rule = rules.owner(&row.path).map(|(rule, _)| rule);
-            decide(out, rules, plan, index, row.path, rule, Some((row.kind, row.target)), None);
-        } else if !seen && (row.kind == Kind::Folder || (row.kind == Kind::Loop && !row.target.as_os_str().is_empty())) {
+            decide(
+                out,
+                rules,
+                plan,
+                index,
+                row.path,
+                rule,
+                Some((row.kind, row.target)),
+                None,
+            );
+        } else if !seen
+            && (row.kind == Kind::Folder
+                || (row.kind == Kind::Loop && !row.target.as_os_str().is_empty()))
+        {
             graph.push((row.path, row.target));
         }
     }
     let folders = std::mem::take(&mut out.links.folders);
-    graph.extend(folders.iter().map(|(p, _, _, now)| (p.clone(), now.1.clone())));
+    graph.extend(
+        folders
+            .iter()
+            .map(|(p, _, _, now)| (p.clone(), now.1.clone())),
+    );
     let in_cycle = alias::cycles(&graph);
     for (path, rule, was, (kind, target)) in folders {
         let kind = match in_cycle.contains(&path) {
             true => Kind::Loop,
             false => kind,
         };
-        decide(out, rules, plan, index, path, Some(rule), was, Some((kind, target)));
+        decide(
+            out,
+            rules,
+            plan,
+            index,
+            path,
+            Some(rule),
+            was,
+            Some((kind, target)),
+        );
     }
     // Rows not visited this pass that a new link closed a cycle with.
     for (row, visited, seen) in index.links.rows() {
         if !visited && !seen && row.kind == Kind::Folder && in_cycle.contains(&row.path) {
             let rule = rules.owner(&row.path).map(|(rule, _)| rule);
             let now = Some((Kind::Loop, row.target.clone()));
-            decide(out, rules, plan, index, row.path, rule, Some((row.kind, row.target)), now);
+            decide(
+                out,
+                rules,
+                plan,
+                index,
+                row.path,
+                rule,
+                Some((row.kind, row.target)),
+                now,
+            );
         }
     }
     for rule in rules.rules() {

@@ -119,8 +119,9 @@ struct Found {
 
 enum Message {
     Found(Found),
-    /// A link that differs from its record (see [`crate::links`]).
-    Link(crate::links::Visited),
+    /// A link that differs from its record (see [`crate::links`]); boxed,
+    /// so file messages (most of them) stay small.
+    Link(Box<crate::links::Visited>),
     Failed {
         path: Option<PathBuf>,
         error: String,
@@ -145,6 +146,9 @@ pub enum Scope {
 /// owed, so any prefix of chunks is a consistent state.
 const CHUNK: usize = 10_000;
 
+/// Batches of messages waiting for the collector, at most.
+const BACKLOG: usize = 16;
+
 /// Records a chunk of changes; an error stops the walk.
 pub type Sink<'a> = &'a mut dyn FnMut(Changes) -> anyhow::Result<()>;
 
@@ -167,7 +171,9 @@ pub fn scan(
     let compare = &start.compare;
     let links = &crate::links::Roots::new(rules);
     let scope_links = &start.links;
-    let (tx, rx) = mpsc::channel::<Vec<Message>>();
+    // Bounded: walkers wait while the collector records a chunk, instead
+    // of piling up messages (an icon theme sends one per link too).
+    let (tx, rx) = mpsc::sync_channel::<Vec<Message>>(BACKLOG);
     let counters = Counters::default();
     // Rules that follow symlinks need a walker that does; the rest (the
     // default) get one that never does.
@@ -184,7 +190,11 @@ pub fn scan(
                     walker.run(|| {
                         let mut batch = Batch::new(tx.clone());
                         Box::new(move |entry| {
-                            let how = How { follow, compare, links };
+                            let how = How {
+                                follow,
+                                compare,
+                                links,
+                            };
                             visit(rules, index, entry, plan, how, counters, &mut batch)
                         })
                     });
@@ -192,8 +202,19 @@ pub fn scan(
             }
             // Links named by the scope, then folders in allowed places
             // that links lead to (walked under the links' paths).
-            let how = How { follow: false, compare, links };
-            visit_links(rules, index, scope_links, plan, how, &mut Batch::new(tx.clone()));
+            let how = How {
+                follow: false,
+                compare,
+                links,
+            };
+            visit_links(
+                rules,
+                index,
+                scope_links,
+                plan,
+                how,
+                &mut Batch::new(tx.clone()),
+            );
             loop {
                 let group = links.waiting();
                 let Some(walker) = walker(rules, &group, false, plan.threads) else {
@@ -202,7 +223,11 @@ pub fn scan(
                 walker.run(|| {
                     let mut batch = Batch::new(tx.clone());
                     Box::new(move |entry| {
-                        let how = How { follow: false, compare, links };
+                        let how = How {
+                            follow: false,
+                            compare,
+                            links,
+                        };
                         visit(rules, index, entry, plan, how, counters, &mut batch)
                     })
                 });
@@ -216,9 +241,19 @@ pub fn scan(
                     match message {
                         Message::Found(found) => collect(&mut out, rules, plan, found),
                         Message::Link(link) => {
-                            let own = crate::links::walk::collect(&mut out, rules, plan, index, link);
+                            let own =
+                                crate::links::walk::collect(&mut out, rules, plan, index, *link);
                             if let Some((path, rule, observation)) = own {
-                                collect(&mut out, rules, plan, Found { path, rule, observation });
+                                collect(
+                                    &mut out,
+                                    rules,
+                                    plan,
+                                    Found {
+                                        path,
+                                        rule,
+                                        observation,
+                                    },
+                                );
                             }
                         }
                         Message::Failed { .. } => {}
@@ -399,13 +434,14 @@ fn visit_links(
     batch: &mut Batch,
 ) {
     for path in paths {
-        let compare = rules
-            .owner(path.as_ref())
-            .and_then(|(rule, _)| how.compare.get(rule).copied())
-            .unwrap_or(Compare::Content);
-        let visited = crate::links::walk::visit(path.as_ref(), rules, index, plan, how.links, compare);
+        let Some((rule, _)) = rules.owner(path.as_ref()) else {
+            continue;
+        };
+        let compare = how.compare.get(rule).copied().unwrap_or(Compare::Content);
+        let visited =
+            crate::links::walk::visit(path.as_ref(), rule, rules, index, plan, how.links, compare);
         if let Some(visited) = visited {
-            batch.push(Message::Link(visited));
+            batch.push(Message::Link(Box::new(visited)));
         }
     }
 }
@@ -414,14 +450,14 @@ fn visit_links(
 /// at most one wake-up of the collector) per 256 files instead of per file.
 /// Dropped with its walker thread, which sends the rest.
 struct Batch {
-    tx: mpsc::Sender<Vec<Message>>,
+    tx: mpsc::SyncSender<Vec<Message>>,
     messages: Vec<Message>,
 }
 
 impl Batch {
     const SIZE: usize = 256;
 
-    fn new(tx: mpsc::Sender<Vec<Message>>) -> Batch {
+    fn new(tx: mpsc::SyncSender<Vec<Message>>) -> Batch {
         Batch {
             tx,
             messages: Vec::new(),

@@ -158,7 +158,9 @@ pub(super) fn roots(
                         holding.push((path.clone(), rule));
                         start.roots.push(path);
                     }
-                    Ok(meta) if reachable && meta.file_type().is_symlink() => start.links.push(path),
+                    Ok(meta) if reachable && meta.file_type().is_symlink() => {
+                        start.links.push(path)
+                    }
                     _ => {}
                 }
             }

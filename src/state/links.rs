@@ -18,15 +18,47 @@ use hashbrown::HashTable;
 use super::Store;
 
 /// Schema v5: links and the rule folders whose links were recorded.
+///
+/// `target` is kept relative to the link's folder when it is inside it
+/// (most links lead to a file beside them), and there is no index on it: a
+/// pass reads every row once instead. An icon theme has as many links as
+/// files; this keeps their rows at a third of the size and the baseline
+/// that writes them close to one without links.
 pub(super) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS links (
         path   BLOB PRIMARY KEY,
         kind   INTEGER NOT NULL,
         target BLOB NOT NULL
     ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS links_target ON links (target);
     CREATE TABLE IF NOT EXISTS links_seen (dir BLOB PRIMARY KEY) WITHOUT ROWID;
 ";
+
+/// `target` as stored for the link at `path`: relative to the link's
+/// folder when inside it.
+fn stored_target<'a>(path: &Path, target: &'a Path) -> &'a [u8] {
+    let inside = path
+        .parent()
+        .and_then(|folder| target.strip_prefix(folder).ok())
+        .filter(|rel| !rel.as_os_str().is_empty());
+    match inside {
+        Some(rel) => rel.as_os_str().as_bytes(),
+        None => target.as_os_str().as_bytes(),
+    }
+}
+
+/// The target of the link at `path` as [`stored_target`] stored it.
+fn full_target(path: &[u8], stored: &[u8]) -> Vec<u8> {
+    if stored.is_empty() || stored.starts_with(b"/") {
+        return stored.to_vec();
+    }
+    let folder = Path::new(OsStr::from_bytes(path))
+        .parent()
+        .unwrap_or(Path::new("/"));
+    folder
+        .join(OsStr::from_bytes(stored))
+        .into_os_string()
+        .into_vec()
+}
 
 /// What a link resolved to. Stored as its number: never renumber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +137,7 @@ pub(super) fn record(tx: &rusqlite::Connection, changes: &LinkChanges) -> rusqli
         upsert.execute(rusqlite::params![
             row.path.as_os_str().as_bytes(),
             row.kind as i64,
-            row.target.as_os_str().as_bytes(),
+            stored_target(&row.path, &row.target),
         ])?;
     }
     let mut remove = tx.prepare_cached("DELETE FROM links WHERE path = ?1")?;
@@ -126,38 +158,29 @@ fn below(p: &Path) -> (Vec<u8>, Vec<u8>) {
 }
 
 impl Store {
-    /// The link rows a pass needs. `scope` `None`: every row. Otherwise the
-    /// rows at or below each scope path (the pass visits them), plus those
-    /// whose target is there and every folder-like row (a changed file's
-    /// aliases are found through them).
+    /// Every link row, for a pass over `scope` (`None`: everything): rows
+    /// at or below a scope path are the ones the pass visits; the others
+    /// are there to find a changed file's aliases.
     pub fn load_links(&self, scope: Option<&[PathBuf]>) -> anyhow::Result<LinkIndex> {
         let mut index = LinkIndex::default();
         let mut dirs = self.conn.prepare_cached("SELECT dir FROM links_seen")?;
         for dir in dirs.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
-            index.baselined.push(PathBuf::from(std::ffi::OsString::from_vec(dir?)));
+            index
+                .baselined
+                .push(PathBuf::from(std::ffi::OsString::from_vec(dir?)));
         }
-        let Some(paths) = scope else {
-            let mut all = self.conn.prepare("SELECT path, kind, target FROM links")?;
-            read(all.query([])?, &mut index, true)?;
-            index.finish();
-            return Ok(index);
-        };
-        let mut at = self.conn.prepare_cached(
-            "SELECT path, kind, target FROM links WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
-        )?;
-        let mut to = self.conn.prepare_cached(
-            "SELECT path, kind, target FROM links WHERE target = ?1 OR (target >= ?2 AND target < ?3)",
-        )?;
-        for path in paths {
-            let (low, high) = below(path);
-            let exact = path.as_os_str().as_bytes();
-            read(at.query(rusqlite::params![exact, low, high])?, &mut index, true)?;
-            read(to.query(rusqlite::params![exact, low, high])?, &mut index, false)?;
+        let mut all = self
+            .conn
+            .prepare_cached("SELECT path, kind, target FROM links")?;
+        let mut rows = all.query([])?;
+        while let Some(row) = rows.next()? {
+            let path = row.get_ref(0)?.as_blob()?;
+            let kind = Kind::from_number(row.get(1)?);
+            let target = full_target(path, row.get_ref(2)?.as_blob()?);
+            let at = Path::new(OsStr::from_bytes(path));
+            let walked = scope.is_none_or(|paths| paths.iter().any(|p| at.starts_with(p)));
+            index.insert(path, kind, &target, walked);
         }
-        let mut folders = self.conn.prepare_cached(
-            "SELECT path, kind, target FROM links WHERE kind IN (1, 2, 6)",
-        )?;
-        read(folders.query([])?, &mut index, false)?;
         index.finish();
         Ok(index)
     }
@@ -178,19 +201,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Links whose target is exactly `target` (the aliases `invalidate`
-    /// adds to a named file).
-    pub fn links_to(&self, target: &Path) -> anyhow::Result<Vec<LinkRow>> {
+    /// Links read as files or folders of their own (into `allow_outside`
+    /// places, see [`Kind::Own`]).
+    pub fn links_read_outside(&self) -> anyhow::Result<Vec<PathBuf>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT path, kind, target FROM links WHERE target = ?1")?;
-        let mut index = LinkIndex::default();
-        read(
-            stmt.query([target.as_os_str().as_bytes()])?,
-            &mut index,
-            false,
-        )?;
-        Ok((0..index.entries.len()).map(|n| index.row(n)).collect())
+            .prepare_cached("SELECT path FROM links WHERE kind IN (4, 5)")?;
+        let mut out = Vec::new();
+        for path in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
+            out.push(PathBuf::from(std::ffi::OsString::from_vec(path?)));
+        }
+        Ok(out)
     }
 
     /// How many links are recorded at or below `dir`.
@@ -203,16 +224,6 @@ impl Store {
         )?;
         Ok(n as usize)
     }
-}
-
-fn read(mut rows: rusqlite::Rows<'_>, index: &mut LinkIndex, walked: bool) -> anyhow::Result<()> {
-    while let Some(row) = rows.next()? {
-        let path = row.get_ref(0)?.as_blob()?;
-        let kind = Kind::from_number(row.get(1)?);
-        let target = row.get_ref(2)?.as_blob()?;
-        index.insert(path, kind, target, walked);
-    }
-    Ok(())
 }
 
 #[derive(Debug)]
@@ -259,8 +270,6 @@ impl KnownLink<'_> {
 impl LinkIndex {
     fn insert(&mut self, path: &[u8], kind: Kind, target: &[u8], walked: bool) {
         if let Some(n) = self.find(path) {
-            // Loaded twice (a scope path and a target query): the pass
-            // visits it if either said so.
             self.entries[n].walked |= walked;
             return;
         }
@@ -292,7 +301,9 @@ impl LinkIndex {
     fn find(&self, path: &[u8]) -> Option<usize> {
         let hash = self.hasher.hash_one(path);
         self.by_path
-            .find(hash, |n| path_of(&self.entries, &self.bytes, *n as usize) == path)
+            .find(hash, |n| {
+                path_of(&self.entries, &self.bytes, *n as usize) == path
+            })
             .map(|n| *n as usize)
     }
 
@@ -300,8 +311,11 @@ impl LinkIndex {
     fn finish(&mut self) {
         let mut order: Vec<u32> = (0..self.entries.len() as u32).collect();
         order.sort_unstable_by(|a, b| {
-            target_of(&self.entries, &self.bytes, *a as usize)
-                .cmp(target_of(&self.entries, &self.bytes, *b as usize))
+            target_of(&self.entries, &self.bytes, *a as usize).cmp(target_of(
+                &self.entries,
+                &self.bytes,
+                *b as usize,
+            ))
         });
         self.by_target = order;
     }
@@ -351,13 +365,10 @@ impl LinkIndex {
 
     /// Every row, with whether the pass visits its place and met it.
     pub fn rows(&self) -> impl Iterator<Item = (LinkRow, bool, bool)> + '_ {
-        self.entries.iter().enumerate().map(|(n, e)| {
-            (
-                self.row(n),
-                e.walked,
-                e.seen.load(Ordering::Relaxed),
-            )
-        })
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(n, e)| (self.row(n), e.walked, e.seen.load(Ordering::Relaxed)))
     }
 }
 
@@ -377,6 +388,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn targets_beside_a_link_are_stored_short() {
+        let link = Path::new("/m/a/l.svg");
+        for (target, stored) in [
+            ("/m/a/x.svg", "x.svg"),
+            ("/m/a/b/x.svg", "b/x.svg"),
+            ("/m/x.svg", "/m/x.svg"),
+            ("/m/a", "/m/a"),
+            ("", ""),
+        ] {
+            assert_eq!(stored_target(link, Path::new(target)), stored.as_bytes());
+            let path = link.as_os_str().as_bytes();
+            assert_eq!(full_target(path, stored.as_bytes()), target.as_bytes());
+        }
+    }
+
+    #[test]
     fn finds_links_by_path_and_by_target() {
         let mut index = LinkIndex::default();
         index.insert(b"/m/a.svg", Kind::File, b"/m/x.svg", true);
@@ -385,8 +412,14 @@ mod tests {
         index.insert(b"/m/a.svg", Kind::File, b"/m/x.svg", false);
         index.finish();
         assert_eq!(index.len(), 3);
-        let to_x: Vec<PathBuf> = index.links_to(Path::new("/m/x.svg")).map(|r| r.path).collect();
-        assert_eq!(to_x, vec![PathBuf::from("/m/a.svg"), PathBuf::from("/m/b.svg")]);
+        let to_x: Vec<PathBuf> = index
+            .links_to(Path::new("/m/x.svg"))
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(
+            to_x,
+            vec![PathBuf::from("/m/a.svg"), PathBuf::from("/m/b.svg")]
+        );
         assert_eq!(index.links_to(Path::new("/m/x")).count(), 0);
         let c = index.get(Path::new("/m/c.svg")).unwrap();
         assert_eq!((c.kind, c.target), (Kind::File, Path::new("/m/y.svg")));

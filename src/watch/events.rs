@@ -85,7 +85,9 @@ impl Aliases {
     }
 
     fn switches(&self) -> MutexGuard<'_, Switches> {
-        self.1.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.1
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Watches the folder holding each link on the way to `dir`.
@@ -105,7 +107,9 @@ impl Aliases {
             }
             match watcher.watch(parent, RecursiveMode::NonRecursive) {
                 Ok(()) => switches.parents.push(parent.to_path_buf()),
-                Err(e) => tracing::warn!(link = %link.display(), error = %e, "cannot watch the folder of a link on the way to a rule folder; its switch is seen at the next poll tick"),
+                Err(e) => {
+                    tracing::warn!(link = %link.display(), error = %e, "cannot watch the folder of a link on the way to a rule folder; its switch is seen at the next poll tick")
+                }
             }
         }
     }
@@ -125,7 +129,9 @@ impl Aliases {
                 .filter(|(link, _)| *link == path)
                 .map(|(_, dir)| dir.clone())
                 .collect();
-            let theirs = path.parent().is_some_and(|p| switches.parents.iter().any(|w| w == p));
+            let theirs = path
+                .parent()
+                .is_some_and(|p| switches.parents.iter().any(|w| w == p));
             if !dirs.is_empty() {
                 out.extend(dirs);
             } else if !theirs {
