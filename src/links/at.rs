@@ -52,8 +52,13 @@ enum Kind {
 /// Looks in one folder after which its listing is read.
 const LIST_AFTER: usize = 16;
 
+/// Folders each thread keeps open: walker threads take turns on the
+/// entries of a few folders at once.
+const KEEP: usize = 4;
+
 thread_local! {
-    static OPEN: RefCell<Option<Open>> = const { RefCell::new(None) };
+    /// Most recently used last.
+    static OPEN: RefCell<Vec<Open>> = const { RefCell::new(Vec::new()) };
 }
 
 static PASS: AtomicU64 = AtomicU64::new(0);
@@ -69,20 +74,32 @@ fn in_folder<T>(dir: &Path, f: impl FnOnce(&mut Open) -> io::Result<T>) -> io::R
     OPEN.with(|open| {
         let mut open = open.borrow_mut();
         let pass = PASS.load(Ordering::Acquire);
-        if open.as_ref().is_none_or(|o| o.dir != dir || o.pass != pass) {
-            let file = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(dir)?;
-            *open = Some(Open {
-                pass,
-                dir: dir.to_path_buf(),
-                fd: OwnedFd::from(file),
-                looks: 0,
-                listing: None,
-            });
+        open.retain(|o| o.pass == pass);
+        match open.iter().position(|o| o.dir == dir) {
+            Some(i) => {
+                let o = open.remove(i);
+                open.push(o);
+            }
+            None => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(
+                        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    )
+                    .open(dir)?;
+                if open.len() >= KEEP {
+                    open.remove(0);
+                }
+                open.push(Open {
+                    pass,
+                    dir: dir.to_path_buf(),
+                    fd: OwnedFd::from(file),
+                    looks: 0,
+                    listing: None,
+                });
+            }
         }
-        match open.as_mut() {
+        match open.last_mut() {
             Some(o) => f(o),
             None => Err(io::Error::other("no folder open")),
         }
@@ -118,7 +135,7 @@ pub fn read_link(dir: &Path, name: &OsStr) -> io::Result<PathBuf> {
     let name = c_name(name)?;
     in_folder(dir, |open| {
         let fd = open.fd.as_fd();
-        let mut buf = vec![0u8; libc::PATH_MAX as usize];
+        let mut buf = [0u8; libc::PATH_MAX as usize];
         // SAFETY: `fd` is an open descriptor, `name` a NUL-terminated
         // string and `buf` writable for its whole length; readlinkat writes
         // at most that many bytes and returns how many.
@@ -134,8 +151,7 @@ pub fn read_link(dir: &Path, name: &OsStr) -> io::Result<PathBuf> {
         if n >= buf.len() {
             return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
         }
-        buf.truncate(n);
-        Ok(PathBuf::from(OsString::from_vec(buf)))
+        Ok(PathBuf::from(OsString::from_vec(buf[..n].to_vec())))
     })
 }
 
