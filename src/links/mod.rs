@@ -14,13 +14,14 @@
 //!
 //! [`Roots`] knows where each rule folder really is (a rule folder may
 //! itself be a link: `current -> releases/42`), [`resolve`] follows one
-//! link without leaving the allowed places, [`walk`] is what the scan's
-//! walker and collector call for each link met, [`alias`] finds the
+//! link without leaving the allowed places, [`walk`] and [`collect`] are
+//! what the scan's walker threads and collector call for each link met, [`alias`] finds the
 //! aliases of a path, and [`settle`] turns link changes into URLs once a
 //! pass is done.
 
 pub mod alias;
 mod at;
+pub mod collect;
 pub mod resolve;
 pub mod settle;
 pub mod walk;
@@ -33,7 +34,8 @@ use std::sync::Mutex;
 
 use crate::rules::RuleSet;
 
-pub use walk::{Change, Pass, Visited};
+pub use collect::{Change, Pass};
+pub use walk::Visited;
 
 /// Most links followed in a row before a link counts as a loop: Linux's
 /// own limit (`MAXSYMLINKS`), so nothing the web server serves is missed.

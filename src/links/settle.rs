@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use super::alias::{self, View};
-use super::walk::owe;
+use super::collect::owe;
 use crate::rules::RuleSet;
 use crate::scan::{Detected, ScanPlan};
 use crate::state::links::{Kind, LinkRow};
@@ -20,7 +20,7 @@ pub fn settle(
     index: &FileIndex,
     detected: &mut Detected,
 ) -> anyhow::Result<()> {
-    super::walk::expand(detected, rules, plan, index);
+    super::collect::expand(detected, rules, plan, index);
     for (path, target) in std::mem::take(&mut detected.links.loops) {
         match target.as_os_str().is_empty() {
             true => {

@@ -242,7 +242,7 @@ pub fn scan(
                         Message::Found(found) => collect(&mut out, rules, plan, found),
                         Message::Link(link) => {
                             let own =
-                                crate::links::walk::collect(&mut out, rules, plan, index, *link);
+                                crate::links::collect::collect(&mut out, rules, plan, index, *link);
                             if let Some((path, rule, observation)) = own {
                                 collect(
                                     &mut out,
@@ -260,7 +260,7 @@ pub fn scan(
                     }
                     if out.changes.upserts.len() + out.changes.links.upserts.len() >= CHUNK {
                         if let Some(sink) = sink.as_mut() {
-                            crate::links::walk::expand(&mut out, rules, plan, index);
+                            crate::links::collect::expand(&mut out, rules, plan, index);
                             let chunk = Changes {
                                 upserts: std::mem::take(&mut out.changes.upserts),
                                 assets: std::mem::take(&mut out.changes.assets),
@@ -293,7 +293,7 @@ pub fn scan(
     out.scanned.count += quiet;
     roots::settle_moved(rules, index, &start, &mut out, &mut blind);
     find_deletions(&mut out, rules, index, plan, &blind);
-    crate::links::walk::finish(&mut out, rules, plan, index, links, roots, &blind);
+    crate::links::collect::finish(&mut out, rules, plan, index, links, roots, &blind);
     // Whatever pass walked a rule folder whole completes its baseline (a
     // whole-tree pass, or a pass over the folder itself: the daemon walks a
     // folder that appeared after its start so). Passes over parts of it do
