@@ -23,25 +23,37 @@ pub fn resolve(cwd: &Path, arg: &OsStr, rules: &RuleSet) -> PathBuf {
         }
         _ => real_path(&joined),
     };
+    // As typed (`.` and `..` taken on paper), when that names the same
+    // place: a path through a link inside a rule folder (`48x48@2x/...`)
+    // keeps the URL it was asked for.
+    let lexical = on_paper(&joined);
+    let same = lexical.file_name() == real.file_name()
+        && lexical.parent().map(real_path).as_deref() == real.parent();
+    if let (true, Some(recorded)) = (same, on_paper_in_rule(&lexical, rules)) {
+        return recorded;
+    }
     if let Some(recorded) = Roots::new(rules).recorded(&real) {
         return recorded;
     }
-    // Not (or no longer) on disk: compare on paper with each rule folder
-    // worked out the same way.
-    let lexical = on_paper(&joined);
-    let owner = rules
+    // Not (or no longer) on disk: compare on paper.
+    on_paper_in_rule(&lexical, rules).unwrap_or(lexical)
+}
+
+/// `lexical` under the rule folder that holds it on paper (each folder
+/// worked out the same way), in the folder's configured form.
+fn on_paper_in_rule(lexical: &Path, rules: &RuleSet) -> Option<PathBuf> {
+    let (r, rel) = rules
         .rules()
         .iter()
         .filter_map(|r| {
             let rel = lexical.strip_prefix(on_paper(&r.dir)).ok()?;
             Some((r, rel.to_path_buf()))
         })
-        .max_by_key(|(r, _)| r.dir.components().count());
-    match owner {
-        Some((r, rel)) if rel.as_os_str().is_empty() => r.dir.clone(),
-        Some((r, rel)) => r.dir.join(rel),
-        None => lexical,
-    }
+        .max_by_key(|(r, _)| r.dir.components().count())?;
+    Some(match rel.as_os_str().is_empty() {
+        true => r.dir.clone(),
+        false => r.dir.join(rel),
+    })
 }
 
 /// The real path of the longest part of `path` that exists, with the rest
@@ -109,6 +121,7 @@ mod tests {
             token: None,
         }])
         .unwrap();
+        symlink("sub", root.join("releases/2/up/sub2")).unwrap();
         let cwd = root.join("releases/2/up/sub");
         let at = |arg: &str| resolve(&cwd, OsStr::new(arg), &rules);
         assert_eq!(at("../a.jpg"), dir.join("a.jpg"));
@@ -122,5 +135,10 @@ mod tests {
             dir.join("gone/x.jpg")
         );
         assert_eq!(at("../nowhere/../b.jpg"), dir.join("b.jpg"));
+        // Through a folder link inside the rule folder: its own URL.
+        let typed = root.join("current/up/sub2/c.jpg");
+        assert_eq!(at(typed.to_str().unwrap()), dir.join("sub2/c.jpg"));
+        // `..` after a link goes where the kernel goes.
+        assert_eq!(at("../sub2/../a.jpg"), dir.join("a.jpg"));
     }
 }

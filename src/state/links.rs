@@ -130,7 +130,11 @@ pub(super) fn record(tx: &rusqlite::Connection, changes: &LinkChanges) -> rusqli
         "INSERT INTO links (path, kind, target) VALUES (?1, ?2, ?3)
          ON CONFLICT(path) DO UPDATE SET kind = excluded.kind, target = excluded.target",
     )?;
-    for row in &changes.upserts {
+    // In key order: B-tree pages fill up instead of splitting at random
+    // (a baseline writes every link).
+    let mut rows: Vec<&LinkRow> = changes.upserts.iter().collect();
+    rows.sort_unstable_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
+    for row in rows {
         upsert.execute(rusqlite::params![
             row.path.as_os_str().as_bytes(),
             row.kind as i64,
