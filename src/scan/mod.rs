@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 mod collect;
 pub mod examine;
-mod hash;
+pub(crate) mod hash;
 pub mod pass;
 mod roots;
 mod walk;
@@ -122,6 +122,8 @@ pub struct Detected {
     /// Problems that left part of the tree unexamined; the run must fail.
     pub errors: Vec<String>,
     pub changes: Changes,
+    /// Links met, changed, and aliases owed (see [`crate::links`]).
+    pub links: crate::links::Pass,
 }
 
 /// Which part of the tree a scan looks at.

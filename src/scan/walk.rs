@@ -3,7 +3,7 @@
 //! builds the change set ([`super::collect`]) and hands big ones to the
 //! sink chunk by chunk while the walk goes on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
@@ -30,6 +30,9 @@ struct Counters {
 
 enum Message {
     Found(Found),
+    /// A link that differs from its record (see [`crate::links`]); boxed,
+    /// so file messages (most of them) stay small.
+    Link(Box<crate::links::Visited>),
     Failed {
         path: Option<PathBuf>,
         error: String,
@@ -41,6 +44,9 @@ enum Message {
 /// walking. Each chunk holds the files' new hashes and the assets they make
 /// owed, so any prefix of chunks is a consistent state.
 const CHUNK: usize = 10_000;
+
+/// Batches of messages waiting for the collector, at most.
+const BACKLOG: usize = 16;
 
 /// Walks `scope` and compares what is there with `index`. With a sink,
 /// large change sets are recorded chunk by chunk during the walk; what is
@@ -60,7 +66,11 @@ pub fn scan(
     let roots = &start.roots;
     let compare = &start.compare;
     let recent_after = plan.leave_changed_after.map(unix_ns);
-    let (tx, rx) = mpsc::channel::<Vec<Message>>();
+    let links = &crate::links::Roots::new(rules);
+    let scope_links = &start.links;
+    // Bounded: walkers wait while the collector records a chunk, instead
+    // of piling up messages (an icon theme sends one per link too).
+    let (tx, rx) = mpsc::sync_channel::<Vec<Message>>(BACKLOG);
     let counters = Counters::default();
     // Rules that follow symlinks need a walker that does; the rest (the
     // default) get one that never does.
@@ -81,23 +91,74 @@ pub fn scan(
                                 follow,
                                 compare,
                                 recent_after,
+                                links,
                             };
                             visit(rules, index, entry, plan, how, counters, &mut batch)
                         })
                     });
                 }
             }
+            // Links named by the scope, then folders in allowed places
+            // that links lead to (walked under the links' paths).
+            let how = How {
+                follow: Symlinks::DoNotFollow,
+                compare,
+                recent_after,
+                links,
+            };
+            visit_links(
+                rules,
+                index,
+                scope_links,
+                plan,
+                how,
+                &mut Batch::new(tx.clone()),
+            );
+            loop {
+                let group = links.waiting();
+                let Some(walker) = walker(rules, &group, Symlinks::DoNotFollow, plan.threads)
+                else {
+                    break;
+                };
+                walker.run(|| {
+                    let mut batch = Batch::new(tx.clone());
+                    Box::new(move |entry| {
+                        visit(rules, index, entry, plan, how, counters, &mut batch)
+                    })
+                });
+            }
         });
         for message in rx.into_iter().flatten() {
             match message {
-                Message::Found(_) if out.failure.is_some() => {}
-                Message::Found(found) => {
-                    collect(&mut out, rules, plan, found);
-                    if out.changes.upserts.len() >= CHUNK {
+                Message::Found(_) | Message::Link(_) if out.failure.is_some() => {}
+                Message::Found(_) | Message::Link(_) => {
+                    match message {
+                        Message::Found(found) => collect(&mut out, rules, plan, found),
+                        Message::Link(link) => {
+                            let own =
+                                crate::links::collect::collect(&mut out, rules, plan, index, *link);
+                            if let Some((path, rule, observation)) = own {
+                                collect(
+                                    &mut out,
+                                    rules,
+                                    plan,
+                                    Found {
+                                        path,
+                                        rule,
+                                        observation,
+                                    },
+                                );
+                            }
+                        }
+                        Message::Failed { .. } => {}
+                    }
+                    if out.changes.upserts.len() + out.changes.links.upserts.len() >= CHUNK {
                         if let Some(sink) = sink.as_mut() {
+                            crate::links::collect::expand(&mut out, rules, plan, index);
                             let chunk = Changes {
                                 upserts: std::mem::take(&mut out.changes.upserts),
                                 assets: std::mem::take(&mut out.changes.assets),
+                                links: std::mem::take(&mut out.changes.links),
                                 ..Changes::default()
                             };
                             if let Err(e) = sink(chunk) {
@@ -126,6 +187,7 @@ pub fn scan(
     out.scanned.count += quiet;
     roots::settle_moved(rules, index, &start, &mut out, &mut unseen_dirs);
     find_deletions(&mut out, rules, index, plan, &unseen_dirs);
+    crate::links::collect::finish(&mut out, rules, plan, index, links, roots, &unseen_dirs);
     // Whatever pass walked a rule folder whole completes its baseline (a
     // whole-tree pass, or a pass over the folder itself: the daemon walks a
     // folder that appeared after its start so). Passes over parts of it do
@@ -158,6 +220,7 @@ struct How<'a> {
     follow: Symlinks,
     compare: &'a [Compare],
     recent_after: Option<i64>,
+    links: &'a crate::links::Roots,
 }
 
 /// One walker callback: filter, stat, detect, report.
@@ -195,6 +258,10 @@ fn visit(
         Some(t) if t.is_file() => {}
         Some(t) if t.is_dir() => {
             counters.folders.fetch_add(1, Ordering::Relaxed);
+            return WalkState::Continue;
+        }
+        Some(t) if t.is_symlink() => {
+            visit_links(rules, index, &[entry.path()], plan, how, batch);
             return WalkState::Continue;
         }
         _ => return WalkState::Continue,
@@ -252,18 +319,40 @@ fn visit(
     WalkState::Continue
 }
 
+/// Links met by a walker or named by the scope: see [`crate::links::walk::visit`].
+fn visit_links(
+    rules: &RuleSet,
+    index: &FileIndex,
+    paths: &[impl AsRef<Path>],
+    plan: &ScanPlan,
+    how: How<'_>,
+    batch: &mut Batch,
+) {
+    for path in paths {
+        let Some((rule, _)) = rules.owner(path.as_ref()) else {
+            continue;
+        };
+        let compare = how.compare.get(rule).copied().unwrap_or(Compare::Content);
+        let visited =
+            crate::links::walk::visit(path.as_ref(), rule, rules, index, plan, how.links, compare);
+        if let Some(visited) = visited {
+            batch.push(Message::Link(Box::new(visited)));
+        }
+    }
+}
+
 /// One walker thread's messages, sent in batches: one channel send (and
 /// at most one wake-up of the collector) per 256 files instead of per file.
 /// Dropped with its walker thread, which sends the rest.
 struct Batch {
-    tx: mpsc::Sender<Vec<Message>>,
+    tx: mpsc::SyncSender<Vec<Message>>,
     messages: Vec<Message>,
 }
 
 impl Batch {
     const SIZE: usize = 256;
 
-    fn new(tx: mpsc::Sender<Vec<Message>>) -> Batch {
+    fn new(tx: mpsc::SyncSender<Vec<Message>>) -> Batch {
         Batch {
             tx,
             messages: Vec::new(),
