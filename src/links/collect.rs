@@ -176,13 +176,13 @@ pub fn finish(
     index: &FileIndex,
     roots: &Roots,
     walked: &[PathBuf],
-    blind: &[PathBuf],
+    unseen_dirs: &[PathBuf],
 ) {
     out.links.count += roots.quiet.load(Ordering::Relaxed);
     let mut graph: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (row, visited, seen) in index.links.rows() {
         if visited && !seen {
-            if blind.iter().any(|dir| row.path.starts_with(dir)) {
+            if unseen_dirs.iter().any(|dir| row.path.starts_with(dir)) {
                 continue;
             }
             let rule = rules.owner(&row.path).map(|(rule, _)| rule);
@@ -244,7 +244,7 @@ pub fn finish(
         }
     }
     for rule in rules.rules() {
-        let whole = walked.contains(&rule.dir) && !blind.contains(&rule.dir);
+        let whole = walked.contains(&rule.dir) && !unseen_dirs.contains(&rule.dir);
         if whole && !index.links.baselined(&rule.dir) {
             out.changes.links.baselined.push(rule.dir.clone());
         }

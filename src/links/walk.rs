@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use super::resolve::{resolve, Resolved, What};
 use super::Roots;
 use crate::rules::{RuleSet, Verdict};
-use crate::scan::examine::{self as detect, Compare, Observation};
+use crate::scan::examine::{self, Compare, Observation};
 use crate::scan::hash::unix_ns;
 use crate::scan::{Paths, ScanPlan, Symlinks};
 use crate::state::links::Kind;
@@ -98,7 +98,7 @@ pub fn visit(
                         None => std::fs::symlink_metadata(&real).map(|m| Stat::of(&m)),
                     };
                     let seen = match stat {
-                        Ok(stat) if detect::unchanged_by_stat(file, &stat, compare) => {
+                        Ok(stat) if examine::unchanged_by_stat(file, &stat, compare) => {
                             Observation::Unchanged
                         }
                         // The ctime too: a writer that restores the mtime
@@ -106,7 +106,7 @@ pub fn visit(
                         Ok(stat) if recent_after.is_some_and(|t| stat.last_change_ns() > t) => {
                             Observation::Recent
                         }
-                        Ok(_) => detect::examine(&real, file, Symlinks::DoNotFollow),
+                        Ok(_) => examine::examine(&real, file, Symlinks::DoNotFollow),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Observation::Vanished,
                         Err(e) => Observation::Unreadable(e),
                     };

@@ -21,6 +21,7 @@ pub mod examine;
 pub(crate) mod hash;
 pub mod pass;
 mod roots;
+mod visit;
 mod walk;
 
 pub use walk::scan;

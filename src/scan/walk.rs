@@ -3,32 +3,30 @@
 //! builds the change set ([`super::collect`]) and hands big ones to the
 //! sink chunk by chunk while the walk goes on.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use ignore::WalkState;
-
 use super::collect::{collect, find_deletions, Found};
-use super::examine::{self, Compare, Observation};
 use super::hash::unix_ns;
-use super::roots::{self, error_path, walker};
+use super::roots::{self, walker};
+use super::visit::{visit, visit_links, How};
 use super::{Detected, Paths, ScanPlan, Scope, Sink, Symlinks};
 use crate::rules::RuleSet;
-use crate::state::{Changes, FileIndex, Stat};
+use crate::state::{Changes, FileIndex};
 
 /// Counted by walker threads without a message to the collector.
 #[derive(Default)]
-struct Counters {
+pub(super) struct Counters {
     /// Unchanged files are most files on most runs: without `--json` they
     /// are only counted, never sent to the collector.
-    quiet_unchanged: AtomicUsize,
-    folders: AtomicUsize,
+    pub(super) quiet_unchanged: AtomicUsize,
+    pub(super) folders: AtomicUsize,
     /// Raised when the sink failed: the walk stops.
-    stop: AtomicBool,
+    pub(super) stop: AtomicBool,
 }
 
-enum Message {
+pub(super) enum Message {
     Found(Found),
     /// A link that differs from its record (see [`crate::links`]); boxed,
     /// so file messages (most of them) stay small.
@@ -212,139 +210,10 @@ pub fn scan(
     out
 }
 
-/// How a walker reads files: whether it follows symlinks, per rule how
-/// recorded stat data is trusted, and after when (ns since the epoch) a
-/// change is too recent to read now.
-#[derive(Clone, Copy)]
-struct How<'a> {
-    follow: Symlinks,
-    compare: &'a [Compare],
-    recent_after: Option<i64>,
-    links: &'a crate::links::Roots,
-}
-
-/// One walker callback: filter, stat, detect, report.
-fn visit(
-    rules: &RuleSet,
-    index: &FileIndex,
-    entry: Result<ignore::DirEntry, ignore::Error>,
-    plan: &ScanPlan,
-    how: How<'_>,
-    counters: &Counters,
-    batch: &mut Batch,
-) -> WalkState {
-    let cancelled = plan
-        .cancel
-        .as_ref()
-        .is_some_and(|c| c.load(Ordering::Relaxed));
-    if cancelled || counters.stop.load(Ordering::Relaxed) {
-        return WalkState::Quit;
-    }
-    let entry = match entry {
-        Ok(entry) => entry,
-        Err(err) => {
-            let path = error_path(&err);
-            batch.push(Message::Failed {
-                path,
-                error: format!("cannot read part of a rule folder: {err}; it was left as recorded"),
-            });
-            return WalkState::Continue;
-        }
-    };
-    // Symlinks are not followed (unless the rule says so: then the walker
-    // reports their targets' types), and sockets, FIFOs and devices are no
-    // images.
-    match entry.file_type() {
-        Some(t) if t.is_file() => {}
-        Some(t) if t.is_dir() => {
-            counters.folders.fetch_add(1, Ordering::Relaxed);
-            return WalkState::Continue;
-        }
-        Some(t) if t.is_symlink() => {
-            visit_links(rules, index, &[entry.path()], plan, how, batch);
-            return WalkState::Continue;
-        }
-        _ => return WalkState::Continue,
-    }
-    let path = entry.path();
-    let Some((rule, rel)) = rules.owner(path) else {
-        return WalkState::Continue;
-    };
-    if !rules.get(rule).wants(rel) {
-        return WalkState::Continue;
-    }
-    if let Some(progress) = &plan.progress {
-        progress.walked();
-    }
-    let known = index.get(path);
-    let compare = how.compare.get(rule).copied().unwrap_or(Compare::Content);
-    let observation = match entry.metadata().map(|meta| Stat::of(&meta)) {
-        Ok(stat) if examine::unchanged_by_stat(known, &stat, compare) => Observation::Unchanged,
-        // The ctime too: a writer that restores the mtime (`cp -p`) may
-        // have finished a moment ago.
-        Ok(stat) if how.recent_after.is_some_and(|t| stat.last_change_ns() > t) => {
-            Observation::Recent
-        }
-        Ok(_) => examine::examine(path, known, how.follow),
-        Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
-            Observation::Vanished
-        }
-        Err(err) => Observation::Unreadable(std::io::Error::other(err.to_string())),
-    };
-    if let Observation::Changed(file)
-    | Observation::New(file)
-    | Observation::Touched(file)
-    | Observation::Confirmed(file) = &observation
-    {
-        if let Some(progress) = &plan.progress {
-            progress.hashed(file.stat.size);
-        }
-        crate::metrics::add(&crate::metrics::METRICS.hashed, 1);
-    }
-    if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
-        entry.mark_seen();
-    }
-    if plan.paths == Paths::Counted && matches!(observation, Observation::Unchanged) {
-        counters.quiet_unchanged.fetch_add(1, Ordering::Relaxed);
-        return WalkState::Continue;
-    }
-    let found = Found {
-        path: path.to_path_buf(),
-        rule,
-        observation,
-    };
-    if !batch.push(Message::Found(found)) {
-        return WalkState::Quit;
-    }
-    WalkState::Continue
-}
-
-/// Links met by a walker or named by the scope: see [`crate::links::walk::visit`].
-fn visit_links(
-    rules: &RuleSet,
-    index: &FileIndex,
-    paths: &[impl AsRef<Path>],
-    plan: &ScanPlan,
-    how: How<'_>,
-    batch: &mut Batch,
-) {
-    for path in paths {
-        let Some((rule, _)) = rules.owner(path.as_ref()) else {
-            continue;
-        };
-        let compare = how.compare.get(rule).copied().unwrap_or(Compare::Content);
-        let visited =
-            crate::links::walk::visit(path.as_ref(), rule, rules, index, plan, how.links, compare);
-        if let Some(visited) = visited {
-            batch.push(Message::Link(Box::new(visited)));
-        }
-    }
-}
-
 /// One walker thread's messages, sent in batches: one channel send (and
 /// at most one wake-up of the collector) per 256 files instead of per file.
 /// Dropped with its walker thread, which sends the rest.
-struct Batch {
+pub(super) struct Batch {
     tx: mpsc::SyncSender<Vec<Message>>,
     messages: Vec<Message>,
 }
@@ -352,7 +221,7 @@ struct Batch {
 impl Batch {
     const SIZE: usize = 256;
 
-    fn new(tx: mpsc::SyncSender<Vec<Message>>) -> Batch {
+    pub(super) fn new(tx: mpsc::SyncSender<Vec<Message>>) -> Batch {
         Batch {
             tx,
             messages: Vec::new(),
@@ -360,7 +229,7 @@ impl Batch {
     }
 
     /// False once the collector is gone.
-    fn push(&mut self, message: Message) -> bool {
+    pub(super) fn push(&mut self, message: Message) -> bool {
         self.messages.push(message);
         self.messages.len() < Self::SIZE || self.send()
     }
