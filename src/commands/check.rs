@@ -66,7 +66,14 @@ async fn check(config: &Config, args: &CheckArgs) -> Vec<Finding> {
             Ok(_) => note(
                 true,
                 &what,
-                format!("{} is a readable folder", show_path(&rule.dir)),
+                match crate::links::resolved_dir(&rule.dir) {
+                    Some(real) => format!(
+                        "{} -> {} is a readable folder",
+                        show_path(&rule.dir),
+                        show_path(&real)
+                    ),
+                    None => format!("{} is a readable folder", show_path(&rule.dir)),
+                },
             ),
             Err(e) => note(
                 false,

@@ -86,7 +86,9 @@ pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<
                 account: AccountId::Default,
             });
         } else {
-            assets.extend(urls_of(rules, &path)?);
+            // `..`, `.` and links resolved, from any working directory.
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            assets.extend(urls_of(rules, &crate::paths::resolve(&cwd, target, rules))?);
         }
     }
     Ok(assets)

@@ -48,6 +48,10 @@ pub struct RuleStatus {
     pub dir: String,
     pub url: String,
     pub files: usize,
+    /// Where `dir` leads when it is (or is reached through) a link.
+    pub resolved: Option<String>,
+    /// Symbolic links recorded under `dir`.
+    pub links: usize,
 }
 
 pub fn run(config: &Config, args: JsonArg) -> anyhow::Result<ExitCode> {
@@ -87,6 +91,11 @@ fn status(config: &Config) -> anyhow::Result<Status> {
             url: rule.url.clone(),
             files: match store {
                 Some(store) => store.file_count_under(&rule.dir)?,
+                None => 0,
+            },
+            resolved: crate::links::resolved_dir(&rule.dir).map(|p| show_path(&p)),
+            links: match &store {
+                Some(store) => store.link_count_under(&rule.dir)?,
                 None => 0,
             },
         });
@@ -157,11 +166,16 @@ impl Status {
         ));
         for (i, rule) in self.rules.iter().enumerate() {
             out.push_str(&format!(
-                "rule {}       {} -> {} ({} files tracked)\n",
+                "rule {}       {}{} -> {} ({} files tracked, {} links)\n",
                 i + 1,
                 rule.dir,
+                match &rule.resolved {
+                    Some(real) => format!(" (a link to {real})"),
+                    None => String::new(),
+                },
                 rule.url,
-                rule.files
+                rule.files,
+                rule.links
             ));
         }
         out.push_str(&format!(

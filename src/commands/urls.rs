@@ -4,12 +4,13 @@
 
 use std::ffi::OsString;
 
+use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
 use super::JsonArg;
 use crate::config::Config;
-use crate::display::{from_cwd, show_path};
+use crate::display::show_path;
 use crate::exit_codes::ExitCode;
 use crate::rules::explain::why_not;
 use crate::rules::{RuleSet, Verdict};
@@ -45,9 +46,11 @@ pub struct Explanation {
 }
 
 fn explain(rules: &RuleSet, paths: &[OsString]) -> anyhow::Result<Vec<Explanation>> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let mut out = Vec::with_capacity(paths.len());
     for arg in paths {
-        let path = from_cwd(arg)?;
+        // `..`, `.` and links resolved, from any working directory.
+        let path = crate::paths::resolve(&cwd, arg, rules);
         let verdict = rules.verdict(&path);
         let rule = match verdict {
             Verdict::Outside => None,

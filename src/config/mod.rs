@@ -113,9 +113,12 @@ pub struct RuleConfig {
     /// `None` means the default image extensions.
     pub include: Option<Vec<String>>,
     pub exclude: Vec<String>,
-    /// Follow symbolic links (off: a link must not pull files from outside
-    /// the folder into hashing and invalidations).
+    /// Always false: links are handled as aliases (see [`crate::links`]);
+    /// `follow_symlinks = true` is refused.
     pub follow_symlinks: bool,
+    /// Places outside the rule folders that links in this one may lead to
+    /// and be read from (absolute).
+    pub allow_outside: Vec<PathBuf>,
     /// The rule's own key, when it has one other than the `[api]` key
     /// (its account: [`crate::accounts::AccountId::of_rule`]).
     pub key: Option<KeySource>,
@@ -209,6 +212,14 @@ impl Config {
                     dir.display()
                 ));
             }
+            if let Some(follow) = raw.follow_symlinks.as_ref().filter(|f| *f.get_ref()) {
+                return Err(format!(
+                    "{}: rules.follow_symlinks = true is no longer supported: links inside rule folders \
+                     are always followed as aliases of what they lead to, and links that lead outside \
+                     are read only from places listed in `allow_outside = [\"/path\"]`; remove the key",
+                    at(follow.span())
+                ));
+            }
             let key = key_source(
                 text,
                 &base,
@@ -223,7 +234,12 @@ impl Config {
                 also: raw.also.into_iter().map(|p| p.0).collect(),
                 include: raw.include.map(|v| v.into_iter().map(|p| p.0).collect()),
                 exclude: raw.exclude.into_iter().map(|p| p.0).collect(),
-                follow_symlinks: raw.follow_symlinks,
+                follow_symlinks: false,
+                allow_outside: raw
+                    .allow_outside
+                    .iter()
+                    .map(|p| normalize(&base, p))
+                    .collect(),
             });
         }
 

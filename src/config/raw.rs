@@ -66,8 +66,10 @@ pub(super) struct RawRule {
     pub(super) include: Option<Vec<Pattern>>,
     #[serde(default)]
     pub(super) exclude: Vec<Pattern>,
+    /// Only `false` is accepted now (see `Config::parse`).
+    pub(super) follow_symlinks: Option<Spanned<bool>>,
     #[serde(default)]
-    pub(super) follow_symlinks: bool,
+    pub(super) allow_outside: Vec<String>,
     pub(super) key_env: Option<Spanned<String>>,
     pub(super) key_file: Option<Spanned<String>>,
     pub(super) key_credential: Option<Spanned<String>>,

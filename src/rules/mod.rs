@@ -29,6 +29,8 @@ pub const DEFAULT_INCLUDE: &[&str] = &[
 pub struct Rule {
     pub dir: PathBuf,
     pub follow_symlinks: bool,
+    /// Places outside the rule folders links may be read from.
+    pub allow_outside: Vec<PathBuf>,
     /// No `include` in the config: the default image extensions apply.
     pub default_include: bool,
     /// The Optimole account its assets are owed to.
@@ -140,6 +142,7 @@ impl RuleSet {
             rules.push(Rule {
                 dir: cfg.dir.clone(),
                 follow_symlinks: cfg.follow_symlinks,
+                allow_outside: cfg.allow_outside.clone(),
                 default_include: cfg.include.is_none(),
                 account: AccountId::of_rule(cfg),
                 prefixes: std::iter::once(cfg.url.clone())
@@ -265,6 +268,7 @@ mod tests {
             include: None,
             exclude: vec!["**/cache/**".into()],
             follow_symlinks: false,
+            allow_outside: vec![],
             key: None,
             token: None,
         }

@@ -56,6 +56,7 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
             crate::failpoint::pause_at("walking");
             out.changed.add(&path, keep);
             if !plan.baseline[rule] {
+                out.links.seed(&path);
                 out.changes.assets.extend(urls(&path));
                 if file.links > 1 {
                     out.linked.push((path.clone(), file));
@@ -69,6 +70,7 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
                 out.new_links.push(file.stat);
             }
             if plan.invalidate_new && !plan.baseline[rule] {
+                out.links.seed(&path);
                 out.changes.assets.extend(urls(&path));
             }
             out.changes.upserts.push((path.clone(), file));
@@ -92,6 +94,7 @@ pub(super) fn find_deletions(
             Verdict::Mapped { rule } => {
                 out.deleted.add(path, plan.paths);
                 if !plan.baseline[rule] {
+                    out.links.seed(path);
                     let r = rules.get(rule);
                     out.changes
                         .assets

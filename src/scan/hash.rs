@@ -76,7 +76,7 @@ pub fn hash_file(path: &Path, symlinks: Symlinks) -> io::Result<Read> {
 }
 
 /// Nanoseconds since the epoch, as stat data has them (0 before it).
-pub(super) fn unix_ns(t: SystemTime) -> i64 {
+pub(crate) fn unix_ns(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
         Err(_) => 0,

@@ -18,9 +18,10 @@ use std::time::SystemTime;
 
 mod collect;
 pub mod examine;
-mod hash;
+pub(crate) mod hash;
 pub mod pass;
 mod roots;
+mod visit;
 mod walk;
 
 pub use walk::scan;
@@ -122,6 +123,8 @@ pub struct Detected {
     /// Problems that left part of the tree unexamined; the run must fail.
     pub errors: Vec<String>,
     pub changes: Changes,
+    /// Links met, changed, and aliases owed (see [`crate::links`]).
+    pub links: crate::links::Pass,
 }
 
 /// Which part of the tree a scan looks at.

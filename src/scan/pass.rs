@@ -110,6 +110,8 @@ pub fn detect(
         add_hard_links(store, rules, plan, &mut detected).context("cannot read the state store")?;
         detected.changes.relinked = std::mem::take(&mut detected.new_links);
     }
+    crate::links::settle::settle(store.as_deref(), rules, plan, &index, &mut detected)
+        .context("cannot read the state store")?;
     Ok((detected, owed))
 }
 
@@ -143,6 +145,7 @@ fn add_hard_links(
             if !plan.baseline[rule] {
                 let rel = alias.strip_prefix(&r.dir).unwrap_or(&alias);
                 detected.changes.assets.extend(r.owed(rel));
+                detected.links.seed(&alias);
             }
             tracing::debug!(path = %alias.display(), of = %path.display(), "hard link changed too");
             detected.changed.add(&alias, plan.paths);

@@ -46,6 +46,8 @@ pub(super) struct Start {
     /// the new device is remembered only once a walk of the whole folder
     /// showed it holds the same library (see `scan`).
     pub moved: Vec<(usize, u64)>,
+    /// Paths of the scope that are symbolic links (see [`crate::links`]).
+    pub links: Vec<PathBuf>,
 }
 
 /// The walk's starting points. A rule folder that cannot be opened makes
@@ -63,6 +65,7 @@ pub(super) fn roots(
         roots: Vec::new(),
         compare: vec![Compare::Stat; rules.rules().len()],
         moved: Vec::new(),
+        links: Vec::new(),
     };
     let mut rule_ok: Vec<Option<bool>> = vec![None; rules.rules().len()];
     let mut check_rule = |i: usize, out: &mut Detected, start: &mut Start| -> bool {
@@ -141,7 +144,9 @@ pub(super) fn roots(
                     continue;
                 }
                 let dir = &rules.get(rule).dir;
-                let reachable = rules.get(rule).follow_symlinks || !through_symlink(dir, &path);
+                let reachable = rules.get(rule).follow_symlinks
+                    || !through_symlink(dir, &path)
+                    || crate::links::reaches(rules, rule, &path);
                 // A rule folder itself may be a symlink (`media ->
                 // releases/2`): it is walked, as in a whole-tree pass.
                 let meta = match path == *dir {
@@ -152,6 +157,9 @@ pub(super) fn roots(
                     Ok(meta) if reachable && (meta.is_dir() || meta.is_file()) => {
                         holding.push((path.clone(), rule));
                         start.roots.push(path);
+                    }
+                    Ok(meta) if reachable && meta.file_type().is_symlink() => {
+                        start.links.push(path)
                     }
                     _ => {}
                 }

@@ -7,29 +7,30 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use ignore::WalkState;
-
 use super::collect::{collect, find_deletions, Found};
-use super::examine::{self, Compare, Observation};
 use super::hash::unix_ns;
-use super::roots::{self, error_path, walker};
+use super::roots::{self, walker};
+use super::visit::{visit, visit_links, How};
 use super::{Detected, Paths, ScanPlan, Scope, Sink, Symlinks};
 use crate::rules::RuleSet;
-use crate::state::{Changes, FileIndex, Stat};
+use crate::state::{Changes, FileIndex};
 
 /// Counted by walker threads without a message to the collector.
 #[derive(Default)]
-struct Counters {
+pub(super) struct Counters {
     /// Unchanged files are most files on most runs: without `--json` they
     /// are only counted, never sent to the collector.
-    quiet_unchanged: AtomicUsize,
-    folders: AtomicUsize,
+    pub(super) quiet_unchanged: AtomicUsize,
+    pub(super) folders: AtomicUsize,
     /// Raised when the sink failed: the walk stops.
-    stop: AtomicBool,
+    pub(super) stop: AtomicBool,
 }
 
-enum Message {
+pub(super) enum Message {
     Found(Found),
+    /// A link that differs from its record (see [`crate::links`]); boxed,
+    /// so file messages (most of them) stay small.
+    Link(Box<crate::links::Visited>),
     Failed {
         path: Option<PathBuf>,
         error: String,
@@ -41,6 +42,9 @@ enum Message {
 /// walking. Each chunk holds the files' new hashes and the assets they make
 /// owed, so any prefix of chunks is a consistent state.
 const CHUNK: usize = 10_000;
+
+/// Batches of messages waiting for the collector, at most.
+const BACKLOG: usize = 16;
 
 /// Walks `scope` and compares what is there with `index`. With a sink,
 /// large change sets are recorded chunk by chunk during the walk; what is
@@ -60,7 +64,11 @@ pub fn scan(
     let roots = &start.roots;
     let compare = &start.compare;
     let recent_after = plan.leave_changed_after.map(unix_ns);
-    let (tx, rx) = mpsc::channel::<Vec<Message>>();
+    let links = &crate::links::Roots::new(rules);
+    let scope_links = &start.links;
+    // Bounded: walkers wait while the collector records a chunk, instead
+    // of piling up messages (an icon theme sends one per link too).
+    let (tx, rx) = mpsc::sync_channel::<Vec<Message>>(BACKLOG);
     let counters = Counters::default();
     // Rules that follow symlinks need a walker that does; the rest (the
     // default) get one that never does.
@@ -81,23 +89,74 @@ pub fn scan(
                                 follow,
                                 compare,
                                 recent_after,
+                                links,
                             };
                             visit(rules, index, entry, plan, how, counters, &mut batch)
                         })
                     });
                 }
             }
+            // Links named by the scope, then folders in allowed places
+            // that links lead to (walked under the links' paths).
+            let how = How {
+                follow: Symlinks::DoNotFollow,
+                compare,
+                recent_after,
+                links,
+            };
+            visit_links(
+                rules,
+                index,
+                scope_links,
+                plan,
+                how,
+                &mut Batch::new(tx.clone()),
+            );
+            loop {
+                let group = links.waiting();
+                let Some(walker) = walker(rules, &group, Symlinks::DoNotFollow, plan.threads)
+                else {
+                    break;
+                };
+                walker.run(|| {
+                    let mut batch = Batch::new(tx.clone());
+                    Box::new(move |entry| {
+                        visit(rules, index, entry, plan, how, counters, &mut batch)
+                    })
+                });
+            }
         });
         for message in rx.into_iter().flatten() {
             match message {
-                Message::Found(_) if out.failure.is_some() => {}
-                Message::Found(found) => {
-                    collect(&mut out, rules, plan, found);
-                    if out.changes.upserts.len() >= CHUNK {
+                Message::Found(_) | Message::Link(_) if out.failure.is_some() => {}
+                Message::Found(_) | Message::Link(_) => {
+                    match message {
+                        Message::Found(found) => collect(&mut out, rules, plan, found),
+                        Message::Link(link) => {
+                            let own =
+                                crate::links::collect::collect(&mut out, rules, plan, index, *link);
+                            if let Some((path, rule, observation)) = own {
+                                collect(
+                                    &mut out,
+                                    rules,
+                                    plan,
+                                    Found {
+                                        path,
+                                        rule,
+                                        observation,
+                                    },
+                                );
+                            }
+                        }
+                        Message::Failed { .. } => {}
+                    }
+                    if out.changes.upserts.len() + out.changes.links.upserts.len() >= CHUNK {
                         if let Some(sink) = sink.as_mut() {
+                            crate::links::collect::expand(&mut out, rules, plan, index);
                             let chunk = Changes {
                                 upserts: std::mem::take(&mut out.changes.upserts),
                                 assets: std::mem::take(&mut out.changes.assets),
+                                links: std::mem::take(&mut out.changes.links),
                                 ..Changes::default()
                             };
                             if let Err(e) = sink(chunk) {
@@ -126,6 +185,7 @@ pub fn scan(
     out.scanned.count += quiet;
     roots::settle_moved(rules, index, &start, &mut out, &mut unseen_dirs);
     find_deletions(&mut out, rules, index, plan, &unseen_dirs);
+    crate::links::collect::finish(&mut out, rules, plan, index, links, roots, &unseen_dirs);
     // Whatever pass walked a rule folder whole completes its baseline (a
     // whole-tree pass, or a pass over the folder itself: the daemon walks a
     // folder that appeared after its start so). Passes over parts of it do
@@ -150,120 +210,18 @@ pub fn scan(
     out
 }
 
-/// How a walker reads files: whether it follows symlinks, per rule how
-/// recorded stat data is trusted, and after when (ns since the epoch) a
-/// change is too recent to read now.
-#[derive(Clone, Copy)]
-struct How<'a> {
-    follow: Symlinks,
-    compare: &'a [Compare],
-    recent_after: Option<i64>,
-}
-
-/// One walker callback: filter, stat, detect, report.
-fn visit(
-    rules: &RuleSet,
-    index: &FileIndex,
-    entry: Result<ignore::DirEntry, ignore::Error>,
-    plan: &ScanPlan,
-    how: How<'_>,
-    counters: &Counters,
-    batch: &mut Batch,
-) -> WalkState {
-    let cancelled = plan
-        .cancel
-        .as_ref()
-        .is_some_and(|c| c.load(Ordering::Relaxed));
-    if cancelled || counters.stop.load(Ordering::Relaxed) {
-        return WalkState::Quit;
-    }
-    let entry = match entry {
-        Ok(entry) => entry,
-        Err(err) => {
-            let path = error_path(&err);
-            batch.push(Message::Failed {
-                path,
-                error: format!("cannot read part of a rule folder: {err}; it was left as recorded"),
-            });
-            return WalkState::Continue;
-        }
-    };
-    // Symlinks are not followed (unless the rule says so: then the walker
-    // reports their targets' types), and sockets, FIFOs and devices are no
-    // images.
-    match entry.file_type() {
-        Some(t) if t.is_file() => {}
-        Some(t) if t.is_dir() => {
-            counters.folders.fetch_add(1, Ordering::Relaxed);
-            return WalkState::Continue;
-        }
-        _ => return WalkState::Continue,
-    }
-    let path = entry.path();
-    let Some((rule, rel)) = rules.owner(path) else {
-        return WalkState::Continue;
-    };
-    if !rules.get(rule).wants(rel) {
-        return WalkState::Continue;
-    }
-    if let Some(progress) = &plan.progress {
-        progress.walked();
-    }
-    let known = index.get(path);
-    let compare = how.compare.get(rule).copied().unwrap_or(Compare::Content);
-    let observation = match entry.metadata().map(|meta| Stat::of(&meta)) {
-        Ok(stat) if examine::unchanged_by_stat(known, &stat, compare) => Observation::Unchanged,
-        // The ctime too: a writer that restores the mtime (`cp -p`) may
-        // have finished a moment ago.
-        Ok(stat) if how.recent_after.is_some_and(|t| stat.last_change_ns() > t) => {
-            Observation::Recent
-        }
-        Ok(_) => examine::examine(path, known, how.follow),
-        Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
-            Observation::Vanished
-        }
-        Err(err) => Observation::Unreadable(std::io::Error::other(err.to_string())),
-    };
-    if let Observation::Changed(file)
-    | Observation::New(file)
-    | Observation::Touched(file)
-    | Observation::Confirmed(file) = &observation
-    {
-        if let Some(progress) = &plan.progress {
-            progress.hashed(file.stat.size);
-        }
-        crate::metrics::add(&crate::metrics::METRICS.hashed, 1);
-    }
-    if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
-        entry.mark_seen();
-    }
-    if plan.paths == Paths::Counted && matches!(observation, Observation::Unchanged) {
-        counters.quiet_unchanged.fetch_add(1, Ordering::Relaxed);
-        return WalkState::Continue;
-    }
-    let found = Found {
-        path: path.to_path_buf(),
-        rule,
-        observation,
-    };
-    if !batch.push(Message::Found(found)) {
-        return WalkState::Quit;
-    }
-    WalkState::Continue
-}
-
 /// One walker thread's messages, sent in batches: one channel send (and
 /// at most one wake-up of the collector) per 256 files instead of per file.
 /// Dropped with its walker thread, which sends the rest.
-struct Batch {
-    tx: mpsc::Sender<Vec<Message>>,
+pub(super) struct Batch {
+    tx: mpsc::SyncSender<Vec<Message>>,
     messages: Vec<Message>,
 }
 
 impl Batch {
     const SIZE: usize = 256;
 
-    fn new(tx: mpsc::Sender<Vec<Message>>) -> Batch {
+    pub(super) fn new(tx: mpsc::SyncSender<Vec<Message>>) -> Batch {
         Batch {
             tx,
             messages: Vec::new(),
@@ -271,7 +229,7 @@ impl Batch {
     }
 
     /// False once the collector is gone.
-    fn push(&mut self, message: Message) -> bool {
+    pub(super) fn push(&mut self, message: Message) -> bool {
         self.messages.push(message);
         self.messages.len() < Self::SIZE || self.send()
     }

@@ -109,6 +109,8 @@ pub struct Changes {
     /// the table; only per-path passes need it (a whole walk re-records
     /// every name, whose ctime the new link changed).
     pub relinked: Vec<Stat>,
+    /// Symbolic links recorded or forgotten (see [`super::links`]).
+    pub links: super::links::LinkChanges,
 }
 
 impl Store {
@@ -122,6 +124,7 @@ impl Store {
         let mut index = FileIndex::with_capacity(files as usize, bytes as usize);
         let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM files"))?;
         read_rows(stmt.query([])?, &mut index)?;
+        index.links = self.load_links(None)?;
         Ok(index)
     }
 
@@ -138,6 +141,7 @@ impl Store {
             let high = [exact, b"0"].concat();
             read_rows(stmt.query(rusqlite::params![exact, low, high])?, &mut index)?;
         }
+        index.links = self.load_links(Some(paths))?;
         Ok(index)
     }
 
@@ -259,6 +263,7 @@ impl Store {
                 device.execute(rusqlite::params![dir.as_os_str().as_bytes(), *dev as i64])?;
             }
         }
+        super::links::record(&tx, &changes.links)?;
         let owed = outbox::owe(&tx, &changes.assets)?;
         tx.commit()
             .context("cannot commit the change set to the state store")?;

@@ -66,6 +66,8 @@ pub struct FileIndex {
     /// foldhash (hashbrown's default): several times faster than SipHash
     /// on paths, and seeded per process.
     hasher: hashbrown::DefaultHashBuilder,
+    /// The recorded symbolic links the pass needs.
+    pub links: super::links::LinkIndex,
 }
 
 impl FileIndex {
@@ -78,6 +80,7 @@ impl FileIndex {
             devices: Vec::new(),
             table: HashTable::with_capacity(files),
             hasher: Default::default(),
+            links: Default::default(),
         }
     }
 

@@ -13,6 +13,8 @@ mod coverage;
 mod damage;
 mod files;
 mod index;
+mod link_index;
+pub mod links;
 mod lock;
 mod outbox;
 mod refused;

@@ -5,12 +5,12 @@
 
 use anyhow::{bail, Context};
 
-use super::{damage, refused, Store};
+use super::{damage, links, refused, Store};
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
 const APPLICATION_ID: i32 = 0x4F50_5457;
 /// Bumped on every schema change; older binaries refuse newer stores.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 const SCHEMA: &str = "
     CREATE TABLE files (
@@ -129,6 +129,10 @@ impl Store {
             // v4: assets Optimole refused by name, kept visible.
             tx.execute_batch(refused::SCHEMA)?;
         }
+        if from < 5 {
+            // v5: symbolic links and what they resolve to (see `links`).
+            tx.execute_batch(links::SCHEMA)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
         tx.commit()?;
         tracing::info!(from, to = SCHEMA_VERSION, "state store schema upgraded");
@@ -139,6 +143,7 @@ impl Store {
         let tx = self.write()?;
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(refused::SCHEMA)?;
+        tx.execute_batch(links::SCHEMA)?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
         ))?;

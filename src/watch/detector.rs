@@ -229,10 +229,13 @@ impl Detector {
             self.process(Scope::Paths(gone), Origin::Rescan)?;
         }
         let renewed = self.folders.renew(&self.rules, &self.store, &[]);
-        let dirs: Vec<PathBuf> = (0..self.rules.rules().len())
+        let mut dirs: Vec<PathBuf> = (0..self.rules.rules().len())
             .filter(|i| self.folders.polled.contains(i) || renewed.iter().any(|(r, _)| r == i))
             .map(|i| self.rules.get(i).dir.clone())
             .collect();
+        // No event comes from `allow_outside` places: links into them are
+        // looked at every tick.
+        dirs.extend(self.store.links_read_outside()?);
         if !dirs.is_empty() {
             self.process(Scope::Paths(dirs), Origin::Rescan)?;
         }

@@ -61,13 +61,84 @@ impl Overflow {
 /// everywhere, so the link's target is watched instead and its events are
 /// renamed back under the rule folder.
 #[derive(Debug, Default)]
-struct Aliases(Mutex<Vec<(PathBuf, PathBuf)>>);
+struct Aliases(Mutex<Vec<(PathBuf, PathBuf)>>, Mutex<Switches>);
+
+/// Links on the way to rule folders (`current -> releases/42` for `dir =
+/// current/uploads`): the folder holding each is watched (not its
+/// subfolders), so switching the link is seen at once and reported as an
+/// event on the rule folder (see [`crate::links`]).
+#[derive(Debug, Default)]
+struct Switches {
+    /// (link, rule folder behind it)
+    links: Vec<(PathBuf, PathBuf)>,
+    /// Folders watched for them, not recursively.
+    parents: Vec<PathBuf>,
+    /// Every rule folder: a folder inside one is watched already.
+    dirs: Vec<PathBuf>,
+}
 
 impl Aliases {
     fn list(&self) -> MutexGuard<'_, Vec<(PathBuf, PathBuf)>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn switches(&self) -> MutexGuard<'_, Switches> {
+        self.1
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Watches the folder holding each link on the way to `dir`.
+    fn watch_switches(&self, watcher: &mut notify::RecommendedWatcher, dir: &Path) {
+        let mut switches = self.switches();
+        for link in dir.ancestors() {
+            let is_link = std::fs::symlink_metadata(link).is_ok_and(|m| m.file_type().is_symlink());
+            let Some(parent) = link.parent().filter(|_| is_link) else {
+                continue;
+            };
+            if !switches.links.iter().any(|(l, d)| l == link && d == dir) {
+                switches.links.push((link.to_path_buf(), dir.to_path_buf()));
+            }
+            let covered = switches.dirs.iter().any(|d| parent.starts_with(d));
+            if covered || switches.parents.iter().any(|p| p == parent) {
+                continue;
+            }
+            match watcher.watch(parent, RecursiveMode::NonRecursive) {
+                Ok(()) => switches.parents.push(parent.to_path_buf()),
+                Err(e) => {
+                    tracing::warn!(link = %link.display(), error = %e, "cannot watch the folder of a link on the way to a rule folder; its switch is seen at the next poll tick")
+                }
+            }
+        }
+    }
+
+    /// Event paths in a folder watched for a link: the link itself stands
+    /// for its rule folder, anything else there is not ours.
+    fn switched(&self, paths: &mut Vec<PathBuf>) {
+        let switches = self.switches();
+        if switches.parents.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths.drain(..) {
+            let dirs: Vec<PathBuf> = switches
+                .links
+                .iter()
+                .filter(|(link, _)| *link == path)
+                .map(|(_, dir)| dir.clone())
+                .collect();
+            let theirs = path
+                .parent()
+                .is_some_and(|p| switches.parents.iter().any(|w| w == p));
+            if !dirs.is_empty() {
+                out.extend(dirs);
+            } else if !theirs {
+                out.push(path);
+            }
+        }
+        *paths = out;
     }
 
     /// Event paths under a link's target, renamed under its rule folder.
@@ -104,6 +175,7 @@ impl Aliases {
             false => dir.to_path_buf(),
         };
         watcher.watch(&target, RecursiveMode::Recursive)?;
+        self.watch_switches(watcher, dir);
         let mut list = self.list();
         list.retain(|(_, d)| d != dir);
         if link {
@@ -166,12 +238,17 @@ pub fn start(
     overflow: Arc<Overflow>,
 ) -> anyhow::Result<EventSource> {
     let aliases = Arc::new(Aliases::default());
+    aliases.switches().dirs = rules.rules().iter().map(|r| r.dir.clone()).collect();
     let renamer = aliases.clone();
     let handler = move |result: notify::Result<notify::Event>| {
         let signal = match result {
             Ok(event) if event.need_rescan() => FsSignal::Rescan,
             Ok(event) if ignored(&event.kind) => return,
             Ok(mut event) => {
+                renamer.switched(&mut event.paths);
+                if event.paths.is_empty() {
+                    return;
+                }
                 renamer.rename(&mut event.paths);
                 FsSignal::Paths(event.paths)
             }
