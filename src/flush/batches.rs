@@ -184,16 +184,7 @@ fn over_threshold(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn owed(assets: &[&str]) -> Vec<Pending> {
-        assets
-            .iter()
-            .map(|a| Pending {
-                asset: a.to_string(),
-                gen: 0,
-            })
-            .collect()
-    }
+    use crate::state::testing::pending as owed;
 
     #[test]
     fn only_domains_above_the_threshold_escalate() {

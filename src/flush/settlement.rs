@@ -49,15 +49,7 @@ pub(super) fn decide(mut batch: Vec<Pending>, result: &Result<(), ApiError>) -> 
 mod tests {
     use super::*;
 
-    fn batch(names: &[&str]) -> Vec<Pending> {
-        names
-            .iter()
-            .map(|n| Pending {
-                asset: n.to_string(),
-                gen: 0,
-            })
-            .collect()
-    }
+    use crate::state::testing::pending as batch;
 
     fn not_accepted(status: u16) -> Result<(), ApiError> {
         Err(ApiError::NotAccepted {

@@ -192,6 +192,17 @@ pub(crate) mod testing {
         (dir, store)
     }
 
+    /// Owed assets as read for a send, generation 0.
+    pub fn pending(assets: &[&str]) -> Vec<super::Pending> {
+        assets
+            .iter()
+            .map(|a| super::Pending {
+                asset: a.to_string(),
+                gen: 0,
+            })
+            .collect()
+    }
+
     /// Owes `assets` to the default account in one transaction.
     pub fn owe(store: &mut Store, assets: &[&str]) {
         let owed: Vec<Owed> = assets
