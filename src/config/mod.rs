@@ -183,7 +183,10 @@ impl Config {
             }
         };
         Self::parse(&text, &path).map_err(|msg| {
-            UsageError(format!("config {}: {}", path.display(), msg.trim_end())).into()
+            // The parser's message quotes the config line; a URL there may
+            // carry a password (refused, but it must not be echoed either).
+            let msg = hide_credentials(msg.trim_end());
+            UsageError(format!("config {}: {msg}", path.display())).into()
         })
     }
 
@@ -332,6 +335,29 @@ impl Config {
     }
 }
 
+/// Replaces the user name and password of every `scheme://user:pass@host`
+/// in `text` with `***`.
+fn hide_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(userinfo) => {
+                out.push_str("***");
+                rest = &tail[userinfo..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn token_config(base: &Path, raw: RawToken) -> TokenConfig {
     TokenConfig {
         file: raw.file.map(|f| normalize(base, &f)),
@@ -364,6 +390,14 @@ mod tests {
         assert!(cfg.token.command.is_some());
         assert_eq!(cfg.watch, WatchConfig::default());
         assert_eq!(cfg.metrics.max_owed_age, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn credentials_in_quoted_lines_are_hidden() {
+        assert_eq!(
+            hide_credentials("5 | url = \"https://ed:s3cret@example.com/up\" and http://a.com/x@y"),
+            "5 | url = \"https://***@example.com/up\" and http://a.com/x@y"
+        );
     }
 
     #[test]
