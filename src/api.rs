@@ -233,7 +233,7 @@ impl Client {
         let mut body = Vec::new();
         if response
             .content_length()
-            .is_some_and(|n| n > MAX_ANSWER as u64)
+            .is_some_and(|n| u64::try_from(MAX_ANSWER).is_ok_and(|max| n > max))
         {
             return Err(answer::oversized(status, &head, MAX_ANSWER));
         }

@@ -69,8 +69,11 @@ pub static METRICS: Metrics = Metrics {
     last_success: AtomicI64::new(0),
 };
 
-pub fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+/// Adds `n` to a counter. Takes `usize` (what callers count with) so no
+/// caller casts; a count beyond u64 saturates, and the atomic add wraps
+/// rather than panics.
+pub fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
 /// Counts one API request by outcome (an index into [`OUTCOMES`]).
@@ -83,7 +86,8 @@ pub fn request(outcome: usize, took: Duration) {
         }
     }
     add(&METRICS.latency_count, 1);
-    add(&METRICS.latency_micros, took.as_micros() as u64);
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    METRICS.latency_micros.fetch_add(micros, Ordering::Relaxed);
     if outcome == 0 {
         METRICS.last_success.store(unix_now(), Ordering::Relaxed);
     }

@@ -63,7 +63,7 @@ impl Flusher {
                         "optimole accepted a batch but the state store could not record it; it will be sent again",
                     )?;
                     tracing::debug!(assets = batch.len(), "invalidated");
-                    crate::metrics::add(&crate::metrics::METRICS.invalidated, batch.len() as u64);
+                    crate::metrics::add(&crate::metrics::METRICS.invalidated, batch.len());
                     crate::failpoint::pause_at("settled");
                     sent.invalidated.extend(assets);
                 }
@@ -145,7 +145,7 @@ impl Flusher {
             store.accepted(&account.id)?;
             store.settle(&assets)?;
             tracing::info!(domain = %domain, assets = assets.len(), threshold, "escalated to one domain invalidation");
-            crate::metrics::add(&crate::metrics::METRICS.invalidated, assets.len() as u64);
+            crate::metrics::add(&crate::metrics::METRICS.invalidated, assets.len());
             sent.domains.push(domain);
             sent.invalidated.extend(assets.into_iter().map(|p| p.asset));
         }

@@ -82,6 +82,20 @@ pub fn collect(
     own
 }
 
+/// [`decide`] for a recorded link row, which is what it `was`.
+fn decide_recorded(
+    out: &mut Detected,
+    rules: &RuleSet,
+    plan: &ScanPlan,
+    index: &FileIndex,
+    row: LinkRow,
+    now: Option<Resolution>,
+) {
+    let rule = rules.owner(&row.path).map(|(rule, _)| rule);
+    let was = Some((row.kind, row.target));
+    decide(out, rules, plan, index, row.path, rule, was, now);
+}
+
 /// Records a link's new state, and owes its URLs when what it serves
 /// changed (and its rule has a baseline of links).
 #[allow(clippy::too_many_arguments)]
@@ -185,17 +199,7 @@ pub fn finish(
             if unseen_dirs.iter().any(|dir| row.path.starts_with(dir)) {
                 continue;
             }
-            let rule = rules.owner(&row.path).map(|(rule, _)| rule);
-            decide(
-                out,
-                rules,
-                plan,
-                index,
-                row.path,
-                rule,
-                Some((row.kind, row.target)),
-                None,
-            );
+            decide_recorded(out, rules, plan, index, row, None);
         } else if !seen
             && (row.kind == Kind::Folder
                 || (row.kind == Kind::Loop && !row.target.as_os_str().is_empty()))
@@ -229,18 +233,8 @@ pub fn finish(
     // Rows not visited this pass that a new link closed a cycle with.
     for (row, visited, seen) in index.links.rows() {
         if !visited && !seen && row.kind == Kind::Folder && in_cycle.contains(&row.path) {
-            let rule = rules.owner(&row.path).map(|(rule, _)| rule);
             let now = Some((Kind::Loop, row.target.clone()));
-            decide(
-                out,
-                rules,
-                plan,
-                index,
-                row.path,
-                rule,
-                Some((row.kind, row.target)),
-                now,
-            );
+            decide_recorded(out, rules, plan, index, row, now);
         }
     }
     for rule in rules.rules() {

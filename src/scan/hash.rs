@@ -66,7 +66,7 @@ pub fn hash_file(path: &Path, symlinks: Symlinks) -> io::Result<Read> {
     if moved {
         return Ok(Read::Moving);
     }
-    let window = RACY_WINDOW.as_nanos() as i64;
+    let window = i64::try_from(RACY_WINDOW.as_nanos()).unwrap_or(i64::MAX);
     Ok(Read::Whole(Hashed {
         stat,
         hash,
@@ -138,7 +138,8 @@ fn subtree(file: &File, offset: u64, len: u64) -> io::Result<Option<[u8; 32]>> {
     if len <= PIECE {
         return BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
-            buffer.resize(len as usize, 0);
+            // At most PIECE (1 MiB): fits any usize.
+            buffer.resize(usize::try_from(len).unwrap_or(0), 0);
             match file.read_exact_at(&mut buffer, offset) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),

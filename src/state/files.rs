@@ -78,6 +78,8 @@ fn read_rows(mut rows: rusqlite::Rows<'_>, index: &mut FileIndex) -> anyhow::Res
                 anyhow::anyhow!("a stored hash is not 32 bytes: the store is damaged")
             })?;
         let stat = Stat {
+            // SQLite has no u64: these were written `as i64` and are read
+            // back bit for bit; a damaged value only fails the quick-check.
             size: row.get::<_, i64>(1)? as u64,
             mtime_ns: row.get(2)?,
             ctime_ns: row.get(3)?,

@@ -90,7 +90,15 @@ impl FileIndex {
         if self.get(Path::new(OsStr::from_bytes(path))).is_some() {
             return;
         }
-        let number = u32::try_from(self.entries.len()).expect("fewer than 4 billion files");
+        // Both fit unless the index held over 4 billion files (hundreds of
+        // GB of memory first) or the store a path over 4 GiB (damaged):
+        // such an entry is left out, so its file reads as new, rather than
+        // ending the process.
+        let (Ok(number), Ok(path_len)) =
+            (u32::try_from(self.entries.len()), u32::try_from(path.len()))
+        else {
+            return;
+        };
         let path_at = self.paths.len() as u64;
         self.paths.extend_from_slice(path);
         let device = self.device_number(stat.dev);
@@ -101,7 +109,7 @@ impl FileIndex {
             inode: stat.inode,
             hash,
             path_at,
-            path_len: path.len() as u32,
+            path_len,
             device,
             racy,
             seen: AtomicBool::new(false),
@@ -115,13 +123,14 @@ impl FileIndex {
     fn device_number(&mut self, dev: u64) -> u16 {
         // The last device is the likeliest: rows come sorted by path.
         if let Some(n) = self.devices.iter().rposition(|d| *d == dev) {
-            return n as u16;
+            // Below NO_DEVICE (a u16), as the check below keeps the table.
+            return u16::try_from(n).unwrap_or(NO_DEVICE);
         }
         if self.devices.len() >= usize::from(NO_DEVICE) {
             return NO_DEVICE;
         }
         self.devices.push(dev);
-        (self.devices.len() - 1) as u16
+        u16::try_from(self.devices.len() - 1).unwrap_or(NO_DEVICE)
     }
 
     fn known<'a>(&'a self, entry: &'a IndexEntry) -> Known<'a> {

@@ -96,7 +96,9 @@ impl LinkIndex {
 
     /// Sorts the target lookup; called once loading is done.
     pub(super) fn finish(&mut self) {
-        let mut order: Vec<u32> = (0..self.entries.len() as u32).collect();
+        // `insert` keeps every entry number within u32.
+        let mut order: Vec<u32> =
+            (0..u32::try_from(self.entries.len()).unwrap_or(u32::MAX)).collect();
         order.sort_unstable_by(|a, b| {
             target_of(&self.entries, &self.bytes, *a as usize).cmp(target_of(
                 &self.entries,

@@ -109,7 +109,7 @@ impl Detector {
                 _ = shutdown.changed() => return Ok(()),
                 signal = rx.recv() => match signal {
                     Some(FsSignal::Paths(paths)) => {
-                        crate::metrics::add(&crate::metrics::METRICS.events, paths.len() as u64);
+                        crate::metrics::add(&crate::metrics::METRICS.events, paths.len());
                         let now = Instant::now();
                         for path in paths {
                             tracing::trace!(path = %path.display(), "file event");
