@@ -37,7 +37,7 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// Less log detail (-q warnings only, -qq errors only)
+    /// Quiet: no summary on stdout, only errors; logs at warn (-qq: errors only)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
 
@@ -135,11 +135,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let config = Config::load(&config_path)?;
+    let output = commands::Output::from_flags(cli.verbose, cli.quiet);
     match cli.command {
-        Command::Scan(args) => commands::scan::run(&config, args).await,
+        Command::Scan(args) => commands::scan::run(&config, args, output).await,
         Command::Watch => commands::watch::run(&config_path, config).await,
-        Command::Invalidate(args) => commands::invalidate::run(&config, args).await,
-        Command::Token(args) => commands::token::run(&config, args).await,
+        Command::Invalidate(args) => commands::invalidate::run(&config, args, output).await,
+        Command::Token(args) => commands::token::run(&config, args, output).await,
         Command::Urls(args) => commands::urls::run(&config, args),
         Command::Status(args) => commands::status::run(&config, args),
         Command::Check(args) => commands::check::run(&config, args).await,

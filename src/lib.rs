@@ -28,6 +28,7 @@ mod paths;
 mod progress;
 mod publish;
 mod retry;
+mod rfc3339;
 pub mod rules;
 mod scan;
 mod secret;

@@ -1,5 +1,10 @@
 //! Log output: `tracing` events to stderr, human-readable by default or one
-//! JSON object per line for log shippers. `RUST_LOG` overrides `-v`/`-q`.
+//! JSON object per line for log shippers ([`json`]: lists as real arrays).
+//! `RUST_LOG` overrides `-v`/`-q`.
+
+mod json;
+
+pub use json::{array, Array};
 
 use std::io::IsTerminal;
 
@@ -33,7 +38,7 @@ pub fn init(verbosity: i8, format: LogFormat) {
         .with_target(false);
     let result = match format {
         LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
     };
     // Tests may initialise twice in one process; the first one wins.
     drop(result);

@@ -43,7 +43,18 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<ExitCode> {
         .filter(|f| !f.ok)
         .map(|f| f.detail.clone())
         .collect();
-    super::emit(args.json.json, &findings, || human(&findings), &failed)
+    let body = CheckReport {
+        ok: failed.is_empty(),
+        findings: &findings,
+    };
+    super::emit(args.json.json, &body, || human(&findings), &failed)
+}
+
+/// The `--json` object: `ok` when every finding is.
+#[derive(Serialize)]
+struct CheckReport<'a> {
+    ok: bool,
+    findings: &'a [Finding],
 }
 
 async fn check(config: &Config, args: &CheckArgs) -> Vec<Finding> {

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::sent::SendReport;
-use super::JsonArg;
+use super::{JsonArg, Output};
 use crate::accounts::AccountId;
 use crate::api::ApiError;
 use crate::config::Config;
@@ -49,8 +49,16 @@ pub struct InvalidateArgs {
     pub json: JsonArg,
 }
 
-pub async fn run(config: &Config, args: InvalidateArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config: &Config,
+    args: InvalidateArgs,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let report = invalidate(config, &args).await?;
+    if !args.json.json && output == Output::Quiet {
+        super::log_errors(&report.errors);
+        return Ok(super::exit_code(&report.errors));
+    }
     super::emit(args.json.json, &report, || report.human(), &report.errors)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod invalidate;
+pub mod json;
 pub mod scan;
 mod sent;
 pub mod status;
@@ -23,6 +24,27 @@ pub struct JsonArg {
     pub json: bool,
 }
 
+/// How much a command prints on stdout: the global `-v` / `-q`. (`--json`
+/// is printed whatever this says: it was asked for.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// `-q`: nothing but errors (stderr) and the exit code.
+    Quiet,
+    Normal,
+    /// `-v`: lists are not cut short.
+    Verbose,
+}
+
+impl Output {
+    pub fn from_flags(verbose: u8, quiet: u8) -> Output {
+        match (verbose, quiet) {
+            (_, 1..) => Output::Quiet,
+            (1.., _) => Output::Verbose,
+            _ => Output::Normal,
+        }
+    }
+}
+
 /// Prints a command's result as JSON or text; any failure means exit 1.
 fn emit<T: serde::Serialize>(
     json: bool,
@@ -31,11 +53,18 @@ fn emit<T: serde::Serialize>(
     failures: &[String],
 ) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string(value)?);
+        json::print(value)?;
     } else {
         print!("{}", text());
     }
     Ok(exit_code(failures))
+}
+
+/// With `-q` the errors are all a command prints: on stderr, one line each.
+fn log_errors(errors: &[String]) {
+    for error in errors {
+        tracing::error!(error = %error, "failed");
+    }
 }
 
 /// Exit 1 when anything failed.

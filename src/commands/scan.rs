@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use super::Output;
 use crate::config::Config;
 use crate::display::show_path;
 use crate::exit_codes::ExitCode;
@@ -31,17 +32,20 @@ pub struct ScanArgs {
     /// Print one JSON object on stdout instead of the summary
     #[arg(long)]
     pub json: bool,
+    /// With --json: list every scanned and unchanged path too
+    #[arg(long, requires = "json")]
+    pub all_paths: bool,
     /// Record every file's hash without invalidating anything
     #[arg(long, conflicts_with = "dry_run")]
     pub baseline: bool,
 }
 
-pub async fn run(config: &Config, args: ScanArgs) -> anyhow::Result<ExitCode> {
-    let report = scan(config, &args).await?;
+pub async fn run(config: &Config, args: ScanArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let report = scan(config, &args, output).await?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.human());
+        super::json::print(&report)?;
+    } else if output != Output::Quiet {
+        print!("{}", report.human(output));
     }
     for error in &report.errors {
         tracing::error!(error = %error, "scan incomplete");
@@ -51,7 +55,7 @@ pub async fn run(config: &Config, args: ScanArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs one scan. `Err` means nothing could be attempted (config, key,
 /// store); failures after that are in the report's `errors`.
-async fn scan(config: &Config, opts: &ScanArgs) -> anyhow::Result<ScanReport> {
+async fn scan(config: &Config, opts: &ScanArgs, output: Output) -> anyhow::Result<ScanReport> {
     let rules = RuleSet::new(&config.rules)?;
     // A dry run only reads: it needs no lock and must not create the store.
     let access = match opts.dry_run {
@@ -89,11 +93,11 @@ async fn scan(config: &Config, opts: &ScanArgs) -> anyhow::Result<ScanReport> {
         true => Baseline::Everywhere,
         false => Baseline::WhereDue,
     };
-    // `--json` lists every path; the summary counts them, with a progress
-    // bar on a terminal.
-    let paths = match opts.json {
+    // The report lists what changed; `--all-paths` every file too. The
+    // summary has a progress bar on a terminal, unless `-q`.
+    let paths = match opts.all_paths {
         true => Paths::Listed,
-        false => Paths::Counted,
+        false => Paths::Changes,
     };
     let recording = match opts.dry_run {
         true => Recording::Off,
@@ -101,7 +105,7 @@ async fn scan(config: &Config, opts: &ScanArgs) -> anyhow::Result<ScanReport> {
     };
     let mut plan = plan(session.store(), &rules, config, force, paths)?;
     report.baseline = plan.baseline.iter().any(|b| *b);
-    if paths == Paths::Counted {
+    if !opts.json && output != Output::Quiet {
         plan.progress = Progress::on_terminal().map(Arc::new);
     }
     let (detected, _) = tokio::task::block_in_place(|| {
@@ -110,7 +114,7 @@ async fn scan(config: &Config, opts: &ScanArgs) -> anyhow::Result<ScanReport> {
     if let Some(progress) = &plan.progress {
         progress.finish();
     }
-    fill(&mut report, &detected);
+    fill(&mut report, &detected, paths);
 
     if opts.dry_run {
         let mut would = match session.store() {
@@ -145,7 +149,7 @@ async fn scan(config: &Config, opts: &ScanArgs) -> anyhow::Result<ScanReport> {
     Ok(report)
 }
 
-fn fill(report: &mut ScanReport, detected: &Detected) {
+fn fill(report: &mut ScanReport, detected: &Detected, paths: Paths) {
     report.errors.extend(detected.errors.iter().cloned());
     report.errors.extend(detected.unsettled.iter().map(|path| {
         format!(
@@ -162,8 +166,10 @@ fn fill(report: &mut ScanReport, detected: &Detected) {
         deleted: detected.deleted.count,
         ..Counts::default()
     };
-    report.scanned = show_paths(&detected.scanned);
-    report.unchanged = show_paths(&detected.unchanged);
+    if paths.lists_every_file() {
+        report.scanned = Some(show_paths(&detected.scanned));
+        report.unchanged = Some(show_paths(&detected.unchanged));
+    }
     report.touched = show_paths(&detected.touched);
     report.changed = show_paths(&detected.changed);
     report.new = show_paths(&detected.new);

@@ -23,7 +23,8 @@ pub struct Status {
     pub running: Option<String>,
     pub rules: Vec<RuleStatus>,
     pub assets_owed: usize,
-    /// Unix seconds.
+    /// Times are Unix seconds here, RFC 3339 (UTC) in `--json`.
+    #[serde(serialize_with = "crate::rfc3339::serialize_opt")]
     pub oldest_owed_at: Option<i64>,
     /// "settled", "owed" or "fetched" (received, not yet published).
     pub token: &'static str,
@@ -31,15 +32,19 @@ pub struct Status {
     /// `invalidate --refused`, never dropped.
     pub assets_refused: usize,
     pub refused: Vec<Refused>,
-    /// Unix seconds of the oldest invalidation Optimole accepted that no
+    /// The oldest invalidation Optimole accepted that no
     /// published token covers yet (any account).
+    #[serde(serialize_with = "crate::rfc3339::serialize_opt")]
     pub oldest_uncovered_at: Option<i64>,
     /// Seconds since then: the "uncovered age".
     pub uncovered_age_seconds: Option<u64>,
+    #[serde(serialize_with = "crate::rfc3339::serialize_opt")]
     pub last_flush_at: Option<i64>,
     pub last_token: Option<String>,
+    #[serde(serialize_with = "crate::rfc3339::serialize_opt")]
     pub last_token_at: Option<i64>,
     pub last_error: Option<String>,
+    #[serde(serialize_with = "crate::rfc3339::serialize_opt")]
     pub last_error_at: Option<i64>,
 }
 
@@ -139,10 +144,7 @@ fn status(config: &Config) -> anyhow::Result<Status> {
 impl Status {
     pub fn human(&self) -> String {
         let when = |t: Option<i64>| match t {
-            Some(secs) => humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
-            )
-            .to_string(),
+            Some(secs) => crate::rfc3339::from_secs(secs),
             None => "never".into(),
         };
         let mut out = format!("config       {}\n", self.config);

@@ -2,14 +2,18 @@
 //! configured, after anything still owed (so the token comes after it).
 
 use super::sent::SendReport;
-use super::JsonArg;
+use super::{JsonArg, Output};
 use crate::config::Config;
 use crate::exit_codes::ExitCode;
 use crate::flush::{Flusher, Policy};
 use crate::session::{Access, Session};
 
-pub async fn run(config: &Config, args: JsonArg) -> anyhow::Result<ExitCode> {
+pub async fn run(config: &Config, args: JsonArg, output: Output) -> anyhow::Result<ExitCode> {
     let report = token(config).await?;
+    if !args.json && output == Output::Quiet {
+        super::log_errors(&report.errors);
+        return Ok(super::exit_code(&report.errors));
+    }
     if !args.json && report.errors.is_empty() {
         println!("{}", report.token.as_deref().unwrap_or_default());
         return Ok(ExitCode::Success);

@@ -31,7 +31,14 @@ pub fn run(config: &Config, args: UrlsArgs) -> anyhow::Result<ExitCode> {
         .filter(|e| e.urls.is_empty())
         .map(|e| e.path.clone())
         .collect();
-    super::emit(args.json.json, &found, || human(&found), &unmapped)
+    let body = UrlsReport { paths: &found };
+    super::emit(args.json.json, &body, || human(&found), &unmapped)
+}
+
+/// The `--json` object: one explanation per path asked, in order.
+#[derive(Serialize)]
+struct UrlsReport<'a> {
+    paths: &'a [Explanation],
 }
 
 #[derive(Debug, Serialize)]

@@ -78,7 +78,7 @@ impl Flusher {
                     let rest: Vec<Pending> = queue.drain(..).flatten().collect();
                     queue.extend(rest.chunks(limit).map(<[Pending]>::to_vec));
                     tracing::warn!(
-                        sizes = ?(first.len(), second.len()),
+                        sizes = %crate::logging::array([first.len(), second.len()]),
                         "optimole refused the batch size; splitting it (lower [api] batch_size to avoid this)"
                     );
                     queue.push_front(second);

@@ -12,7 +12,7 @@ use super::Roots;
 use crate::rules::{RuleSet, Verdict};
 use crate::scan::examine::{self, Compare, Observation};
 use crate::scan::hash::unix_ns;
-use crate::scan::{Paths, ScanPlan, Symlinks};
+use crate::scan::{ScanPlan, Symlinks};
 use crate::state::links::Kind;
 use crate::state::{FileIndex, Stat};
 
@@ -151,7 +151,7 @@ pub fn visit(
         matches!(now.0, Kind::Folder) || (now.0 == Kind::Loop && !now.1.as_os_str().is_empty());
     let quiet_own = match &own {
         None => true,
-        Some(Observation::Unchanged) => plan.paths == Paths::Counted,
+        Some(Observation::Unchanged) => !plan.paths.lists_every_file(),
         Some(_) => false,
     };
     if was.as_ref() == Some(&now) && !folder_like && quiet_own {

@@ -22,7 +22,7 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
         rule,
         observation,
     } = found;
-    let keep = plan.paths;
+    let (keep, keep_every) = (plan.paths.lists_changes(), plan.paths.lists_every_file());
     let urls = |path: &Path| {
         let rule_ref = rules.get(rule);
         rule_ref.owed(path.strip_prefix(&rule_ref.dir).unwrap_or(path))
@@ -43,9 +43,9 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
                 crate::display::show_path(&path)
             ));
         }
-        Observation::Unchanged => out.unchanged.add(&path, keep),
+        Observation::Unchanged => out.unchanged.add(&path, keep_every),
         Observation::Confirmed(file) => {
-            out.unchanged.add(&path, keep);
+            out.unchanged.add(&path, keep_every);
             out.changes.upserts.push((path.clone(), file));
         }
         Observation::Touched(file) => {
@@ -76,7 +76,7 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
             out.changes.upserts.push((path.clone(), file));
         }
     }
-    out.scanned.add(&path, keep);
+    out.scanned.add(&path, keep_every);
 }
 
 pub(super) fn find_deletions(
@@ -92,7 +92,7 @@ pub(super) fn find_deletions(
         }
         match rules.verdict(path) {
             Verdict::Mapped { rule } => {
-                out.deleted.add(path, plan.paths);
+                out.deleted.add(path, plan.paths.lists_changes());
                 if !plan.baseline[rule] {
                     out.links.seed(path);
                     let r = rules.get(rule);

@@ -61,8 +61,24 @@ pub enum Paths {
     /// Counts only: most files are unchanged on most runs, and listing
     /// them costs memory and a message per file.
     Counted,
-    /// Every path, for `--json` and debug logs.
+    /// The paths that changed, were touched, are new or deleted (what
+    /// `scan` shows); scanned and unchanged files are only counted, so the
+    /// report stays as small as the change.
+    Changes,
+    /// Every path, for `scan --json --all-paths` and debug logs.
     Listed,
+}
+
+impl Paths {
+    /// Whether changed, touched, new and deleted paths are listed.
+    pub fn lists_changes(self) -> bool {
+        self != Paths::Counted
+    }
+
+    /// Whether scanned and unchanged paths are listed too.
+    pub fn lists_every_file(self) -> bool {
+        self == Paths::Listed
+    }
 }
 
 /// Whether a walk follows symbolic links (a rule's `follow_symlinks`).
@@ -82,9 +98,10 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub(crate) fn add(&mut self, path: &Path, paths: Paths) {
+    /// Counts `path`, and keeps it when `list` (see [`Paths`]).
+    pub(crate) fn add(&mut self, path: &Path, list: bool) {
         self.count += 1;
-        if paths == Paths::Listed {
+        if list {
             self.paths.push(path.to_path_buf());
         }
     }

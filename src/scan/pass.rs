@@ -148,8 +148,8 @@ fn add_hard_links(
                 detected.links.seed(&alias);
             }
             tracing::debug!(path = %alias.display(), of = %path.display(), "hard link changed too");
-            detected.changed.add(&alias, plan.paths);
-            detected.scanned.add(&alias, plan.paths);
+            detected.changed.add(&alias, plan.paths.lists_changes());
+            detected.scanned.add(&alias, plan.paths.lists_every_file());
             detected.changes.upserts.push((alias, file));
         }
     }

@@ -12,7 +12,7 @@ use super::collect::Found;
 use super::examine::{self, Compare, Observation};
 use super::roots::error_path;
 use super::walk::{Batch, Counters, Message};
-use super::{Paths, ScanPlan, Symlinks};
+use super::{ScanPlan, Symlinks};
 use crate::rules::RuleSet;
 use crate::state::{FileIndex, Stat};
 
@@ -108,7 +108,7 @@ pub(super) fn visit(
     if let (Some(entry), false) = (known, matches!(observation, Observation::Vanished)) {
         entry.mark_seen();
     }
-    if plan.paths == Paths::Counted && matches!(observation, Observation::Unchanged) {
+    if !plan.paths.lists_every_file() && matches!(observation, Observation::Unchanged) {
         counters.quiet_unchanged.fetch_add(1, Ordering::Relaxed);
         return WalkState::Continue;
     }

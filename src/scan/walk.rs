@@ -11,7 +11,7 @@ use super::collect::{collect, find_deletions, Found};
 use super::hash::unix_ns;
 use super::roots::{self, walker};
 use super::visit::{visit, visit_links, How};
-use super::{Detected, Paths, ScanPlan, Scope, Sink, Symlinks};
+use super::{Detected, ScanPlan, Scope, Sink, Symlinks};
 use crate::rules::RuleSet;
 use crate::state::{Changes, FileIndex};
 
@@ -195,7 +195,7 @@ pub fn scan(
             out.changes.baselined.push(rule.dir.clone());
         }
     }
-    if plan.paths == Paths::Listed {
+    if plan.paths.lists_changes() {
         for tally in [
             &mut out.scanned,
             &mut out.unchanged,
@@ -252,6 +252,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::scan::pass::Baseline;
+    use crate::scan::Paths;
 
     /// The settler's cutoff is the walk's only notion of "too recent": a
     /// file changed after it is listed, not read; one changed before it is

@@ -249,9 +249,9 @@ impl Store {
 }
 
 /// Accounts as logs name them (`default` for the `[api]` key's).
-fn names<'a>(accounts: impl IntoIterator<Item = &'a AccountId>) -> String {
-    let names: Vec<String> = accounts.into_iter().map(AccountId::to_string).collect();
-    names.join(", ")
+/// Account names for a log field: a list (an array in JSON logs).
+fn names<'a>(accounts: impl IntoIterator<Item = &'a AccountId>) -> crate::logging::Array {
+    crate::logging::array(accounts.into_iter().map(AccountId::to_string))
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ pub struct Refused {
     pub asset: String,
     /// The account it was owed to (in `--json`: `""` for the default one).
     pub account: AccountId,
-    /// Unix seconds.
+    /// Unix seconds (RFC 3339 in `--json`).
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub refused_at: i64,
     /// Optimole's answer.
     pub message: String,

@@ -144,7 +144,7 @@ impl Sender {
             tracing::info!(
                 account = %account.id,
                 assets = sent.invalidated.len(),
-                domains = ?sent.domains,
+                domains = %crate::logging::array(&sent.domains),
                 requests = account.client.requests().wrapping_sub(requests_before),
                 token = sent.token.as_deref().unwrap_or("-"),
                 uncovered_age = %crate::metrics::age_text(uncovered),

@@ -133,8 +133,8 @@ fn urls_explains_each_path() {
         .run(&["urls", "--json", "media/a.jpg"])
         .expect(0)
         .json();
-    assert_eq!(json[0]["urls"][0], url("a.jpg").as_str());
-    assert_eq!(json[0]["rule"], 1);
+    assert_eq!(json["paths"][0]["urls"][0], url("a.jpg").as_str());
+    assert_eq!(json["paths"][0]["rule"], 1);
 }
 
 #[test]

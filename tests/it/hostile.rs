@@ -80,14 +80,14 @@ fn symlinks_are_not_followed_unless_a_rule_asks() {
     std::os::unix::fs::symlink(&outside, site.media.join("linked-dir")).unwrap();
     std::os::unix::fs::symlink(outside.join("secret.jpg"), site.media.join("linked.jpg")).unwrap();
     site.write("real.jpg", b"1");
-    let run = site.scan(&[]).expect(0);
+    let run = site.scan(&["--all-paths"]).expect(0);
     assert_eq!(
         run.list("scanned"),
         vec![site.path("real.jpg").display().to_string()]
     );
 
     site = site.rule_setting("allow_outside = [\"outside\"]");
-    let followed = site.scan(&[]).expect(0);
+    let followed = site.scan(&["--all-paths"]).expect(0);
     assert_eq!(followed.list("scanned").len(), 3, "{followed}");
     std::fs::write(outside.join("secret.jpg"), b"changed").unwrap();
     site.scan(&[]).expect(0);

@@ -16,6 +16,7 @@ mod hostile;
 mod links;
 mod mapping_props;
 mod operations;
+mod output;
 mod packaging;
 mod reliability;
 mod scan;

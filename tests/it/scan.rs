@@ -89,7 +89,7 @@ fn edits_touches_deletions_and_additions_of_250_images() {
     assert_eq!(json["baseline"], false);
 
     site.api.clear();
-    let again = site.scan(&[]).expect(0);
+    let again = site.scan(&["--all-paths"]).expect(0);
     assert!(
         site.api.requests().is_empty(),
         "a second scan sends nothing"
@@ -143,7 +143,7 @@ fn touch_without_a_content_change_invalidates_nothing() {
     let run = site.scan(&[]).expect(0);
     assert_eq!(run.list("touched").len(), 1);
     assert!(site.api.requests().is_empty(), "{run}");
-    let after = site.scan(&[]).expect(0);
+    let after = site.scan(&["--all-paths"]).expect(0);
     assert_eq!(
         after.list("unchanged").len(),
         1,
@@ -197,7 +197,7 @@ fn also_prefixes_and_nested_rules() {
         .rule("media/cdn", "https://cdn.example.com");
     site.write("a.jpg", b"1");
     site.write("cdn/b.jpg", b"1");
-    let first = site.scan(&[]).expect(0);
+    let first = site.scan(&["--all-paths"]).expect(0);
     assert_eq!(
         first.list("scanned").len(),
         2,
@@ -222,7 +222,7 @@ fn include_and_exclude_patterns() {
     site.write("a.JPG", b"1");
     site.write("cache/b.jpg", b"1");
     site.write("notes.txt", b"1");
-    let run = site.scan(&[]).expect(0);
+    let run = site.scan(&["--all-paths"]).expect(0);
     assert_eq!(
         run.list("scanned"),
         vec![site.path("a.JPG").display().to_string()]
@@ -352,7 +352,7 @@ fn missing_rule_folder_fails_without_deleting_anything() {
     assert!(run.list("deleted").is_empty());
     assert!(site.api.requests().is_empty());
     std::fs::rename(site.at("moved"), &site.media).unwrap();
-    let back = site.scan(&[]).expect(0);
+    let back = site.scan(&["--all-paths"]).expect(0);
     assert_eq!(back.list("unchanged").len(), 1);
 }
 

@@ -302,7 +302,7 @@ fn the_uncovered_age_is_shown_and_turns_health_red() {
         status["uncovered_age_seconds"].as_u64().unwrap() >= 2,
         "{status}"
     );
-    assert!(status["oldest_uncovered_at"].as_i64().is_some(), "{status}");
+    assert!(status["oldest_uncovered_at"].as_str().is_some(), "{status}");
     let text = site.run(&["status"]).expect(0);
     assert!(text.stdout.contains("uncovered    "), "{text}");
     assert!(daemon.log().contains("uncovered_age="), "{}", daemon.log());

@@ -1,15 +1,26 @@
 //! What a scan tells its caller: the `--json` object (one per run, on
 //! stdout) and the human summary. Paths are shown losslessly
-//! ([`crate::display::show_path`]).
+//! ([`crate::display::show_path`]). Both list what changed, not every
+//! file: the output grows with the change, not with the tree
+//! (`--json --all-paths` adds the scanned and unchanged lists).
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::commands::Output;
+
+/// Paths of each kind the summary shows before "… and N more" (all with `-v`).
+const SHOWN: usize = 20;
+
 #[derive(Debug, Default, Serialize)]
 pub struct ScanReport {
-    pub scanned: Vec<String>,
-    pub unchanged: Vec<String>,
+    /// Only with `--all-paths`: every file looked at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanned: Option<Vec<String>>,
+    /// Only with `--all-paths`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unchanged: Option<Vec<String>>,
     pub touched: Vec<String>,
     pub changed: Vec<String>,
     pub new: Vec<String>,
@@ -50,12 +61,32 @@ pub struct Counts {
 
 impl ScanReport {
     /// The human summary, several short lines.
-    pub fn human(&self) -> String {
+    pub fn human(&self, output: Output) -> String {
         let c = &self.counts;
         let mut out = format!(
             "scanned {} file(s): {} changed, {} new, {} deleted, {} touched, {} unchanged\n",
             c.scanned, c.changed, c.new, c.deleted, c.touched, c.unchanged
         );
+        let shown = match output {
+            Output::Verbose => usize::MAX,
+            _ => SHOWN,
+        };
+        for (kind, paths) in [
+            ("changed", &self.changed),
+            ("new", &self.new),
+            ("deleted", &self.deleted),
+        ] {
+            for path in paths.iter().take(shown) {
+                let _ = writeln!(out, "  {kind:<8} {path}");
+            }
+            if paths.len() > shown {
+                let _ = writeln!(
+                    out,
+                    "  … and {} more {kind} (`-v` lists them all)",
+                    paths.len() - shown
+                );
+            }
+        }
         if self.dry_run {
             let _ = writeln!(
                 out,
