@@ -33,7 +33,7 @@ pub struct Cli {
     )]
     pub config: Option<PathBuf>,
 
-    /// More log detail (-v debug, -vv trace)
+    /// More detail: logs at debug (-vv trace); scan lists every changed path
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 

@@ -151,6 +151,16 @@ const DESCRIPTION: Section = Section {
          than the global options below is in the config file; the commented \
          reference is `watcher.example.toml` (installed in \
          `/usr/share/doc/optiwatch/examples/` by the Debian package).",
+        "*-q* prints nothing but errors: no summary, no progress bar, only error \
+         lines on standard error and the exit code (logs at warn; in *watch* that \
+         is all it changes). *-v* lists every changed, new and deleted path in the \
+         *scan* summary (20 of each kind otherwise).",
+        "*--json* prints one JSON object on standard output whose first field is \
+         *\"version\": 1*; within a version fields may be added, never removed or \
+         renamed. Times are RFC 3339 in UTC (`2026-11-29T16:43:36Z`), in text \
+         output too. *scan --json* lists the changed, touched, new and deleted \
+         paths and counts the rest; *--all-paths* adds every scanned and \
+         unchanged path. The README's \"JSON output\" section gives every schema.",
     ],
     entries: &[],
 };

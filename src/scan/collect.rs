@@ -65,7 +65,9 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
             out.changes.upserts.push((path.clone(), file));
         }
         Observation::New(file) => {
-            out.new.add(&path, keep);
+            // A baseline's files are counted, not listed: on a first scan
+            // every file is new, and the report would grow with the tree.
+            out.new.add(&path, keep && !plan.baseline[rule]);
             if file.links > 1 {
                 out.new_links.push(file.stat);
             }
