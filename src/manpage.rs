@@ -162,7 +162,15 @@ const FILES: Section = Section {
         (
             "`./watcher.toml`",
             "The config file when neither *--config* nor *OPTIWATCH_CONFIG* names one. \
-             Relative paths inside a config file are relative to the file's folder.",
+             Relative paths inside a config file are relative to the file's folder. \
+             *optiwatch init* writes it (or *--output FILE*).",
+        ),
+        (
+            "`/etc/optiwatch/watcher.toml`",
+            "The config file when none of *--config*, *OPTIWATCH_CONFIG* and \
+             `./watcher.toml` gives one (*optiwatch init --system* writes it). When \
+             neither file exists, every command but *init*, *completions* and *man* \
+             exits 2 naming each place tried.",
         ),
         (
             "`/usr/share/doc/optiwatch/examples/watcher.example.toml`",

@@ -4,6 +4,8 @@
 //! outside this folder imports a command.
 
 pub mod check;
+mod host;
+pub mod init;
 pub mod invalidate;
 pub mod scan;
 mod sent;
