@@ -13,6 +13,7 @@ mod exact_detect;
 mod fake_api_selftest;
 mod faults;
 mod hostile;
+mod init;
 mod links;
 mod mapping_props;
 mod operations;
