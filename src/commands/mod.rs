@@ -7,6 +7,7 @@ pub mod check;
 mod host;
 pub mod init;
 pub mod invalidate;
+mod probe;
 pub mod scan;
 mod sent;
 pub mod status;
