@@ -5,6 +5,7 @@
 
 mod support;
 
+mod check_probes;
 mod commands;
 mod config;
 mod crash;
