@@ -102,11 +102,19 @@ impl Detector {
             .filter(|dir| self.store.baselined(dir).unwrap_or(false))
             .count();
         if recorded > 0 {
+            // Files written in the last moments are recorded once they
+            // settle (into the baseline: they are not invalidated).
+            let settling = detected.recent.len() + detected.unsettled.len();
+            let later = match settling {
+                0 => String::new(),
+                n => format!(" ({} still being written, added once settled)", plural(n, "more file")),
+            };
             tracing::info!(
                 rules = recorded,
                 files,
+                settling,
                 folders = detected.folders,
-                "recorded a baseline of {} in {}; changes from now on are invalidated",
+                "recorded a baseline of {} in {}{later}; changes from now on are invalidated",
                 plural(files, "file"),
                 plural(detected.folders, "folder"),
             );

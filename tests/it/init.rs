@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::support::skip::{lacks, Need};
-use crate::support::{Outcome, Site};
+use crate::support::{wait_until, Outcome, Site, WAIT};
+use std::os::unix::fs::MetadataExt;
 
 /// The site URL the fake WP-CLI answers.
 const BLOG: &str = "https://blog.example.com";
@@ -196,4 +197,37 @@ fn config_lookup_ends_at_etc_and_names_every_place() {
     std::fs::write(site.at("watcher.toml"), "bogus = 1\n").unwrap();
     let local = optiwatch(&site, &["scan", "--dry-run"]).expect(2);
     assert!(local.stderr.contains(&site.at("watcher.toml").display().to_string()), "{local}");
+}
+
+#[test]
+fn the_first_watch_on_a_new_store_says_it_recorded_a_baseline() {
+    let site = Site::new().files(&["a.jpg", "b/c.jpg"]).fast_watch("100ms");
+    // Files changed within the debounce are left to settle; these are old.
+    wait_until("the files are older than the debounce", WAIT, || {
+        ["a.jpg", "b/c.jpg"].iter().all(|f| {
+            let changed = std::fs::metadata(site.path(f)).unwrap().ctime();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            now > changed + 1
+        })
+    });
+    let daemon = site.watch();
+    let log = daemon.log();
+    assert!(
+        log.contains(
+            "recorded a baseline of 2 files in 2 folders; changes from now on are invalidated"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("watching 2 folders and 2 files"), "{log}");
+    assert_eq!(daemon.stop_with(libc::SIGTERM, WAIT), Some(0));
+    assert!(site.api.requests().is_empty(), "a baseline invalidates nothing");
+
+    site.remove("b/c.jpg");
+    let daemon = site.watch();
+    let log = daemon.log();
+    assert!(!log.contains("baseline"), "only the first time:\n{log}");
+    assert!(log.contains("watching 2 folders and 1 file"), "{log}");
 }
