@@ -3,7 +3,6 @@
 //! command in [`crate::commands`], which renders its result and picks the
 //! exit code.
 
-
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};

@@ -77,7 +77,12 @@ mod tests {
 
     #[test]
     fn a_bare_host_passes_untouched() {
-        for host in ["example.com", "www.example.co.uk", "café.example", "localhost"] {
+        for host in [
+            "example.com",
+            "www.example.co.uk",
+            "café.example",
+            "localhost",
+        ] {
             assert_eq!(bare_host(host).unwrap(), (host.to_string(), None));
         }
     }
@@ -93,7 +98,10 @@ mod tests {
             let (host, note) = bare_host(text).unwrap();
             assert_eq!(host, "example.com", "{text}");
             let note = note.expect("a note");
-            assert!(note.contains("dropped") && note.contains("example.com"), "{note}");
+            assert!(
+                note.contains("dropped") && note.contains("example.com"),
+                "{note}"
+            );
         }
     }
 

@@ -186,7 +186,9 @@ fn site_url(text: &str) -> Result<String, UsageError> {
         return Err(bad("only http:// and https:// URLs are served"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("a user name or password would reach Optimole in every asset URL"));
+        return Err(bad(
+            "a user name or password would reach Optimole in every asset URL",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(bad("no query or fragment"));

@@ -76,7 +76,10 @@ pub fn state(config: &Config) -> Vec<Finding> {
         Ok(()) => out.push(finding(
             true,
             "state folder",
-            format!("{} is writable by {user} (probe file created and removed)", show_path(folder)),
+            format!(
+                "{} is writable by {user} (probe file created and removed)",
+                show_path(folder)
+            ),
         )),
         Err(e) => out.push(finding(
             false,

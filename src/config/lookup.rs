@@ -57,7 +57,13 @@ mod tests {
             return;
         }
         let err = locate(None).unwrap_err().0;
-        for place in ["--config", "$OPTIWATCH_CONFIG", "./watcher.toml", SYSTEM_CONFIG, "optiwatch init"] {
+        for place in [
+            "--config",
+            "$OPTIWATCH_CONFIG",
+            "./watcher.toml",
+            SYSTEM_CONFIG,
+            "optiwatch init",
+        ] {
             assert!(err.contains(place), "{place} missing from: {err}");
         }
     }

@@ -107,7 +107,10 @@ impl Detector {
             let settling = detected.recent.len() + detected.unsettled.len();
             let later = match settling {
                 0 => String::new(),
-                n => format!(" ({} still being written, added once settled)", plural(n, "more file")),
+                n => format!(
+                    " ({} still being written, added once settled)",
+                    plural(n, "more file")
+                ),
             };
             tracing::info!(
                 rules = recorded,

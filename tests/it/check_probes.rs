@@ -60,9 +60,11 @@ fn check_fails_naming_state_when_its_folder_is_not_writable() {
     // And the run itself agrees.
     site.optiwatch_via(AS_NOBODY).arg("scan").run().expect(0);
     assert!(
-        std::fs::read_dir(site.at("store"))
+        std::fs::read_dir(site.at("store")).unwrap().all(|e| !e
             .unwrap()
-            .all(|e| !e.unwrap().file_name().to_string_lossy().contains("check")),
+            .file_name()
+            .to_string_lossy()
+            .contains("check")),
         "the probe file is removed"
     );
 }
@@ -80,10 +82,20 @@ fn check_fails_naming_the_token_file_keys_when_their_folders_are_not_writable() 
     std::fs::create_dir(site.at("shoptok")).unwrap();
     give_to_nobody(&site, "store");
     let failed = check_as_nobody(&site).expect(1);
-    let fails: Vec<&str> = failed.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let fails: Vec<&str> = failed
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
     assert_eq!(fails.len(), 2, "{failed}");
-    assert!(fails[0].contains("[token] file") && fails[0].contains("chown"), "{failed}");
-    assert!(fails[1].contains("[[rules]] #2 [rules.token] file"), "{failed}");
+    assert!(
+        fails[0].contains("[token] file") && fails[0].contains("chown"),
+        "{failed}"
+    );
+    assert!(
+        fails[1].contains("[[rules]] #2 [rules.token] file"),
+        "{failed}"
+    );
 
     give_to_nobody(&site, "tok");
     give_to_nobody(&site, "shoptok");
@@ -92,21 +104,32 @@ fn check_fails_naming_the_token_file_keys_when_their_folders_are_not_writable() 
 
 #[test]
 fn check_online_tries_every_accounts_key() {
-    let site = Site::with_keys(&[KEY_A, KEY_B]).files(&["a.jpg"]).shop("opt_not_a_known_key");
+    let site = Site::with_keys(&[KEY_A, KEY_B])
+        .files(&["a.jpg"])
+        .shop("opt_not_a_known_key");
     let failed = site.run(&["check", "--online"]).expect(1);
-    let fails: Vec<&str> = failed.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let fails: Vec<&str> = failed
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
     assert_eq!(fails.len(), 1, "only the shop's key fails:\n{failed}");
     assert!(fails[0].contains("online rule 2"), "{failed}");
     assert!(fails[0].contains("[[rules]] #2"), "{failed}");
-    assert!(!failed.stdout.contains("opt_not_a_known_key"), "no key in output");
-    let shop_probe = site
-        .api
-        .requests()
-        .iter()
-        .any(|r| r.assets.iter().any(|a| a.contains("shop.example.com/.optiwatch-check-")));
+    assert!(
+        !failed.stdout.contains("opt_not_a_known_key"),
+        "no key in output"
+    );
+    let shop_probe = site.api.requests().iter().any(|r| {
+        r.assets
+            .iter()
+            .any(|a| a.contains("shop.example.com/.optiwatch-check-"))
+    });
     assert!(shop_probe, "the shop's probe names a shop URL");
 
-    let site = Site::with_keys(&[KEY_A, KEY_B]).files(&["a.jpg"]).shop(KEY_B);
+    let site = Site::with_keys(&[KEY_A, KEY_B])
+        .files(&["a.jpg"])
+        .shop(KEY_B);
     let passed = site.run(&["check", "--online"]).expect(0);
     assert!(passed.stdout.contains("online rule 2"), "{passed}");
 }

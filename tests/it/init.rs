@@ -23,9 +23,13 @@ fn wordpress(site: &Site, answer: Option<&str>) -> PathBuf {
     std::fs::write(root.join("wp-config.php"), "<?php\n").unwrap();
     std::fs::write(root.join("wp-content/uploads/2026/11/a.jpg"), "v1").unwrap();
     let body = match answer {
-        Some(url) => format!("echo \"$*\" >> {}\necho {url}\n", site.at("wp-args").display()),
-        None => "echo 'Error: This does not seem to be a WordPress installation.' >&2\nexit 1\n"
-            .into(),
+        Some(url) => format!(
+            "echo \"$*\" >> {}\necho {url}\n",
+            site.at("wp-args").display()
+        ),
+        None => {
+            "echo 'Error: This does not seem to be a WordPress installation.' >&2\nexit 1\n".into()
+        }
     };
     std::fs::create_dir_all(site.at("bin")).unwrap();
     let wp = site.at("bin/wp");
@@ -73,14 +77,26 @@ fn init_on_a_wordpress_site_writes_a_config_check_and_scan_accept() {
     let config = site.at("watcher.toml");
     let text = read(&config);
     let uploads = root.join("wp-content/uploads");
-    assert!(text.contains(&format!("dir = \"{}\"", uploads.display())), "{text}");
-    assert!(text.contains(&format!("url = \"{BLOG}/wp-content/uploads\"")), "{text}");
+    assert!(
+        text.contains(&format!("dir = \"{}\"", uploads.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("url = \"{BLOG}/wp-content/uploads\"")),
+        "{text}"
+    );
     let token_file = root.join("wp-content/optiwatch-token");
-    assert!(text.contains(&format!("file = \"{}\"", token_file.display())), "{text}");
+    assert!(
+        text.contains(&format!("file = \"{}\"", token_file.display())),
+        "{text}"
+    );
     assert!(text.contains("# The state store"), "commented:\n{text}");
     let args = read(site.at("wp-args"));
     assert!(args.contains("option get home"), "{args}");
-    assert!(args.contains(&format!("--path={}", root.display())), "{args}");
+    assert!(
+        args.contains(&format!("--path={}", root.display())),
+        "{args}"
+    );
     for next in ["check --online", "scan", "systemctl enable --now optiwatch"] {
         assert!(init.stdout.contains(next), "{next} in:\n{init}");
     }
@@ -90,7 +106,10 @@ fn init_on_a_wordpress_site_writes_a_config_check_and_scan_accept() {
     optiwatch(&site, &["check"]).expect(0);
     use_fake_api(&site, &config);
     optiwatch(&site, &["scan"]).expect(0);
-    assert!(site.api.requests().is_empty(), "the first scan is a baseline");
+    assert!(
+        site.api.requests().is_empty(),
+        "the first scan is a baseline"
+    );
     std::fs::write(uploads.join("2026/11/a.jpg"), "v2").unwrap();
     optiwatch(&site, &["scan"]).expect(0);
     assert_eq!(
@@ -105,11 +124,14 @@ fn init_installs_the_must_use_plugin_on_request() {
     let site = Site::new();
     let root = wordpress(&site, Some(BLOG));
     // Pointed at the uploads folder, it finds the WordPress root above.
-    optiwatch(&site, &["init", "--install-mu-plugin", "wp/wp-content/uploads"]).expect(0);
+    optiwatch(
+        &site,
+        &["init", "--install-mu-plugin", "wp/wp-content/uploads"],
+    )
+    .expect(0);
     let installed = read(root.join("wp-content/mu-plugins/optiwatch-token.php"));
-    let shipped = read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wordpress/optiwatch-token.php"),
-    );
+    let shipped =
+        read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wordpress/optiwatch-token.php"));
     assert_eq!(installed, shipped);
 }
 
@@ -119,7 +141,10 @@ fn init_never_overwrites_a_config() {
     wordpress(&site, Some(BLOG));
     std::fs::write(site.at("watcher.toml"), "# mine\n").unwrap();
     let refused = optiwatch(&site, &["init", "wp"]).expect(2);
-    assert!(refused.stderr.contains("remove it or pass --output"), "{refused}");
+    assert!(
+        refused.stderr.contains("remove it or pass --output"),
+        "{refused}"
+    );
     assert_eq!(read(site.at("watcher.toml")), "# mine\n");
     optiwatch(&site, &["init", "wp", "--output", "other.toml"]).expect(0);
     assert!(read(site.at("other.toml")).contains("[[rules]]"));
@@ -137,7 +162,10 @@ fn init_without_wp_cli_needs_url() {
 
     optiwatch(&site, &["init", "wp", "--url", "https://shop.example.com/"]).expect(0);
     let text = read(site.at("watcher.toml"));
-    assert!(text.contains("url = \"https://shop.example.com/wp-content/uploads\""), "{text}");
+    assert!(
+        text.contains("url = \"https://shop.example.com/wp-content/uploads\""),
+        "{text}"
+    );
     assert!(root.join("wp-content/uploads").is_dir());
     optiwatch(&site, &["check"]).expect(0);
 }
@@ -147,17 +175,40 @@ fn init_names_url_when_wp_cli_fails_or_the_folder_is_not_wordpress() {
     let site = Site::new();
     wordpress(&site, None);
     let refused = optiwatch(&site, &["init", "wp"]).expect(2);
-    assert!(refused.stderr.contains("does not seem to be a WordPress"), "{refused}");
+    assert!(
+        refused.stderr.contains("does not seem to be a WordPress"),
+        "{refused}"
+    );
     assert!(refused.stderr.contains("--url"), "{refused}");
     let refused = optiwatch(&site, &["init", "media"]).expect(2);
     assert!(refused.stderr.contains("--url"), "{refused}");
-    let refused = optiwatch(&site, &["init", "media", "--url", "https://u:p@example.com"]).expect(2);
+    let refused = optiwatch(
+        &site,
+        &["init", "media", "--url", "https://u:p@example.com"],
+    )
+    .expect(2);
     assert!(!refused.stderr.contains("u:p"), "{refused}");
-    optiwatch(&site, &["init", "media", "--url", "https://example.com/media", "--state", "db/x.db"])
-        .expect(0);
+    optiwatch(
+        &site,
+        &[
+            "init",
+            "media",
+            "--url",
+            "https://example.com/media",
+            "--state",
+            "db/x.db",
+        ],
+    )
+    .expect(0);
     let text = read(site.at("watcher.toml"));
-    assert!(text.contains(&format!("state = \"{}\"", site.at("db/x.db").display())), "{text}");
-    assert!(text.contains("# [token]"), "no token file outside WordPress:\n{text}");
+    assert!(
+        text.contains(&format!("state = \"{}\"", site.at("db/x.db").display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("# [token]"),
+        "no token file outside WordPress:\n{text}"
+    );
 }
 
 #[test]
@@ -169,7 +220,13 @@ fn config_lookup_ends_at_etc_and_names_every_place() {
         return;
     }
     let missing = optiwatch(&site, &["scan", "--dry-run"]).expect(2);
-    for place in ["--config", "OPTIWATCH_CONFIG", "./watcher.toml", "/etc/optiwatch/watcher.toml", "optiwatch init"] {
+    for place in [
+        "--config",
+        "OPTIWATCH_CONFIG",
+        "./watcher.toml",
+        "/etc/optiwatch/watcher.toml",
+        "optiwatch init",
+    ] {
         assert!(missing.stderr.contains(place), "{place} in:\n{missing}");
     }
     if lacks(&[Need::Root]) {
@@ -187,8 +244,10 @@ fn config_lookup_ends_at_etc_and_names_every_place() {
     site.write_config();
     std::fs::rename(site.config_path(), etc.join("watcher.toml")).unwrap();
     // Relative paths in it are relative to /etc/optiwatch: make them absolute.
-    let text = read(etc.join("watcher.toml"))
-        .replace("dir = \"media\"", &format!("dir = \"{}\"", site.media.display()));
+    let text = read(etc.join("watcher.toml")).replace(
+        "dir = \"media\"",
+        &format!("dir = \"{}\"", site.media.display()),
+    );
     let text = format!("state = \"{}\"\n{text}", site.at("optiwatch.db").display());
     std::fs::write(etc.join("watcher.toml"), text).unwrap();
     let found = optiwatch(&site, &["scan", "--dry-run"]).expect(0);
@@ -196,7 +255,12 @@ fn config_lookup_ends_at_etc_and_names_every_place() {
     // ./watcher.toml comes first.
     std::fs::write(site.at("watcher.toml"), "bogus = 1\n").unwrap();
     let local = optiwatch(&site, &["scan", "--dry-run"]).expect(2);
-    assert!(local.stderr.contains(&site.at("watcher.toml").display().to_string()), "{local}");
+    assert!(
+        local
+            .stderr
+            .contains(&site.at("watcher.toml").display().to_string()),
+        "{local}"
+    );
 }
 
 #[test]
@@ -223,7 +287,10 @@ fn the_first_watch_on_a_new_store_says_it_recorded_a_baseline() {
     );
     assert!(log.contains("watching 2 folders and 2 files"), "{log}");
     assert_eq!(daemon.stop_with(libc::SIGTERM, WAIT), Some(0));
-    assert!(site.api.requests().is_empty(), "a baseline invalidates nothing");
+    assert!(
+        site.api.requests().is_empty(),
+        "a baseline invalidates nothing"
+    );
 
     site.remove("b/c.jpg");
     let daemon = site.watch();

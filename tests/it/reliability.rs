@@ -60,9 +60,8 @@ fn watch_says_optimole_is_back_only_after_a_request_got_through() {
     let daemon = site.watch();
     site.api.push_faults(Fault::Status(503), 100_000);
     site.write("a.jpg", b"v2");
-    let failures = |rs: &[crate::support::fake_api::Recorded]| {
-        rs.iter().filter(|r| r.status == 503).count()
-    };
+    let failures =
+        |rs: &[crate::support::fake_api::Recorded]| rs.iter().filter(|r| r.status == 503).count();
     site.api
         .wait_for("the first failed try", WAIT, |rs| failures(rs) >= 1);
     // b.jpg keeps changing, so paths are always settling: the sender holds

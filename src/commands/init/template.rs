@@ -56,7 +56,8 @@ pub fn render(plan: &Plan) -> Result<String, UsageError> {
              # Written atomically (temp file + rename); contains only the token.{}\n\
              file = {}\n",
             match plan.wordpress {
-                true => "\n# The must-use plugin (examples/wordpress/optiwatch-token.php) reads it\n\
+                true =>
+                    "\n# The must-use plugin (examples/wordpress/optiwatch-token.php) reads it\n\
                          # and puts the token into the Optimole plugin's `cb:` image property.",
                 false => "",
             },

@@ -36,7 +36,9 @@ impl WordPress {
         if is_root(dir) {
             return Some(WordPress { root: dir.into() });
         }
-        let content = dir.parent().filter(|_| dir.ends_with("wp-content/uploads"))?;
+        let content = dir
+            .parent()
+            .filter(|_| dir.ends_with("wp-content/uploads"))?;
         let root = content.parent()?;
         is_root(root).then(|| WordPress { root: root.into() })
     }
@@ -130,6 +132,9 @@ impl WordPress {
         }
         std::fs::write(&dest, MU_PLUGIN)
             .with_context(|| format!("cannot write {}", show_path(&dest)))?;
-        Ok(format!("installed the must-use plugin {}", show_path(&dest)))
+        Ok(format!(
+            "installed the must-use plugin {}",
+            show_path(&dest)
+        ))
     }
 }
