@@ -194,7 +194,8 @@ const FILES: Section = Section {
             "`[token] file`",
             "Where a fresh cache token is written (temporary file in the same folder, \
              then rename; mode 0644; the token only). The folder must be writable by \
-             the user optiwatch runs as.",
+             the user optiwatch runs as; *check* tries it with a probe file \
+             `.optiwatch-check-`*pid*, as it does in the state store's folder.",
         ),
         (
             "`key_file`, `/etc/optiwatch/key`",
@@ -217,7 +218,8 @@ const ENVIRONMENT: Section = Section {
     entries: &[
         (
             "*OPTIWATCH_CONFIG*",
-            "The config file, when *--config* is not given.",
+            "The config file, when *--config* is not given (then `./watcher.toml`, \
+             then `/etc/optiwatch/watcher.toml`).",
         ),
         (
             "*OPTIWATCH_LOG_FORMAT*",
@@ -276,7 +278,8 @@ const EXIT_STATUS: Section = Section {
             "*2*",
             "A usage or configuration error (bad flag, bad config with line and \
              column, missing API key, a *base_url* where Optimole answers 404 or \
-             405). Nothing more was sent.",
+             405, no config file found, *init* refusing to overwrite a file or \
+             lacking *--url*). Nothing more was sent.",
         ),
     ],
 };
