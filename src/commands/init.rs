@@ -73,8 +73,12 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     let plan = plan(&args, &dir, wp.as_ref(), &mut notes)?;
     let text = template::render(&plan)?;
     // Proves the text is a config `check` accepts before anything is written.
-    crate::config::Config::parse(&text, &output)
-        .map_err(|e| anyhow::anyhow!("init wrote a config it cannot read back (a bug): {e}"))?;
+    crate::config::Config::parse(&text, &output).map_err(|e| {
+        UsageError(format!(
+            "the config for {} would be refused: {e}; pick another --output or --state",
+            show_path(&dir)
+        ))
+    })?;
     if let Some(parent) = output.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", show_path(parent)))?;
@@ -166,7 +170,14 @@ fn plan(
             Some(PathBuf::from(SYSTEM_TOKEN))
         }
         (Some(wp), false) => Some(wp.content().join(wordpress::TOKEN_NAME)),
-        (None, _) => None,
+        (None, _) => {
+            notes.push(
+                "no [token] file: the token is only printed; set [token] file or command \
+                 in the config to hand it to the site (README, \"After invalidating\")"
+                    .into(),
+            );
+            None
+        }
     };
     Ok(Plan {
         rule_dir,

@@ -136,6 +136,34 @@ fn init_installs_the_must_use_plugin_on_request() {
 }
 
 #[test]
+fn init_for_the_unit_keeps_store_and_token_where_it_may_write() {
+    let site = Site::new();
+    wordpress(&site, Some(BLOG));
+    let args = ["init", "--system", "--output", "sys.toml", "wp"];
+    let init = optiwatch(&site, &args).expect(0);
+    let text = read(site.at("sys.toml"));
+    for line in [
+        "state = \"/var/lib/optiwatch/optiwatch.db\"",
+        "key_credential = \"optimole-key\"",
+        "file = \"/var/lib/optiwatch/optimole-token\"",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+    assert!(
+        init.stdout.contains("define('OPTIWATCH_TOKEN_FILE'"),
+        "{init}"
+    );
+    assert!(init.stdout.contains("User=optiwatch"), "{init}");
+    let args = ["init", "--key-file", "k", "--output", "k.toml", "wp"];
+    optiwatch(&site, &args).expect(0);
+    let text = read(site.at("k.toml"));
+    assert!(
+        text.contains(&format!("key_file = \"{}\"", site.at("k").display())),
+        "{text}"
+    );
+}
+
+#[test]
 fn init_never_overwrites_a_config() {
     let site = Site::new();
     wordpress(&site, Some(BLOG));
