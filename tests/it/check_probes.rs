@@ -133,3 +133,22 @@ fn check_online_tries_every_accounts_key() {
     let passed = site.run(&["check", "--online"]).expect(0);
     assert!(passed.stdout.contains("online rule 2"), "{passed}");
 }
+
+#[test]
+fn check_beside_the_daemon_names_the_lock_holder_and_passes() {
+    let site = Site::watched("100ms", &["a.jpg"]);
+    let daemon = site.watch();
+    let passed = site.run(&["check"]).expect(0);
+    let lock = passed
+        .stdout
+        .lines()
+        .find(|l| l.contains("lock"))
+        .unwrap_or_else(|| panic!("a lock line in:\n{passed}"));
+    assert!(lock.starts_with("ok"), "{lock}");
+    assert!(lock.contains(&format!("pid {}", daemon.pid())), "{lock}");
+    // The daemon still owns its store: check took no lock.
+    site.write("a.jpg", b"v2");
+    site.api.wait_for("the edit", crate::support::WAIT, |rs| {
+        crate::support::accepted(rs).contains(&crate::support::url("a.jpg"))
+    });
+}
