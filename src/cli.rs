@@ -3,16 +3,17 @@
 //! command in [`crate::commands`], which renders its result and picks the
 //! exit code.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands::check::CheckArgs;
+use crate::commands::init::InitArgs;
 use crate::commands::invalidate::InvalidateArgs;
 use crate::commands::scan::ScanArgs;
 use crate::commands::urls::UrlsArgs;
 use crate::commands::{self, JsonArg};
-use crate::config::Config;
+use crate::config::{lookup, Config};
 use crate::exit_codes::{self, ExitCode};
 use crate::logging::{self, LogFormat};
 
@@ -23,7 +24,7 @@ use crate::logging::{self, LogFormat};
     about = "Keeps Optimole's image CDN in step with the origin."
 )]
 pub struct Cli {
-    /// Config file [default: ./watcher.toml]
+    /// Config file [default: ./watcher.toml, then /etc/optiwatch/watcher.toml]
     #[arg(
         long,
         short = 'c',
@@ -57,6 +58,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented config for a media folder or WordPress install
+    Init(InitArgs),
     /// Find changed images, invalidate them at Optimole, publish a fresh token
     Scan(ScanArgs),
     /// Run as a daemon: watch the rule folders and invalidate changes as they settle
@@ -95,7 +98,7 @@ pub fn main() -> ExitCode {
     };
     logging::init(cli.verbose as i8 - cli.quiet as i8, cli.log_format);
     // Before the runtime starts any thread: keys leave the environment.
-    crate::secret::protect_at_start(cli.config.as_deref().unwrap_or(Path::new("watcher.toml")));
+    crate::secret::protect_at_start(&lookup::best_guess(cli.config.as_deref()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,26 +120,25 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config_path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("watcher.toml"));
-    // These two need no config: they describe the command line itself.
-    match &cli.command {
+    // These need no config: they describe the command line itself, or
+    // write the config.
+    let command = match cli.command {
+        Command::Init(args) => return commands::init::run(args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(*shell, &mut cmd, "optiwatch", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut cmd, "optiwatch", &mut std::io::stdout());
             return Ok(ExitCode::Success);
         }
         Command::Man => {
             crate::manpage::render(Cli::command(), &mut std::io::stdout().lock())?;
             return Ok(ExitCode::Success);
         }
-        _ => {}
-    }
+        command => command,
+    };
+    let config_path = lookup::locate(cli.config.as_deref())?;
     let config = Config::load(&config_path)?;
     let output = commands::Output::from_flags(cli.verbose, cli.quiet);
-    match cli.command {
+    match command {
         Command::Scan(args) => commands::scan::run(&config, args, output).await,
         Command::Watch => commands::watch::run(&config_path, config).await,
         Command::Invalidate(args) => commands::invalidate::run(&config, args, output).await,
@@ -144,6 +146,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Urls(args) => commands::urls::run(&config, args),
         Command::Status(args) => commands::status::run(&config, args),
         Command::Check(args) => commands::check::run(&config, args).await,
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Init(_) | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled above")
+        }
     }
 }

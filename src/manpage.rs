@@ -172,7 +172,15 @@ const FILES: Section = Section {
         (
             "`./watcher.toml`",
             "The config file when neither *--config* nor *OPTIWATCH_CONFIG* names one. \
-             Relative paths inside a config file are relative to the file's folder.",
+             Relative paths inside a config file are relative to the file's folder. \
+             *optiwatch init* writes it (or *--output FILE*).",
+        ),
+        (
+            "`/etc/optiwatch/watcher.toml`",
+            "The config file when none of *--config*, *OPTIWATCH_CONFIG* and \
+             `./watcher.toml` gives one (*optiwatch init --system* writes it). When \
+             neither file exists, every command but *init*, *completions* and *man* \
+             exits 2 naming each place tried.",
         ),
         (
             "`/usr/share/doc/optiwatch/examples/watcher.example.toml`",
@@ -196,7 +204,8 @@ const FILES: Section = Section {
             "`[token] file`",
             "Where a fresh cache token is written (temporary file in the same folder, \
              then rename; mode 0644; the token only). The folder must be writable by \
-             the user optiwatch runs as.",
+             the user optiwatch runs as; *check* tries it with a probe file \
+             `.optiwatch-check-`*pid*, as it does in the state store's folder.",
         ),
         (
             "`key_file`, `/etc/optiwatch/key`",
@@ -219,7 +228,8 @@ const ENVIRONMENT: Section = Section {
     entries: &[
         (
             "*OPTIWATCH_CONFIG*",
-            "The config file, when *--config* is not given.",
+            "The config file, when *--config* is not given (then `./watcher.toml`, \
+             then `/etc/optiwatch/watcher.toml`).",
         ),
         (
             "*OPTIWATCH_LOG_FORMAT*",
@@ -278,7 +288,8 @@ const EXIT_STATUS: Section = Section {
             "*2*",
             "A usage or configuration error (bad flag, bad config with line and \
              column, missing API key, a *base_url* where Optimole answers 404 or \
-             405). Nothing more was sent.",
+             405, no config file found, *init* refusing to overwrite a file or \
+             lacking *--url*). Nothing more was sent.",
         ),
     ],
 };

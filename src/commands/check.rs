@@ -172,17 +172,6 @@ async fn check(config: &Config, args: &CheckArgs) -> Vec<Finding> {
             );
         }
     }
-    if let Some(file) = &config.token.file {
-        let folder = file.parent().filter(|p| p.is_dir());
-        note(
-            folder.is_some(),
-            "token file",
-            match folder {
-                Some(_) => format!("{} can be written into its folder", show_path(file)),
-                None => format!("the folder of {} does not exist", show_path(file)),
-            },
-        );
-    }
     if let Some(argv) = &config.token.command {
         let found = which(&argv[0]);
         note(
@@ -194,13 +183,72 @@ async fn check(config: &Config, args: &CheckArgs) -> Vec<Finding> {
             },
         );
     }
-    if args.online {
-        match key {
+    // What the run writes, tried as this user.
+    out.extend(super::probe::state(config));
+    out.extend(super::probe::token_files(config));
+    let mut rule_keys = Vec::new();
+    for (i, rule) in config.rules.iter().enumerate() {
+        let Some(source) = &rule.key else { continue };
+        if rule_keys.iter().any(|(_, s, _)| *s == source) {
+            continue;
+        }
+        let what = format!("rule {} key", i + 1);
+        match ApiKey::load(source) {
             Ok(key) => {
-                let detail = online_check(config, key).await;
-                note(detail.is_ok(), "online", detail.unwrap_or_else(|e| e));
+                out.push(Finding {
+                    ok: true,
+                    what,
+                    detail: format!("[[rules]] #{} key: read from {}", i + 1, source.id()),
+                });
+                rule_keys.push((i, source, Some(key)));
             }
-            Err(_) => note(false, "online", "skipped: no API key".into()),
+            Err(e) => {
+                out.push(Finding {
+                    ok: false,
+                    what,
+                    detail: format!("[[rules]] #{}: {e}", i + 1),
+                });
+                rule_keys.push((i, source, None));
+            }
+        }
+    }
+    if args.online {
+        // The [api] account answers for the rules without a key of their own.
+        let api_url = config
+            .rules
+            .iter()
+            .find(|r| r.key.is_none())
+            .unwrap_or(&config.rules[0])
+            .url
+            .clone();
+        let finding = match key {
+            Ok(key) => match online_check(config, key, &api_url).await {
+                Ok(detail) => (true, detail),
+                Err(e) => (false, format!("[api] key: {e}")),
+            },
+            Err(_) => (false, "skipped: no API key".into()),
+        };
+        out.push(Finding {
+            ok: finding.0,
+            what: "online".into(),
+            detail: finding.1,
+        });
+        for (i, source, key) in rule_keys {
+            let (ok, detail) = match key {
+                Some(key) => match online_check(config, key, &config.rules[i].url).await {
+                    Ok(detail) => (true, format!("[[rules]] #{} key: {detail}", i + 1)),
+                    Err(e) => (
+                        false,
+                        format!("[[rules]] #{} key ({}): {e}", i + 1, source.id()),
+                    ),
+                },
+                None => (false, format!("[[rules]] #{}: skipped: no API key", i + 1)),
+            };
+            out.push(Finding {
+                ok,
+                what: format!("online rule {}", i + 1),
+                detail,
+            });
         }
     }
     out
@@ -208,13 +256,9 @@ async fn check(config: &Config, args: &CheckArgs) -> Vec<Finding> {
 
 /// One invalidation of a URL that cannot be cached (a name no file has), so
 /// it proves the key and base_url work while invalidating nothing.
-async fn online_check(config: &Config, key: ApiKey) -> Result<String, String> {
+async fn online_check(config: &Config, key: ApiKey, url: &str) -> Result<String, String> {
     let client = Client::new(&config.api, key).map_err(|e| e.to_string())?;
-    let probe = format!(
-        "{}/.optiwatch-check-{}",
-        config.rules[0].url,
-        std::process::id()
-    );
+    let probe = format!("{url}/.optiwatch-check-{}", std::process::id());
     match retry(RetryPolicy::bounded(config.api.timeout), "check", || {
         client.invalidate_assets(std::slice::from_ref(&probe))
     })

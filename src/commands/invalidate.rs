@@ -30,7 +30,7 @@ pub struct InvalidateArgs {
     /// Files (mapped through the rules), full URLs, or 32-character asset hashes
     #[arg(value_name = "PATH|URL|HASH")]
     pub targets: Vec<OsString>,
-    /// Invalidate every cached image of this origin domain (repeatable)
+    /// Invalidate every cached image of this origin host name, e.g. example.com (repeatable)
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Vec<String>,
     /// Invalidate every cached image of the account
@@ -130,11 +130,19 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
         )
         .into());
     }
+    let mut domains = Vec::new();
+    for text in &req.domain {
+        let (host, note) = super::host::bare_host(text)?;
+        if let Some(note) = note {
+            tracing::info!("{note}");
+        }
+        domains.push(host);
+    }
     let rules = RuleSet::new(&config.rules)?;
     let owed = resolve_targets(&rules, &req.targets)?;
     let mut report = SendReport {
         assets: owed.iter().map(|o| o.asset.clone()).collect(),
-        domains: req.domain.clone(),
+        domains: domains.clone(),
         all: req.all,
         dry_run: req.dry_run,
         ..SendReport::default()
@@ -169,8 +177,7 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
     })?;
     let mut flusher = Flusher::new(&config.api);
     let policy = Policy::complete(&config.api);
-    let purges = req
-        .domain
+    let purges = domains
         .iter()
         .map(|d| Purge::Domain(d.clone()))
         .chain(req.all.then_some(Purge::Account));

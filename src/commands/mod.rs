@@ -4,8 +4,11 @@
 //! outside this folder imports a command.
 
 pub mod check;
+mod host;
+pub mod init;
 pub mod invalidate;
 pub mod json;
+mod probe;
 pub mod scan;
 mod sent;
 pub mod status;

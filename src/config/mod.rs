@@ -6,6 +6,7 @@
 
 mod hints;
 mod keys;
+pub mod lookup;
 mod raw;
 mod values;
 

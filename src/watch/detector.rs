@@ -86,21 +86,55 @@ impl Detector {
             let source = events::start(&self.rules, tx, overflow.clone())?;
             self.folders = Folders::watched(source);
         }
+        // Rules walked for the first time now record their baseline: say
+        // so, or a new store looks as if nothing happened.
+        let due: Vec<PathBuf> = self
+            .rules
+            .rules()
+            .iter()
+            .map(|r| r.dir.clone())
+            .filter(|dir| !self.store.baselined(dir).unwrap_or(true))
+            .collect();
         let detected = self.process(Scope::All, Origin::Rescan)?;
+        let files = self.store.file_count()?;
+        let recorded = due
+            .iter()
+            .filter(|dir| self.store.baselined(dir).unwrap_or(false))
+            .count();
+        if recorded > 0 {
+            // Files written in the last moments are recorded once they
+            // settle (into the baseline: they are not invalidated).
+            let settling = detected.recent.len() + detected.unsettled.len();
+            let later = match settling {
+                0 => String::new(),
+                n => format!(
+                    " ({} still being written, added once settled)",
+                    plural(n, "more file")
+                ),
+            };
+            tracing::info!(
+                rules = recorded,
+                files,
+                settling,
+                folders = detected.folders,
+                "recorded a baseline of {} in {}{later}; changes from now on are invalidated",
+                plural(files, "file"),
+                plural(detected.folders, "folder"),
+            );
+        }
+        let watching = format!(
+            "watching {} and {}",
+            plural(detected.folders, "folder"),
+            plural(files, "file")
+        );
         tracing::info!(
             folders = detected.folders,
-            files = self.store.file_count()?,
+            files,
             rules = self.rules.rules().len(),
             polled = self.folders.polled.len(),
-            "watching {} folders and {} files",
-            detected.folders,
-            self.store.file_count()?
+            "{watching}"
         );
-        super::systemd::notify(&format!(
-            "READY=1\nSTATUS=watching {} folders and {} files",
-            detected.folders,
-            self.store.file_count()?
-        ));
+        super::systemd::notify(&format!("READY=1\nSTATUS={watching}"));
         let mut poll = self.poll_timer();
         let mut rescan = false;
         loop {
@@ -285,5 +319,13 @@ impl Detector {
         let mut timer = tokio::time::interval_at(Instant::now() + every, every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         timer
+    }
+}
+
+/// "1 file", "2 files".
+fn plural(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
     }
 }

@@ -158,7 +158,12 @@ impl Sender {
             Outcome::HoldUntil(held) => token_at(&self.store, watch, &account.id, intake(1))
                 .map(|at| Some(at.map_or(held, |at| at.min(held)))),
         };
+        // A round that sent nothing (a partial batch held back, no token
+        // due) proves nothing about Optimole: the account stays failing
+        // until a request gets an answer.
+        let answered = account.client.requests() != requests_before;
         match next {
+            Ok(wake) if self.backoff[i].failing && !answered => wake,
             Ok(wake) => {
                 if self.backoff[i].failing {
                     tracing::info!(account = %account.id, "optimole accepts requests again");

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod check_probes;
 mod commands;
 mod config;
 mod crash;
@@ -13,6 +14,7 @@ mod exact_detect;
 mod fake_api_selftest;
 mod faults;
 mod hostile;
+mod init;
 mod links;
 mod mapping_props;
 mod operations;

@@ -153,7 +153,7 @@ fn systemd_is_told_when_the_daemon_is_ready() {
     let message = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(message.starts_with("READY=1"), "{message}");
     assert!(
-        message.contains("watching 1 folders and 1 files"),
+        message.contains("watching 1 folder and 1 file"),
         "{message}"
     );
     assert!(daemon.log().contains("watching") || message.contains("watching"));

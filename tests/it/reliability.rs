@@ -48,6 +48,45 @@ fn watch_rides_out_an_outage_and_logs_it_once_each_way() {
     assert_eq!(failures, 7, "every failure retried");
 }
 
+/// A round that sends nothing (a partial batch held back while paths
+/// settle) is no proof Optimole is back: "accepts requests again" comes
+/// only after a request got an answer, so an outage is one warning and one
+/// recovery however long edits go on during it.
+#[test]
+fn watch_says_optimole_is_back_only_after_a_request_got_through() {
+    let site = Site::watched("300ms", &["a.jpg", "b.jpg"])
+        .setting(Table::Watch, "max_backoff = \"300ms\"")
+        .setting(Table::Api, "batch_size = 2");
+    let daemon = site.watch();
+    site.api.push_faults(Fault::Status(503), 100_000);
+    site.write("a.jpg", b"v2");
+    let failures =
+        |rs: &[crate::support::fake_api::Recorded]| rs.iter().filter(|r| r.status == 503).count();
+    site.api
+        .wait_for("the first failed try", WAIT, |rs| failures(rs) >= 1);
+    // b.jpg keeps changing, so paths are always settling: the sender holds
+    // a.jpg back as a partial batch (no request) until the hold runs out
+    // and it tries again.
+    let started = std::time::Instant::now();
+    let mut n = 0u32;
+    while failures(&site.api.requests()) < 2 {
+        assert!(started.elapsed() < WAIT, "no second try:\n{}", daemon.log());
+        n += 1;
+        site.write("b.jpg", format!("edit {n}").as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    site.api.clear_faults();
+    site.api.wait_for("the edits after the outage", WAIT, |rs| {
+        accepted(rs).contains(&url("a.jpg"))
+    });
+    daemon.wait_log("accepts requests again", WAIT);
+    let log = daemon.log();
+    assert_eq!(log.matches("sending failed").count(), 1, "{log}");
+    assert_eq!(log.matches("accepts requests again").count(), 1, "{log}");
+    let flushed = log.find("flushed").expect("a flush");
+    assert!(log.find("accepts requests again") > Some(flushed), "{log}");
+}
+
 #[test]
 fn watch_honours_retry_after() {
     let site = Site::watched("100ms", &["a.jpg"]);

@@ -1,0 +1,140 @@
+//! What `optiwatch init` knows about WordPress: recognising an install from
+//! its root or its uploads folder, asking WP-CLI for the site URL, and
+//! installing the must-use plugin that hands the token to the Optimole
+//! plugin (`examples/wordpress/optiwatch-token.php`, built in).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::display::show_path;
+
+/// The must-use plugin, as shipped in examples/wordpress/.
+pub const MU_PLUGIN: &str = include_str!("../../../examples/wordpress/optiwatch-token.php");
+/// Its file name in `wp-content/mu-plugins/`.
+pub const MU_PLUGIN_NAME: &str = "optiwatch-token.php";
+/// The token file the plugin reads by default (`WP_CONTENT_DIR/optiwatch-token`).
+pub const TOKEN_NAME: &str = "optiwatch-token";
+/// WP-CLI gets this long to answer before init gives up on it.
+const WP_CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A WordPress install found at or above the folder init was pointed at.
+#[derive(Debug)]
+pub struct WordPress {
+    /// The folder holding wp-config.php.
+    pub root: PathBuf,
+}
+
+impl WordPress {
+    /// `dir` is a WordPress root (holds wp-config.php) or the uploads
+    /// folder `<root>/wp-content/uploads` of one.
+    pub fn find(dir: &Path) -> Option<WordPress> {
+        let is_root = |d: &Path| d.join("wp-config.php").is_file();
+        if is_root(dir) {
+            return Some(WordPress { root: dir.into() });
+        }
+        let content = dir
+            .parent()
+            .filter(|_| dir.ends_with("wp-content/uploads"))?;
+        let root = content.parent()?;
+        is_root(root).then(|| WordPress { root: root.into() })
+    }
+
+    pub fn content(&self) -> PathBuf {
+        self.root.join("wp-content")
+    }
+
+    pub fn uploads(&self) -> PathBuf {
+        self.content().join("uploads")
+    }
+
+    /// The site's `home` option through WP-CLI, or why it could not be had.
+    /// Runs `wp` without a shell, stdin closed; as root WP-CLI needs
+    /// `--allow-root`, and plugins and themes are skipped so only
+    /// wp-config.php and WordPress itself load.
+    pub fn home_url(&self) -> Result<String, String> {
+        let mut path_arg = std::ffi::OsString::from("--path=");
+        path_arg.push(&self.root);
+        let mut cmd = Command::new("wp");
+        cmd.args(["option", "get", "home", "--skip-plugins", "--skip-themes"])
+            .arg(path_arg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.arg("--allow-root");
+        }
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "WP-CLI (`wp`) is not on PATH".to_string(),
+            _ => format!("cannot run WP-CLI (`wp`): {e}"),
+        })?;
+        let started = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if started.elapsed() < WP_CLI_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "`wp option get home` did not answer within {WP_CLI_TIMEOUT:?}"
+                    ));
+                }
+                Err(e) => return Err(format!("cannot wait for `wp`: {e}")),
+            }
+        };
+        let read = |pipe: Option<&mut dyn Read>| {
+            let mut text = String::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(64 * 1024).read_to_string(&mut text);
+            }
+            text
+        };
+        let out = read(child.stdout.as_mut().map(|p| p as &mut dyn Read));
+        let err = read(child.stderr.as_mut().map(|p| p as &mut dyn Read));
+        if !status.success() {
+            let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            return Err(format!("`wp option get home` failed ({status}): {first}"));
+        }
+        let home = out.trim();
+        if home.is_empty() {
+            return Err("`wp option get home` printed nothing".into());
+        }
+        Ok(home.to_string())
+    }
+
+    /// Copies the must-use plugin into `wp-content/mu-plugins/`; an
+    /// existing, different file there is left alone. Returns what was done.
+    pub fn install_mu_plugin(&self) -> anyhow::Result<String> {
+        let dir = self.content().join("mu-plugins");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", show_path(&dir)))?;
+        let dest = dir.join(MU_PLUGIN_NAME);
+        match std::fs::read(&dest) {
+            Ok(old) if old == MU_PLUGIN.as_bytes() => {
+                return Ok(format!("{} is installed already", show_path(&dest)))
+            }
+            Ok(_) => {
+                return Ok(format!(
+                    "{} exists and differs from this optiwatch's plugin: left as it is \
+                     (remove it and run init again to replace it)",
+                    show_path(&dest)
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", show_path(&dest))),
+        }
+        std::fs::write(&dest, MU_PLUGIN)
+            .with_context(|| format!("cannot write {}", show_path(&dest)))?;
+        Ok(format!(
+            "installed the must-use plugin {}",
+            show_path(&dest)
+        ))
+    }
+}
