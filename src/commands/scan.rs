@@ -4,7 +4,7 @@
 //! pass is the daemon's too ([`crate::scan::pass`]); this file adds the
 //! flushes around it and the report.
 
-mod report;
+pub(crate) mod report;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,6 +13,8 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::config::Config;
+use crate::control::client;
+use crate::control::protocol::{Op, Reply};
 use crate::display::show_path;
 use crate::exit_codes::ExitCode;
 use crate::flush::{refused_error, Flusher, Policy, Sent, TokenWhen};
@@ -34,10 +36,15 @@ pub struct ScanArgs {
     /// Record every file's hash without invalidating anything
     #[arg(long, conflicts_with = "dry_run")]
     pub baseline: bool,
+    #[command(flatten)]
+    pub wait: super::WaitArg,
 }
 
 pub async fn run(config: &Config, args: ScanArgs) -> anyhow::Result<ExitCode> {
-    let report = scan(config, &args).await?;
+    let report = match delegated(config, &args).await? {
+        Some(report) => report,
+        None => scan(config, &args).await?,
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -47,6 +54,20 @@ pub async fn run(config: &Config, args: ScanArgs) -> anyhow::Result<ExitCode> {
         tracing::error!(error = %error, "scan incomplete");
     }
     Ok(super::exit_code(&report.errors))
+}
+
+/// Beside a running daemon, it does the scan (its reconcile) and answers
+/// once the changes it found are sent and covered; `None`: no daemon.
+/// Dry runs and baselines stay local (the latter then meets the lock).
+async fn delegated(config: &Config, opts: &ScanArgs) -> anyhow::Result<Option<ScanReport>> {
+    if opts.dry_run || opts.baseline {
+        return Ok(None);
+    }
+    match client::delegate(config, Op::Scan, opts.wait.timeout).await? {
+        None => Ok(None),
+        Some(Reply::Scan { report }) => Ok(Some(*report)),
+        Some(other) => Err(client::unexpected(&other)),
+    }
 }
 
 /// Runs one scan. `Err` means nothing could be attempted (config, key,
@@ -145,7 +166,7 @@ async fn scan(config: &Config, opts: &ScanArgs) -> anyhow::Result<ScanReport> {
     Ok(report)
 }
 
-fn fill(report: &mut ScanReport, detected: &Detected) {
+pub(crate) fn fill(report: &mut ScanReport, detected: &Detected) {
     report.errors.extend(detected.errors.iter().cloned());
     report.errors.extend(detected.unsettled.iter().map(|path| {
         format!(

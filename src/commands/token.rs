@@ -4,12 +4,27 @@
 use super::sent::SendReport;
 use super::JsonArg;
 use crate::config::Config;
+use crate::control::client;
+use crate::control::protocol::Op;
 use crate::exit_codes::ExitCode;
 use crate::flush::{Flusher, Policy};
 use crate::session::{Access, Session};
 
-pub async fn run(config: &Config, args: JsonArg) -> anyhow::Result<ExitCode> {
-    let report = token(config).await?;
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub json: JsonArg,
+    #[command(flatten)]
+    pub wait: super::WaitArg,
+}
+
+pub async fn run(config: &Config, args: TokenArgs) -> anyhow::Result<ExitCode> {
+    // Beside a running daemon it asks for the token, at once.
+    let report = match client::delegate(config, Op::Token, args.wait.timeout).await? {
+        Some(reply) => client::sent_report(reply)?,
+        None => token(config).await?,
+    };
+    let args = args.json;
     if !args.json && report.errors.is_empty() {
         println!("{}", report.token.as_deref().unwrap_or_default());
         return Ok(ExitCode::Success);

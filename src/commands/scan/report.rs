@@ -4,9 +4,9 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ScanReport {
     pub scanned: Vec<String>,
     pub unchanged: Vec<String>,
@@ -35,7 +35,7 @@ pub struct ScanReport {
     pub errors: Vec<String>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub scanned: usize,
     pub unchanged: usize,
