@@ -46,8 +46,8 @@ pub fn ask(config: &Config, op: &Op, timeout: Duration) -> anyhow::Result<Option
         .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
         .context("cannot set up the control socket")?;
     if let Err(e) = stream.write_all(line.as_bytes()) {
-        tracing::warn!(socket = %show_path(&path), error = %e, "the daemon's control socket takes no request; running standalone");
-        return Ok(None);
+        tracing::debug!(error = %e, "control request not written");
+        return Ok(unanswered(&path));
     }
     let mut reader = BufReader::new(stream.try_clone()?.take(MAX_LINE));
     let mut answer = Vec::new();
@@ -58,11 +58,11 @@ pub fn ask(config: &Config, op: &Op, timeout: Duration) -> anyhow::Result<Option
         }
         stream.set_read_timeout(Some(left))?;
         match reader.read_until(b'\n', &mut answer) {
-            Ok(0) if answer.is_empty() => {
-                // Closed unanswered: refused (another user), or dying.
-                tracing::warn!(socket = %show_path(&path), "the daemon closed the control connection without answering; running standalone");
-                return Ok(None);
+            // A refused peer's connection is closed unread: reset.
+            Err(e) if answer.is_empty() && e.kind() == ErrorKind::ConnectionReset => {
+                return Ok(unanswered(&path))
             }
+            Ok(0) if answer.is_empty() => return Ok(unanswered(&path)),
             Ok(_) if answer.ends_with(b"\n") => break,
             Ok(0) => anyhow::bail!("the daemon's answer was cut short; see its log"),
             Ok(_) => {}
@@ -89,6 +89,13 @@ pub fn ask(config: &Config, op: &Op, timeout: Duration) -> anyhow::Result<Option
         Reply::Error { message, .. } => Err(anyhow::anyhow!("the daemon: {message}")),
         reply => Ok(Some(reply)),
     }
+}
+
+/// Closed unanswered: the daemon refused this user, or is dying. The
+/// command runs standalone, where the store lock names the holder.
+fn unanswered(path: &std::path::Path) -> Option<Reply> {
+    tracing::warn!(socket = %show_path(path), "the daemon closed the control connection without answering; running standalone");
+    None
 }
 
 /// [`ask`] from async code: the answer may take minutes.

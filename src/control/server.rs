@@ -36,10 +36,13 @@ pub enum Job {
     },
     /// To the sender: a fresh token for every account.
     Token { reply: oneshot::Sender<Reply> },
-    /// From the detector to the sender: a scan's reconcile is recorded;
-    /// answer with its report once sent and covered.
+    /// From the detector to the sender, before a scan's reconcile records
+    /// anything: count what is sent from now on for this scan (`registered`
+    /// says it is counted), wait for its `report`, answer once its work is
+    /// sent and covered.
     Wait {
-        report: Box<ScanReport>,
+        report: oneshot::Receiver<Result<Box<ScanReport>, String>>,
+        registered: oneshot::Sender<()>,
         reply: oneshot::Sender<Reply>,
     },
 }

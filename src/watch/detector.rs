@@ -183,21 +183,31 @@ impl Detector {
     /// settling or not, so its report lists it and the sender's answer
     /// covers it.
     async fn scan(&mut self, reply: oneshot::Sender<Reply>) -> anyhow::Result<()> {
+        // The sender counts what it sends for this scan from before the
+        // reconcile records anything: what it records may go out at once.
+        let (report_tx, report) = oneshot::channel();
+        let (registered, counted) = oneshot::channel();
+        let job = Job::Wait {
+            report,
+            registered,
+            reply,
+        };
+        // A sender that is gone drops the reply: the client is told.
+        if self.control.sender.send(job).await.is_err() || counted.await.is_err() {
+            return Ok(());
+        }
         let settling = self.settler.take_all();
         tracing::info!(settling = settling.len(), "scan requested through the control socket");
         let detected = self.process_listed(Scope::All, Origin::Request, Paths::Listed)?;
         if detected.cancelled {
-            let _ = reply.send(Reply::error("the daemon is stopping; the scan was not finished"));
+            let _ = report_tx.send(Err("the daemon is stopping; the scan was not finished".into()));
             return Ok(());
         }
         let mut report = ScanReport::default();
         crate::commands::scan::fill(&mut report, &detected);
-        let job = Job::Wait {
-            report: Box::new(report),
-            reply,
-        };
-        // A sender that is gone drops the reply: the client is told.
-        let _ = self.control.sender.send(job).await;
+        let _ = report_tx.send(Ok(Box::new(report)));
+        // Wakes the sender to answer, even when nothing was recorded.
+        self.pulse.send_modify(|p| p.recorded += 1);
         Ok(())
     }
 

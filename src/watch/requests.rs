@@ -29,6 +29,8 @@ pub struct Waiters {
 
 #[derive(Debug)]
 enum Report {
+    /// A scan whose reconcile has not reported yet.
+    Reconciling(oneshot::Receiver<Result<Box<ScanReport>, String>>),
     Scan(Box<ScanReport>),
     Send(Box<SendReport>),
 }
@@ -65,7 +67,14 @@ impl Waiters {
         requests_before: u32,
     ) {
         let (report, reply) = match job {
-            Job::Wait { report, reply } => (Report::Scan(report), reply),
+            Job::Wait {
+                report,
+                registered,
+                reply,
+            } => {
+                let _ = registered.send(());
+                (Report::Reconciling(report), reply)
+            }
             Job::Token { reply } => {
                 let owed = accounts.iter().try_for_each(|a| store.owe_token(&a.id));
                 if let Err(e) = owed {
@@ -141,12 +150,34 @@ impl Waiters {
         if self.list.is_empty() {
             return;
         }
+        // Reports first: a scan's recording happened before its report
+        // came, so the store read below includes it.
+        let mut failed = Vec::new();
+        for (i, w) in self.list.iter_mut().enumerate() {
+            if let Report::Reconciling(rx) = &mut w.report {
+                match rx.try_recv() {
+                    Ok(Ok(report)) => w.report = Report::Scan(report),
+                    Ok(Err(message)) => failed.push((i, message)),
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        failed.push((i, "the scan's reconcile failed; see the daemon's log".into()))
+                    }
+                }
+            }
+        }
+        for (i, message) in failed.into_iter().rev() {
+            let w = self.list.remove(i);
+            let _ = w.reply.send(Reply::error(message));
+        }
         let settled = store.owed_count().is_ok_and(|n| n == 0)
             && accounts
                 .iter()
                 .all(|a| matches!(store.token_state(&a.id), Ok(TokenState::Settled)));
         let (done, waiting) = std::mem::take(&mut self.list).into_iter().partition(|w| {
-            settled || w.fatal || w.failing_since.is_some_and(|t| t.elapsed() >= retry_for)
+            !matches!(w.report, Report::Reconciling(_))
+                && (settled
+                    || w.fatal
+                    || w.failing_since.is_some_and(|t| t.elapsed() >= retry_for))
         });
         self.list = waiting;
         for w in done {
@@ -172,6 +203,7 @@ fn answer(w: Waiter, store: &Store, accounts: &Accounts) {
         .unwrap_or_default();
     let requests = accounts.requests().wrapping_sub(requests_before);
     let reply = match report {
+        Report::Reconciling(_) => Reply::error("a scan was answered before its report (a bug)"),
         Report::Scan(mut r) => {
             r.errors.extend(errors);
             r.counts.invalidated = sent.invalidated.len();

@@ -7,6 +7,7 @@ mod support;
 
 mod commands;
 mod config;
+mod control;
 mod crash;
 mod daemon_life;
 mod exact_detect;
