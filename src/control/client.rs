@@ -31,7 +31,9 @@ pub fn ask(config: &Config, op: &Op, timeout: Duration) -> anyhow::Result<Option
                 // Nothing there, or a daemon killed without cleaning up.
                 ErrorKind::NotFound | ErrorKind::ConnectionRefused => {}
                 // Not ours to use: the store lock tells who holds it.
-                _ => tracing::warn!(socket = %show_path(&path), error = %e, "cannot use the daemon's control socket; running standalone"),
+                _ => {
+                    tracing::warn!(socket = %show_path(&path), error = %e, "cannot use the daemon's control socket; running standalone")
+                }
             }
             return Ok(None);
         }

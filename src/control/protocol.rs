@@ -87,9 +87,15 @@ pub struct Response {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
-    Scan { report: Box<ScanReport> },
-    Sent { report: Box<SendReport> },
-    Status { live: Box<Live> },
+    Scan {
+        report: Box<ScanReport>,
+    },
+    Sent {
+        report: Box<SendReport>,
+    },
+    Status {
+        live: Box<Live>,
+    },
     /// The request was not done; `usage`: the caller's to fix (exit 2).
     Error {
         message: String,

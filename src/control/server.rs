@@ -18,8 +18,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::commands::scan::report::ScanReport;
 use super::protocol::{Asset, Live, LiveAccount, Op, Reply, Request, Response, MAX_LINE, VERSION};
+use crate::commands::scan::report::ScanReport;
 
 /// A request handed to a worker, with where to answer.
 #[derive(Debug)]
@@ -260,7 +260,11 @@ async fn answer(line: &str, to: &Workers) -> Reply {
     }
     let (reply, answered) = oneshot::channel();
     let (queue, job) = match request.op {
-        Op::Status => return Reply::Status { live: Box::new(live(&to.live)) },
+        Op::Status => {
+            return Reply::Status {
+                live: Box::new(live(&to.live)),
+            }
+        }
         Op::Scan => (&to.detector, Job::Scan { reply }),
         Op::Token => (&to.sender, Job::Token { reply }),
         Op::Invalidate {

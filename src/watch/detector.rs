@@ -197,10 +197,15 @@ impl Detector {
             return Ok(());
         }
         let settling = self.settler.take_all();
-        tracing::info!(settling = settling.len(), "scan requested through the control socket");
+        tracing::info!(
+            settling = settling.len(),
+            "scan requested through the control socket"
+        );
         let detected = self.process_listed(Scope::All, Origin::Request, Paths::Listed)?;
         if detected.cancelled {
-            let _ = report_tx.send(Err("the daemon is stopping; the scan was not finished".into()));
+            let _ = report_tx.send(Err(
+                "the daemon is stopping; the scan was not finished".into()
+            ));
             return Ok(());
         }
         let mut report = ScanReport::default();

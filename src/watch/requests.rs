@@ -159,9 +159,10 @@ impl Waiters {
                     Ok(Ok(report)) => w.report = Report::Scan(report),
                     Ok(Err(message)) => failed.push((i, message)),
                     Err(oneshot::error::TryRecvError::Empty) => {}
-                    Err(oneshot::error::TryRecvError::Closed) => {
-                        failed.push((i, "the scan's reconcile failed; see the daemon's log".into()))
-                    }
+                    Err(oneshot::error::TryRecvError::Closed) => failed.push((
+                        i,
+                        "the scan's reconcile failed; see the daemon's log".into(),
+                    )),
                 }
             }
         }
@@ -175,9 +176,7 @@ impl Waiters {
                 .all(|a| matches!(store.token_state(&a.id), Ok(TokenState::Settled)));
         let (done, waiting) = std::mem::take(&mut self.list).into_iter().partition(|w| {
             !matches!(w.report, Report::Reconciling(_))
-                && (settled
-                    || w.fatal
-                    || w.failing_since.is_some_and(|t| t.elapsed() >= retry_for))
+                && (settled || w.fatal || w.failing_since.is_some_and(|t| t.elapsed() >= retry_for))
         });
         self.list = waiting;
         for w in done {

@@ -45,14 +45,24 @@ fn a_deploy_beside_the_daemon_is_one_invalidation_and_one_token() {
         site.write(name, b"release 2");
     }
     let out = site.scan(&[]).expect(0);
-    let want: Vec<String> = names.iter().map(|n| site.path(n).display().to_string()).collect();
+    let want: Vec<String> = names
+        .iter()
+        .map(|n| site.path(n).display().to_string())
+        .collect();
     assert_eq!(sorted(out.list("changed")), sorted(want), "{out}");
     let urls: Vec<String> = names.iter().map(|n| url(n)).collect();
-    assert_eq!(sorted(out.list("invalidated")), sorted(urls.clone()), "{out}");
+    assert_eq!(
+        sorted(out.list("invalidated")),
+        sorted(urls.clone()),
+        "{out}"
+    );
     // It returned after the token was published.
     let token = out.json()["token"].as_str().unwrap_or_default().to_string();
     assert!(!token.is_empty(), "{out}");
-    assert_eq!(std::fs::read_to_string(site.at("token.txt")).unwrap(), token);
+    assert_eq!(
+        std::fs::read_to_string(site.at("token.txt")).unwrap(),
+        token
+    );
     // Once nothing settles any more, the daemon's events and the scan
     // together made one invalidation and one token.
     wait_until("nothing settling", WAIT, || live(&site)["settling"] == 0);
@@ -68,8 +78,16 @@ fn the_deploy_hook_works_beside_the_daemon() {
     site.write("a.jpg", b"v2");
     let out = site.deploy_hook(&site.config_path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("1 changed") && stdout.contains("1 invalidated"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 changed") && stdout.contains("1 invalidated"),
+        "{stdout}"
+    );
     assert_eq!(site.api.invalidated_assets(), vec![url("a.jpg")]);
 }
 
@@ -169,17 +187,30 @@ fn another_user_cannot_use_the_socket() {
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the socket is owner-only");
     let nobody = || {
-        site.optiwatch_via(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
-            .args(&["status", "--json"])
-            .run()
+        site.optiwatch_via(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args(&["status", "--json"])
+        .run()
     };
     let out = nobody();
-    assert!(out.stderr.contains("cannot use the daemon's control socket"), "{out}");
+    assert!(
+        out.stderr
+            .contains("cannot use the daemon's control socket"),
+        "{out}"
+    );
     assert!(!out.stdout.contains("\"pid\""), "{out}");
     // Even when the mode lets anyone connect, the daemon answers nobody else.
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = nobody();
-    assert!(out.stderr.contains("closed the control connection without answering"), "{out}");
+    assert!(
+        out.stderr
+            .contains("closed the control connection without answering"),
+        "{out}"
+    );
     assert!(!out.stdout.contains("\"pid\""), "{out}");
     daemon.wait_log("refused a connection from another user", WAIT);
     // Its own user (root here) still gets an answer.
