@@ -63,7 +63,10 @@ async fn delegated(config: &Config, opts: &ScanArgs) -> anyhow::Result<Option<Sc
     if opts.dry_run || opts.baseline {
         return Ok(None);
     }
-    match client::delegate(config, Op::Scan, opts.wait.timeout).await? {
+    let op = Op::Scan {
+        list_paths: opts.json,
+    };
+    match client::delegate(config, op, opts.wait.timeout).await? {
         None => Ok(None),
         Some(Reply::Scan { report }) => Ok(Some(*report)),
         Some(other) => Err(client::unexpected(&other)),

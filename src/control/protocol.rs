@@ -28,8 +28,12 @@ pub struct Request {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Reconcile now; answer once what it found was sent and covered by a
-    /// published token.
-    Scan,
+    /// published token. `list_paths`: the report lists every path (`scan
+    /// --json`), else it only counts them.
+    Scan {
+        #[serde(default)]
+        list_paths: bool,
+    },
     /// Owe these assets (already mapped by the client), purge the domains
     /// or the account; answer once sent and covered.
     Invalidate {

@@ -25,7 +25,10 @@ use crate::commands::scan::report::ScanReport;
 #[derive(Debug)]
 pub enum Job {
     /// To the detector: reconcile now.
-    Scan { reply: oneshot::Sender<Reply> },
+    Scan {
+        list_paths: bool,
+        reply: oneshot::Sender<Reply>,
+    },
     /// To the sender: owe, purge, then answer once sent and covered.
     Invalidate {
         assets: Vec<Asset>,
@@ -116,7 +119,7 @@ impl Drop for Server {
 pub fn start(path: &Path, channels: &Channels) -> anyhow::Result<Server> {
     let listener = bind(path).with_context(|| {
         format!(
-            "cannot create the control socket {}; set `[watch] control = false` to run without it",
+            "cannot create the control socket {} (give `state` a shorter or writable path, or set `[watch] control = false`)",
             path.display()
         )
     })?;
@@ -173,7 +176,8 @@ fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Binds in a private folder (mode 0700) beside `path`, sets 0600, then
+/// Binds in a private folder (mode 0700, a short name: socket paths are
+/// limited to 107 bytes) beside `path`, sets 0600, then
 /// renames into place: there is no moment at which another user could
 /// connect.
 fn bind(path: &Path) -> anyhow::Result<UnixListener> {
@@ -182,7 +186,7 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let private = tempfile::Builder::new()
-        .prefix(".optiwatch-sock")
+        .prefix(".ow")
         .tempdir_in(dir)
         .with_context(|| format!("cannot create a folder in {}", dir.display()))?;
     let temp = private.path().join("s");
@@ -265,7 +269,7 @@ async fn answer(line: &str, to: &Workers) -> Reply {
                 live: Box::new(live(&to.live)),
             }
         }
-        Op::Scan => (&to.detector, Job::Scan { reply }),
+        Op::Scan { list_paths } => (&to.detector, Job::Scan { list_paths, reply }),
         Op::Token => (&to.sender, Job::Token { reply }),
         Op::Invalidate {
             assets,

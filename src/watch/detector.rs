@@ -172,17 +172,21 @@ impl Detector {
 
     /// A request from the control socket (only `scan` comes here).
     async fn request(&mut self, job: Job) -> anyhow::Result<()> {
-        let Job::Scan { reply } = job else {
+        let Job::Scan { list_paths, reply } = job else {
             tracing::error!("a control request other than scan went to the detector (a bug)");
             return Ok(());
         };
-        self.scan(reply).await
+        let paths = match list_paths {
+            true => Paths::Listed,
+            false => Paths::Counted,
+        };
+        self.scan(paths, reply).await
     }
 
     /// A reconcile on demand: what the caller just wrote is read now,
     /// settling or not, so its report lists it and the sender's answer
     /// covers it.
-    async fn scan(&mut self, reply: oneshot::Sender<Reply>) -> anyhow::Result<()> {
+    async fn scan(&mut self, paths: Paths, reply: oneshot::Sender<Reply>) -> anyhow::Result<()> {
         // The sender counts what it sends for this scan from before the
         // reconcile records anything: what it records may go out at once.
         let (report_tx, report) = oneshot::channel();
@@ -201,7 +205,7 @@ impl Detector {
             settling = settling.len(),
             "scan requested through the control socket"
         );
-        let detected = self.process_listed(Scope::All, Origin::Request, Paths::Listed)?;
+        let detected = self.process_listed(Scope::All, Origin::Request, paths)?;
         if detected.cancelled {
             let _ = report_tx.send(Err(
                 "the daemon is stopping; the scan was not finished".into()

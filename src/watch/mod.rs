@@ -137,11 +137,19 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     };
     // The control socket too; its queues outlive each set of workers.
     let channels = Channels::new();
+    // Without it the daemon still does its work; commands beside it then
+    // meet the store lock, as with `[watch] control = false`.
     let _control = match config.watch.control {
-        true => Some(crate::control::server::start(
-            &crate::control::socket_path(&config.state),
-            &channels,
-        )?),
+        true => {
+            crate::control::server::start(&crate::control::socket_path(&config.state), &channels)
+                .inspect_err(|e| {
+                    tracing::error!(
+                error = format!("{e:#}"),
+                "no control socket: scan, invalidate and token beside the daemon will refuse to run"
+            )
+                })
+                .ok()
+        }
         false => None,
     };
     let mut next_workers = Workers::build(config, session, None, &channels)?;

@@ -56,7 +56,10 @@ impl Waiters {
         self.list.len()
     }
 
-    /// Takes a request on: owes its work, then waits.
+    /// Takes a request on: owes its work, then waits. `held`: the errors
+    /// of accounts held back after failures, which count as the request's
+    /// own (a refused key is answered at once).
+    #[allow(clippy::too_many_arguments)]
     pub async fn take(
         &mut self,
         job: Job,
@@ -65,6 +68,7 @@ impl Waiters {
         flusher: &mut Flusher,
         config: &Config,
         requests_before: u32,
+        held: &[(String, bool)],
     ) {
         let (report, reply) = match job {
             Job::Wait {
@@ -105,7 +109,7 @@ impl Waiters {
                     }
                 }
             }
-            Job::Scan { reply } => {
+            Job::Scan { reply, .. } => {
                 let _ = reply.send(Reply::error("a scan went to the sender (a bug)"));
                 return;
             }
@@ -115,9 +119,9 @@ impl Waiters {
             reply,
             sent: Sent::default(),
             requests_before,
-            errors: Vec::new(),
-            failing_since: None,
-            fatal: false,
+            errors: held.iter().map(|(text, _)| text.clone()).collect(),
+            failing_since: (!held.is_empty()).then(Instant::now),
+            fatal: held.iter().any(|(_, fatal)| *fatal),
         });
     }
 
@@ -179,7 +183,11 @@ impl Waiters {
                 && (settled || w.fatal || w.failing_since.is_some_and(|t| t.elapsed() >= retry_for))
         });
         self.list = waiting;
-        for w in done {
+        for mut w in done {
+            // Work done after all: earlier failures were overcome.
+            if settled && !w.fatal {
+                w.errors.clear();
+            }
             answer(w, store, accounts);
         }
     }

@@ -45,6 +45,9 @@ struct Backoff {
     not_before: Option<Instant>,
     pause: Duration,
     failing: bool,
+    /// The last failure, and whether Optimole refused the key or the URL
+    /// (control requests arriving meanwhile are told).
+    error: Option<(String, bool)>,
 }
 
 pub struct Sender {
@@ -77,6 +80,7 @@ impl Sender {
                     not_before: None,
                     pause: FIRST_BACKOFF,
                     failing: false,
+                    error: None,
                 })
                 .collect(),
             store,
@@ -112,8 +116,17 @@ impl Sender {
                 changed = pulse.changed() => if changed.is_err() { return Ok(()) },
                 Some(job) = jobs.recv() => {
                     let requests = self.accounts.requests();
+                    // Accounts held back after a failure: a request is
+                    // told as if it had failed itself.
+                    let now = Instant::now();
+                    let held: Vec<(String, bool)> = self
+                        .backoff
+                        .iter()
+                        .filter(|b| b.not_before.is_some_and(|at| at > now))
+                        .filter_map(|b| b.error.clone())
+                        .collect();
                     self.waiters
-                        .take(job, &mut self.store, &self.accounts, &mut self.flusher, &self.config, requests)
+                        .take(job, &mut self.store, &self.accounts, &mut self.flusher, &self.config, requests, &held)
                         .await;
                 }
                 _ = sleep_until(wake) => {}
@@ -229,6 +242,7 @@ impl Sender {
                     not_before: None,
                     pause: FIRST_BACKOFF,
                     failing: false,
+                    error: None,
                 };
                 wake
             }
@@ -253,6 +267,7 @@ impl Sender {
             Some(ApiError::Misconfigured { .. }) => Some("fix [api] base_url"),
             _ => None,
         };
+        state.error = Some((format!("{err:#}"), fatal.is_some()));
         if let Some(fix) = fatal {
             tracing::error!(
                 account = %account,

@@ -7,7 +7,7 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 
-use crate::support::fake_api::Fault;
+use crate::support::fake_api::{Fault, GOOD_KEY};
 use crate::support::skip::{lacks, Need};
 use crate::support::{sorted, url, wait_until, Daemon, Site, Table, WAIT};
 
@@ -215,4 +215,21 @@ fn another_user_cannot_use_the_socket() {
     daemon.wait_log("refused a connection from another user", WAIT);
     // Its own user (root here) still gets an answer.
     assert!(!live(&site).is_null());
+}
+
+#[test]
+fn a_refused_key_is_reported_at_once_not_waited_out() {
+    let site = Site::watched("100ms", &["a.jpg"]).setting(Table::Api, "retry_for = \"1h\"");
+    let _daemon = daemon(&site);
+    site.api.revoke_key(GOOD_KEY);
+    for args in [
+        &["invalidate", "--json", "--timeout", "30s", "media/a.jpg"][..],
+        // Asked during the hour the daemon leaves the key alone.
+        &["token", "--json", "--timeout", "30s"][..],
+    ] {
+        let out = site.optiwatch().args(args).run().expect(1);
+        assert!(!out.stderr.contains("stays queued"), "{out}");
+        let errors = out.json()["errors"].to_string();
+        assert!(errors.contains("401") || errors.to_lowercase().contains("key"), "{out}");
+    }
 }
