@@ -230,6 +230,9 @@ fn a_refused_key_is_reported_at_once_not_waited_out() {
         let out = site.optiwatch().args(args).run().expect(1);
         assert!(!out.stderr.contains("stays queued"), "{out}");
         let errors = out.json()["errors"].to_string();
-        assert!(errors.contains("401") || errors.to_lowercase().contains("key"), "{out}");
+        assert!(
+            errors.contains("401") || errors.to_lowercase().contains("key"),
+            "{out}"
+        );
     }
 }
