@@ -9,6 +9,7 @@
 //! reconciles, the sender flushes and publishes, the request waits for both.
 
 pub mod client;
+pub mod jobs;
 pub mod protocol;
 pub mod server;
 

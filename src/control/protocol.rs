@@ -143,3 +143,41 @@ pub struct LiveAccount {
     /// Whether its last attempt failed.
     pub failing: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_read_as_documented() {
+        let r: Request = serde_json::from_str(r#"{"version":1,"op":"scan"}"#).unwrap();
+        assert!(matches!(r.op, Op::Scan { list_paths: false }));
+        let r: Request = serde_json::from_str(
+            r#"{"version":1,"op":"invalidate","assets":[{"asset":"https://x/a.jpg","account":"shop"}]}"#,
+        )
+        .unwrap();
+        let Op::Invalidate { assets, all, .. } = r.op else {
+            panic!("not an invalidate: {r:?}");
+        };
+        assert!(!all);
+        let owed = Owed::from(assets[0].clone());
+        assert_eq!(owed.account, AccountId::Key("shop".into()));
+        assert_eq!(Asset::from(&owed).account.as_deref(), Some("shop"));
+        assert!(serde_json::from_str::<Request>(r#"{"version":1,"op":"format"}"#).is_err());
+    }
+
+    #[test]
+    fn answers_carry_their_version_and_kind() {
+        let text = serde_json::to_string(&Response {
+            version: VERSION,
+            reply: Reply::error("no"),
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"version":1,"reply":"error","message":"no","usage":false}"#
+        );
+        let back: Response = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back.reply, Reply::Error { usage: false, .. }));
+    }
+}

@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::control::server::Channels;
+use crate::control::jobs::Channels;
 use crate::session::{Access, Session};
 use detector::Detector;
 use folders::FileId;

@@ -20,7 +20,7 @@ use super::sleep_until;
 use crate::accounts::{AccountId, Accounts};
 use crate::api::ApiError;
 use crate::config::{Config, WatchConfig};
-use crate::control::server::{self as control, AccountState, Jobs, Shared};
+use crate::control::jobs::{self as control, AccountState, Jobs, Shared};
 use crate::flush::{Batches, Flusher, Outcome, Policy, Sent, TokenWhen};
 use crate::retry::RetryPolicy;
 use crate::session::Session;
