@@ -236,3 +236,20 @@ fn a_refused_key_is_reported_at_once_not_waited_out() {
         );
     }
 }
+
+#[test]
+fn a_scan_gets_its_token_without_waiting_for_token_interval() {
+    let site = Site::watched("100ms", &["a.jpg", "b.jpg"])
+        .setting(Table::Watch, "token_interval = \"1h\"");
+    let _daemon = daemon(&site);
+    site.write("a.jpg", b"v2");
+    site.api.wait_for("the first token", WAIT, |rs| {
+        rs.iter().any(|r| r.path == "/token")
+    });
+    // The next paced token would be an hour away; the deploy's is not.
+    site.write("b.jpg", b"v2");
+    let out = site.scan(&["--timeout", "30s"]).expect(0);
+    assert!(out.json()["token"].is_string(), "{out}");
+    assert_eq!(site.api.token_requests().len(), 2);
+    assert!(site.api.invalidated_assets().contains(&url("b.jpg")));
+}
