@@ -21,7 +21,7 @@ use tokio::time::{Instant, Interval};
 use anyhow::bail;
 
 use super::events::{self, FsSignal, Overflow, WATCH_LIMIT_HELP};
-use super::folders::{log_renewed, FileId, Folders};
+use super::folders::{log_renewed, FileId, Folders, Renewal};
 use super::sender::Pulse;
 use super::settle::Settler;
 use super::sleep_until;
@@ -200,12 +200,16 @@ impl Detector {
         if self.control.sender.send(job).await.is_err() || counted.await.is_err() {
             return Ok(());
         }
+        // The walk covers every path settling; a rule folder among them is
+        // watched anew first, as when it settles.
         let settling = self.settler.take_all();
         tracing::info!(
             settling = settling.len(),
             "scan requested through the control socket"
         );
+        let renewed = self.renew_roots(&settling);
         let detected = self.process_listed(Scope::All, Origin::Request, paths)?;
+        log_renewed(&self.rules, &renewed);
         if detected.cancelled {
             let _ = report_tx.send(Err(
                 "the daemon is stopping; the scan was not finished".into()
@@ -345,19 +349,25 @@ impl Detector {
     /// place (even under the same inode number: `rm -rf`, `mkdir`): its
     /// watch is renewed first, then the pass walks it whole.
     fn settled(&mut self, mut paths: Vec<PathBuf>) -> anyhow::Result<()> {
-        let roots: Vec<usize> = (0..self.rules.rules().len())
-            .filter(|&i| paths.contains(&self.rules.get(i).dir))
-            .collect();
-        let renewed = match roots.is_empty() {
-            true => Vec::new(),
-            false => self.folders.renew(&self.rules, &self.store, &roots),
-        };
+        let renewed = self.renew_roots(&paths);
         for (i, _) in &renewed {
             paths.push(self.rules.get(*i).dir.clone());
         }
         self.process(Scope::Paths(paths), Origin::Settler)?;
         log_renewed(&self.rules, &renewed);
         Ok(())
+    }
+
+    /// Renews the watches of the rule folders among `paths` (events on a
+    /// rule folder itself).
+    fn renew_roots(&mut self, paths: &[PathBuf]) -> Vec<(usize, Renewal)> {
+        let roots: Vec<usize> = (0..self.rules.rules().len())
+            .filter(|&i| paths.contains(&self.rules.get(i).dir))
+            .collect();
+        match roots.is_empty() {
+            true => Vec::new(),
+            false => self.folders.renew(&self.rules, &self.store, &roots),
+        }
     }
 
     /// Fails when the store file the daemon started with was deleted or
