@@ -67,7 +67,7 @@ pub enum Command {
     /// Invalidate named files (mapped through the rules), URLs or asset hashes
     Invalidate(InvalidateArgs),
     /// Request a fresh cache token and publish it as configured
-    Token(JsonArg),
+    Token(crate::commands::token::TokenArgs),
     /// Show the URLs each path maps to and which rule matched, or why none did
     Urls(UrlsArgs),
     /// Files tracked, assets and token owed, last flush, last error

@@ -7,7 +7,8 @@
 //! [`watch`]: file events, settled) → detect ([`scan::pass`],
 //! [`scan::examine`], [`rules`] for URLs) → durable outbox ([`state`]) →
 //! API batches ([`flush`] per [`accounts`] account, [`api`], [`retry`]) →
-//! token → publish ([`publish`]). [`session`] opens the store for a
+//! token → publish ([`publish`]). [`control`] lets commands hand their
+//! work to a running daemon. [`session`] opens the store for a
 //! command or the daemon; [`commands`] are the subcommands and [`cli`] the
 //! command line on top. Only what the binary and the tests use is public.
 
@@ -16,6 +17,7 @@ mod api;
 pub mod cli;
 mod commands;
 pub mod config;
+mod control;
 mod display;
 mod exit_codes;
 mod failpoint;

@@ -201,6 +201,14 @@ const FILES: Section = Section {
              names the first. The kernel drops the locks when their holder dies.",
         ),
         (
+            "`state`*.sock*",
+            "The control socket of a running *watch* (mode 0600; only its user and \
+             root are answered). *scan*, *invalidate* and *token* hand their work to \
+             the daemon through it and wait (*--timeout*); *status* adds the daemon's \
+             live state. A stale one (daemon killed) is ignored and replaced. \
+             *[watch] control = false* turns it off.",
+        ),
+        (
             "`[token] file`",
             "Where a fresh cache token is written (temporary file in the same folder, \
              then rename; mode 0644; the token only). The folder must be writable by \

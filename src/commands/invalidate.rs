@@ -17,6 +17,8 @@ use super::{JsonArg, Output};
 use crate::accounts::AccountId;
 use crate::api::ApiError;
 use crate::config::Config;
+use crate::control::client;
+use crate::control::protocol::{Asset, Op};
 use crate::display::{from_cwd, show_path};
 use crate::exit_codes::{ExitCode, UsageError};
 use crate::flush::{api_error, Flusher, Policy, Purge};
@@ -47,6 +49,8 @@ pub struct InvalidateArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub json: JsonArg,
+    #[command(flatten)]
+    pub wait: super::WaitArg,
 }
 
 pub async fn run(
@@ -159,6 +163,16 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
     }
     if req.all && !req.yes {
         confirm_all()?;
+    }
+    // Beside a running daemon: it owes, sends and answers.
+    let op = Op::Invalidate {
+        assets: owed.iter().map(Asset::from).collect(),
+        domains: req.domain.clone(),
+        all: req.all,
+        refused: req.refused,
+    };
+    if let Some(reply) = client::delegate(config, op, req.wait.timeout).await? {
+        return client::sent_report(reply);
     }
     let mut session = Session::open(config, Access::ReadWrite)?;
     if req.refused {

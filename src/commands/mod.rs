@@ -10,7 +10,7 @@ pub mod invalidate;
 pub mod json;
 mod probe;
 pub mod scan;
-mod sent;
+pub(crate) mod sent;
 pub mod status;
 pub mod token;
 pub mod urls;
@@ -19,6 +19,15 @@ pub mod watch;
 use clap::Args;
 
 use crate::exit_codes::ExitCode;
+
+/// `--timeout`: how long a command waits for a running daemon it handed
+/// its work to (see [`crate::control`]).
+#[derive(Debug, Args)]
+pub struct WaitArg {
+    /// Beside a running `watch`: how long to wait for it to send the work; after that the work stays queued in the daemon (exit 1)
+    #[arg(long, value_name = "DURATION", default_value = crate::control::client::DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
 
 #[derive(Debug, Args)]
 pub struct JsonArg {

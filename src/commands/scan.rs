@@ -4,7 +4,7 @@
 //! pass is the daemon's too ([`crate::scan::pass`]); this file adds the
 //! flushes around it and the report.
 
-mod report;
+pub(crate) mod report;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,6 +14,8 @@ use clap::Args;
 
 use super::Output;
 use crate::config::Config;
+use crate::control::client;
+use crate::control::protocol::{Op, Reply};
 use crate::display::show_path;
 use crate::exit_codes::ExitCode;
 use crate::flush::{refused_error, Flusher, Policy, Sent, TokenWhen};
@@ -38,10 +40,15 @@ pub struct ScanArgs {
     /// Record every file's hash without invalidating anything
     #[arg(long, conflicts_with = "dry_run")]
     pub baseline: bool,
+    #[command(flatten)]
+    pub wait: super::WaitArg,
 }
 
 pub async fn run(config: &Config, args: ScanArgs, output: Output) -> anyhow::Result<ExitCode> {
-    let report = scan(config, &args, output).await?;
+    let report = match delegated(config, &args).await? {
+        Some(report) => report,
+        None => scan(config, &args, output).await?,
+    };
     if args.json {
         super::json::print(&report)?;
     } else if output != Output::Quiet {
@@ -51,6 +58,23 @@ pub async fn run(config: &Config, args: ScanArgs, output: Output) -> anyhow::Res
         tracing::error!(error = %error, "scan incomplete");
     }
     Ok(super::exit_code(&report.errors))
+}
+
+/// Beside a running daemon, it does the scan (its reconcile) and answers
+/// once the changes it found are sent and covered; `None`: no daemon.
+/// Dry runs and baselines stay local (the latter then meets the lock).
+async fn delegated(config: &Config, opts: &ScanArgs) -> anyhow::Result<Option<ScanReport>> {
+    if opts.dry_run || opts.baseline {
+        return Ok(None);
+    }
+    let op = Op::Scan {
+        all_paths: opts.all_paths,
+    };
+    match client::delegate(config, op, opts.wait.timeout).await? {
+        None => Ok(None),
+        Some(Reply::Scan { report }) => Ok(Some(*report)),
+        Some(other) => Err(client::unexpected(&other)),
+    }
 }
 
 /// Runs one scan. `Err` means nothing could be attempted (config, key,
@@ -149,7 +173,7 @@ async fn scan(config: &Config, opts: &ScanArgs, output: Output) -> anyhow::Resul
     Ok(report)
 }
 
-fn fill(report: &mut ScanReport, detected: &Detected, paths: Paths) {
+pub(crate) fn fill(report: &mut ScanReport, detected: &Detected, paths: Paths) {
     report.errors.extend(detected.errors.iter().cloned());
     report.errors.extend(detected.unsettled.iter().map(|path| {
         format!(

@@ -2,12 +2,12 @@
 //! `token`): what it sent, what Optimole accepted or refused, the token,
 //! what is still owed. One flush of every account fills it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::flush::{refused_error, Flusher, Policy, Sent};
 use crate::session::Session;
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SendReport {
     /// Assets (URLs or hashes) sent, or with `dry_run` to be sent.
     pub assets: Vec<String>,

@@ -1,12 +1,16 @@
 //! `optiwatch status`: what the state store says, for a person or a
 //! monitoring script. Read-only: it runs beside a daemon and never creates
-//! the store.
+//! the store. Beside a running daemon it adds the daemon's live state
+//! (asked over the control socket): what is settling, the next token,
+//! per-account holds.
 
 use serde::Serialize;
 
 use super::JsonArg;
 use crate::accounts::AccountId;
 use crate::config::Config;
+use crate::control::client;
+use crate::control::protocol::{Live, Op, Reply};
 use crate::display::show_path;
 use crate::exit_codes::ExitCode;
 use crate::session::{Access, Session};
@@ -46,6 +50,8 @@ pub struct Status {
     pub last_error: Option<String>,
     #[serde(serialize_with = "crate::rfc3339::serialize_opt")]
     pub last_error_at: Option<i64>,
+    /// The running daemon's live state (`null`: no daemon answered).
+    pub live: Option<Live>,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,7 +90,9 @@ fn status(config: &Config) -> anyhow::Result<Status> {
         last_token_at: None,
         last_error: None,
         last_error_at: None,
+        live: None,
     };
+    status.live = live(config);
     if status.exists {
         status.running = lock_holder(&config.state);
     }
@@ -139,6 +147,26 @@ fn status(config: &Config) -> anyhow::Result<Status> {
     status.last_error = store.meta("last_error")?;
     status.last_error_at = number("last_error_at")?;
     Ok(status)
+}
+
+/// How long `status` waits for a daemon's answer (it has it at hand).
+const LIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The daemon's live state, when one answers; a failure to ask is logged,
+/// the store's status is shown all the same.
+fn live(config: &Config) -> Option<Live> {
+    match client::ask(config, &Op::Status, LIVE_TIMEOUT) {
+        Ok(Some(Reply::Status { live })) => Some(*live),
+        Ok(None) => None,
+        Ok(Some(other)) => {
+            tracing::warn!(error = %client::unexpected(&other), "no live state from the daemon");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "no live state from the daemon");
+            None
+        }
+    }
 }
 
 impl Status {
@@ -223,6 +251,9 @@ impl Status {
             self.last_token.as_deref().unwrap_or("none"),
             when(self.last_token_at)
         ));
+        if let Some(live) = &self.live {
+            out.push_str(&live_text(live));
+        }
         if let Some(error) = &self.last_error {
             out.push_str(&format!(
                 "last error   {} at {}\n",
@@ -232,4 +263,34 @@ impl Status {
         }
         out
     }
+}
+
+/// The daemon's part of the human status.
+fn live_text(live: &Live) -> String {
+    let secs = |s: Option<f64>| match s {
+        Some(s) if s <= 0.0 => "now".to_string(),
+        Some(s) => format!("in {s:.0} s"),
+        None => "none due".to_string(),
+    };
+    let mut out = format!(
+        "daemon       pid {}: {} path(s) settling, {} request(s) waiting\n",
+        live.pid, live.settling, live.requests_waiting
+    );
+    for path in &live.settling_paths {
+        out.push_str(&format!("  settling {path}\n"));
+    }
+    for a in &live.accounts {
+        out.push_str(&format!(
+            "account      {}: {} asset(s) queued, next token {}{}\n",
+            a.account,
+            a.assets_owed,
+            secs(a.next_token_in_seconds),
+            match (a.hold_for_seconds, a.failing) {
+                (Some(hold), _) => format!(", held back {hold:.0} s after failures"),
+                (None, true) => ", failing".to_string(),
+                (None, false) => String::new(),
+            }
+        ));
+    }
+    out
 }

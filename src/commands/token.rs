@@ -4,12 +4,27 @@
 use super::sent::SendReport;
 use super::{JsonArg, Output};
 use crate::config::Config;
+use crate::control::client;
+use crate::control::protocol::Op;
 use crate::exit_codes::ExitCode;
 use crate::flush::{Flusher, Policy};
 use crate::session::{Access, Session};
 
-pub async fn run(config: &Config, args: JsonArg, output: Output) -> anyhow::Result<ExitCode> {
-    let report = token(config).await?;
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub json: JsonArg,
+    #[command(flatten)]
+    pub wait: super::WaitArg,
+}
+
+pub async fn run(config: &Config, args: TokenArgs, output: Output) -> anyhow::Result<ExitCode> {
+    // Beside a running daemon it asks for the token, at once.
+    let report = match client::delegate(config, Op::Token, args.wait.timeout).await? {
+        Some(reply) => client::sent_report(reply)?,
+        None => token(config).await?,
+    };
+    let args = args.json;
     if !args.json && output == Output::Quiet {
         super::log_errors(&report.errors);
         return Ok(super::exit_code(&report.errors));

@@ -67,6 +67,8 @@ pub struct WatchConfig {
     pub event_queue: usize,
     /// The longest pause between two tries while Optimole is unreachable.
     pub max_backoff: Duration,
+    /// Serve the control socket `<state>.sock` (see `crate::control`).
+    pub control: bool,
 }
 
 impl Default for WatchConfig {
@@ -78,6 +80,7 @@ impl Default for WatchConfig {
             poll_interval: Duration::from_secs(30),
             event_queue: 4096,
             max_backoff: Duration::from_secs(300),
+            control: true,
         }
     }
 }
@@ -304,6 +307,7 @@ impl Config {
                 None => defaults.event_queue,
             },
             max_backoff: raw.watch.max_backoff.map_or(defaults.max_backoff, |d| d.0),
+            control: raw.watch.control.unwrap_or(defaults.control),
         };
         let metrics = MetricsConfig {
             listen: raw.metrics.listen.map(|l| l.0),

@@ -41,6 +41,7 @@ pub(super) struct RawWatch {
     pub(super) poll_interval: Option<Spanned<HumanDuration<DAY>>>,
     pub(super) event_queue: Option<Spanned<usize>>,
     pub(super) max_backoff: Option<HumanDuration<DAY>>,
+    pub(super) control: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

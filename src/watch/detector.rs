@@ -5,24 +5,30 @@
 //! folders watched anew (see [`super::folders`]) are reconciled whole. At
 //! every poll tick it also checks that the store file is the one it
 //! started with: a daemon whose store was deleted or replaced would record
-//! into a file nobody reads again.
+//! into a file nobody reads again. A `scan` from the control socket is a
+//! reconcile on demand: it takes the settling paths along (the deploy that
+//! asks is done writing), records, and hands its report to the sender,
+//! which answers once the work is sent and covered.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Interval};
 
 use anyhow::bail;
 
 use super::events::{self, FsSignal, Overflow, WATCH_LIMIT_HELP};
-use super::folders::{log_renewed, FileId, Folders};
+use super::folders::{log_renewed, FileId, Folders, Renewal};
 use super::sender::Pulse;
 use super::settle::Settler;
 use super::sleep_until;
+use crate::commands::scan::report::ScanReport;
 use crate::config::Config;
+use crate::control::jobs::{self as control, Job, Jobs, Shared};
+use crate::control::protocol::Reply;
 use crate::rules::RuleSet;
 use crate::scan::pass::{self, Baseline, Recording};
 use crate::scan::{Detected, Paths, Scope};
@@ -35,6 +41,15 @@ enum Origin {
     Settler,
     /// A reconcile walk, rescan or poll: no event said they are quiet.
     Rescan,
+    /// A `scan` request: its caller says the writing is done.
+    Request,
+}
+
+/// What the detector shares with the control socket.
+pub struct Control {
+    pub jobs: Jobs,
+    pub sender: mpsc::Sender<Job>,
+    pub live: Shared,
 }
 
 pub struct Detector {
@@ -48,6 +63,7 @@ pub struct Detector {
     store_file: Option<FileId>,
     /// Raised when the daemon stops: a walk in progress gives up.
     cancel: Arc<AtomicBool>,
+    control: Control,
 }
 
 impl Detector {
@@ -57,6 +73,7 @@ impl Detector {
         pulse: watch::Sender<Pulse>,
         cancel: Arc<AtomicBool>,
         store_file: Option<FileId>,
+        control: Control,
     ) -> anyhow::Result<Detector> {
         let rules = RuleSet::new(&config.rules)?;
         Ok(Detector {
@@ -68,6 +85,7 @@ impl Detector {
             pulse,
             store_file,
             cancel,
+            control,
         })
     }
 
@@ -127,6 +145,9 @@ impl Detector {
             plural(detected.folders, "folder"),
             plural(files, "file")
         );
+        // Requests wait for the start-up reconcile; held for this worker's
+        // life, the next config's detector takes them on.
+        let mut jobs = self.control.jobs.clone().lock_owned().await;
         tracing::info!(
             folders = detected.folders,
             files,
@@ -161,6 +182,7 @@ impl Detector {
                     }
                 }
                 _ = poll.tick() => self.poll()?,
+                Some(job) = jobs.recv() => self.request(job).await?,
             }
             if overflow.take_watch_limit() {
                 tracing::error!("{WATCH_LIMIT_HELP}");
@@ -178,7 +200,76 @@ impl Detector {
             let busy = !self.settler.is_empty();
             self.pulse
                 .send_if_modified(|p| std::mem::replace(&mut p.busy, busy) != busy);
+            self.publish_live();
         }
+    }
+
+    /// A request from the control socket (only `scan` comes here).
+    async fn request(&mut self, job: Job) -> anyhow::Result<()> {
+        let Job::Scan { all_paths, reply } = job else {
+            tracing::error!("a control request other than scan went to the detector (a bug)");
+            return Ok(());
+        };
+        let paths = match all_paths {
+            true => Paths::Listed,
+            false => Paths::Changes,
+        };
+        self.scan(paths, reply).await
+    }
+
+    /// A reconcile on demand: what the caller just wrote is read now,
+    /// settling or not, so its report lists it and the sender's answer
+    /// covers it.
+    async fn scan(&mut self, paths: Paths, reply: oneshot::Sender<Reply>) -> anyhow::Result<()> {
+        // The sender counts what it sends for this scan from before the
+        // reconcile records anything: what it records may go out at once.
+        let (report_tx, report) = oneshot::channel();
+        let (registered, counted) = oneshot::channel();
+        let job = Job::Wait {
+            report,
+            registered,
+            reply,
+        };
+        // A sender that is gone drops the reply: the client is told.
+        if self.control.sender.send(job).await.is_err() || counted.await.is_err() {
+            return Ok(());
+        }
+        // The walk covers every path settling; a rule folder among them is
+        // watched anew first, as when it settles.
+        let settling = self.settler.take_all();
+        tracing::info!(
+            settling = settling.len(),
+            "scan requested through the control socket"
+        );
+        let renewed = self.renew_roots(&settling);
+        let detected = self.process_listed(Scope::All, Origin::Request, paths)?;
+        log_renewed(&self.rules, &renewed);
+        if detected.cancelled {
+            let _ = report_tx.send(Err(
+                "the daemon is stopping; the scan was not finished".into()
+            ));
+            return Ok(());
+        }
+        let mut report = ScanReport::default();
+        crate::commands::scan::fill(&mut report, &detected, paths);
+        let _ = report_tx.send(Ok(Box::new(report)));
+        // Wakes the sender to answer, even when nothing was recorded.
+        self.pulse.send_modify(|p| p.recorded += 1);
+        Ok(())
+    }
+
+    fn publish_live(&mut self) {
+        let settling = self.settler.len();
+        let paths: Vec<String> = self
+            .settler
+            .first(20)
+            .iter()
+            .map(|p| crate::display::show_path(p))
+            .collect();
+        control::update(&self.control.live, |live| {
+            live.settling = settling;
+            live.settling_paths = paths;
+        });
     }
 
     /// Detects and records the changes in `scope`, then tells the sender.
@@ -190,6 +281,16 @@ impl Detector {
             true => Paths::Listed,
             false => Paths::Counted,
         };
+        self.process_listed(scope, origin, paths)
+    }
+
+    /// [`Detector::process`], listing paths as `paths` says.
+    fn process_listed(
+        &mut self,
+        scope: Scope,
+        origin: Origin,
+        paths: Paths,
+    ) -> anyhow::Result<Detected> {
         let force = Baseline::WhereDue;
         let mut plan = pass::plan(Some(&self.store), &self.rules, &self.config, force, paths)?;
         // A rescan must not hash a file in the middle of a write. (Never for
@@ -282,19 +383,25 @@ impl Detector {
     /// place (even under the same inode number: `rm -rf`, `mkdir`): its
     /// watch is renewed first, then the pass walks it whole.
     fn settled(&mut self, mut paths: Vec<PathBuf>) -> anyhow::Result<()> {
-        let roots: Vec<usize> = (0..self.rules.rules().len())
-            .filter(|&i| paths.contains(&self.rules.get(i).dir))
-            .collect();
-        let renewed = match roots.is_empty() {
-            true => Vec::new(),
-            false => self.folders.renew(&self.rules, &self.store, &roots),
-        };
+        let renewed = self.renew_roots(&paths);
         for (i, _) in &renewed {
             paths.push(self.rules.get(*i).dir.clone());
         }
         self.process(Scope::Paths(paths), Origin::Settler)?;
         log_renewed(&self.rules, &renewed);
         Ok(())
+    }
+
+    /// Renews the watches of the rule folders among `paths` (events on a
+    /// rule folder itself).
+    fn renew_roots(&mut self, paths: &[PathBuf]) -> Vec<(usize, Renewal)> {
+        let roots: Vec<usize> = (0..self.rules.rules().len())
+            .filter(|&i| paths.contains(&self.rules.get(i).dir))
+            .collect();
+        match roots.is_empty() {
+            true => Vec::new(),
+            false => self.folders.renew(&self.rules, &self.store, &roots),
+        }
     }
 
     /// Fails when the store file the daemon started with was deleted or

@@ -14,6 +14,7 @@ mod detector;
 mod events;
 mod folders;
 mod pacing;
+mod requests;
 mod sender;
 mod settle;
 mod systemd;
@@ -30,6 +31,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::control::jobs::Channels;
 use crate::session::{Access, Session};
 use detector::Detector;
 use folders::FileId;
@@ -83,6 +85,7 @@ impl Workers {
         config: Config,
         session: Session,
         store_file: Option<FileId>,
+        channels: &Channels,
     ) -> anyhow::Result<Workers> {
         let detect_store = session.connect()?;
         let store_file = store_file.or_else(|| FileId::of(&config.state));
@@ -94,6 +97,11 @@ impl Workers {
             pulse_tx,
             cancel.clone(),
             store_file,
+            detector::Control {
+                jobs: channels.detector_rx.clone(),
+                sender: channels.sender_tx.clone(),
+                live: channels.live.clone(),
+            },
         )?;
         Ok(Workers {
             config,
@@ -127,7 +135,24 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut next_workers = Workers::build(config, session, None)?;
+    // The control socket too; its queues outlive each set of workers.
+    let channels = Channels::new();
+    // Without it the daemon still does its work; commands beside it then
+    // meet the store lock, as with `[watch] control = false`.
+    let _control = match config.watch.control {
+        true => {
+            crate::control::server::start(&crate::control::socket_path(&config.state), &channels)
+                .inspect_err(|e| {
+                    tracing::error!(
+                error = format!("{e:#}"),
+                "no control socket: scan, invalidate and token beside the daemon will refuse to run"
+            )
+                })
+                .ok()
+        }
+        false => None,
+    };
+    let mut next_workers = Workers::build(config, session, None, &channels)?;
     loop {
         let Workers {
             config,
@@ -142,7 +167,12 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         // session did it already; this finds nothing more.)
         session.adopt_orphans()?;
         let store_file = detector.store_file();
-        let sender = Sender::new(session, config.clone())?;
+        let sender = Sender::new(
+            session,
+            config.clone(),
+            channels.sender_rx.clone(),
+            channels.live.clone(),
+        )?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut workers: Joined = JoinSet::new();
         let sender_stop = stop_rx.clone();
@@ -157,7 +187,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                     Ok(new) if new.state != config.state => tracing::error!(
                         "config reload: `state` changed; restart optiwatch to move the store; keeping the old config"
                     ),
-                    Ok(new) => match lock.session(&new).and_then(|s| Workers::build(new, s, store_file)) {
+                    Ok(new) => match lock.session(&new).and_then(|s| Workers::build(new, s, store_file, &channels)) {
                         Ok(built) => {
                             tracing::info!(config = %config_path.display(), "config reloaded");
                             break Next::Restart(Box::new(built));

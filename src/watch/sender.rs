@@ -5,6 +5,9 @@
 //! Optimole is unreachable. Each Optimole account has its own backoff, so
 //! one site's revoked key never holds up the others. It has its own
 //! connection to the state store, so detection never waits for the network.
+//! Requests from the control socket (see [`super::requests`]) wait here
+//! for the flush and the token that cover their work; while one waits,
+//! tokens go as soon as the assets are accepted, not paced.
 
 use std::time::{Duration, SystemTime};
 
@@ -12,10 +15,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::pacing::{next_request, Intake, Pacing};
+use super::requests::Waiters;
 use super::sleep_until;
 use crate::accounts::{AccountId, Accounts};
 use crate::api::ApiError;
 use crate::config::{Config, WatchConfig};
+use crate::control::jobs::{self as control, AccountState, Jobs, Shared};
 use crate::flush::{Batches, Flusher, Outcome, Policy, Sent, TokenWhen};
 use crate::retry::RetryPolicy;
 use crate::session::Session;
@@ -40,6 +45,9 @@ struct Backoff {
     not_before: Option<Instant>,
     pause: Duration,
     failing: bool,
+    /// The last failure, and whether Optimole refused the key or the URL
+    /// (control requests arriving meanwhile are told).
+    error: Option<(String, bool)>,
 }
 
 pub struct Sender {
@@ -49,12 +57,21 @@ pub struct Sender {
     backoff: Vec<Backoff>,
     flusher: Flusher,
     config: Config,
+    jobs: Jobs,
+    live: Shared,
+    /// Control requests waiting for their outcome.
+    waiters: Waiters,
 }
 
 impl Sender {
     /// The sender of `session`'s accounts; the daemon holds the session's
     /// lock while it runs.
-    pub fn new(session: Session, config: Config) -> anyhow::Result<Sender> {
+    pub fn new(
+        session: Session,
+        config: Config,
+        jobs: Jobs,
+        live: Shared,
+    ) -> anyhow::Result<Sender> {
         let (store, accounts) = session.into_parts()?;
         Ok(Sender {
             backoff: accounts
@@ -63,12 +80,16 @@ impl Sender {
                     not_before: None,
                     pause: FIRST_BACKOFF,
                     failing: false,
+                    error: None,
                 })
                 .collect(),
             store,
             accounts,
             flusher: Flusher::new(&config.api),
             config,
+            jobs,
+            live,
+            waiters: Waiters::default(),
         })
     }
 
@@ -77,6 +98,8 @@ impl Sender {
         mut pulse: watch::Receiver<Pulse>,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
+        // Held for this worker's life; the next config's sender takes it on.
+        let mut jobs = self.jobs.clone().lock_owned().await;
         loop {
             let busy = pulse.borrow_and_update().busy;
             let mut wake: Option<Instant> = None;
@@ -85,12 +108,58 @@ impl Sender {
                     wake = Some(wake.map_or(at, |w| w.min(at)));
                 }
             }
+            self.waiters
+                .answer(&self.store, &self.accounts, self.config.api.retry_for);
+            self.publish_live(busy);
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
                 changed = pulse.changed() => if changed.is_err() { return Ok(()) },
+                Some(job) = jobs.recv() => {
+                    let requests = self.accounts.requests();
+                    // Accounts held back after a failure: a request is
+                    // told as if it had failed itself.
+                    let now = Instant::now();
+                    let held: Vec<(String, bool)> = self
+                        .backoff
+                        .iter()
+                        .filter(|b| b.not_before.is_some_and(|at| at > now))
+                        .filter_map(|b| b.error.clone())
+                        .collect();
+                    self.waiters
+                        .take(job, &mut self.store, &self.accounts, &mut self.flusher, &self.config, requests, &held)
+                        .await;
+                }
                 _ = sleep_until(wake) => {}
             }
         }
+    }
+
+    /// What `status` shows of the sender.
+    fn publish_live(&self, busy: bool) {
+        let watch = &self.config.watch;
+        let intake = match busy {
+            true => Intake::Busy,
+            false => Intake::Quiet,
+        };
+        let accounts: Vec<AccountState> = self
+            .accounts
+            .iter()
+            .zip(&self.backoff)
+            .map(|(account, backoff)| AccountState {
+                account: account.id.to_string(),
+                assets_owed: self.store.owed_count_by(&account.id).unwrap_or(0),
+                next_token: token_at(&self.store, watch, &account.id, intake)
+                    .ok()
+                    .flatten(),
+                hold_until: backoff.not_before,
+                failing: backoff.failing,
+            })
+            .collect();
+        let waiting = self.waiters.len();
+        control::update(&self.live, |live| {
+            live.accounts = accounts;
+            live.requests_waiting = waiting;
+        });
     }
 
     /// One round of sending for one account; returns when to come back on
@@ -112,13 +181,18 @@ impl Sender {
         let due = |store: &Store, left: usize| {
             Ok(token_wait(store, watch, &account.id, intake(left))?.is_some_and(|w| w.is_zero()))
         };
+        // A request waits: everything goes now, and its token right after.
+        let urgent = !self.waiters.is_empty();
         let policy = Policy {
             retry: RetryPolicy::once(),
-            batches: match busy {
+            batches: match busy && !urgent {
                 true => Batches::Fill,
                 false => Batches::All,
             },
-            token: TokenWhen::Paced(&due),
+            token: match urgent {
+                true => TokenWhen::AfterAssets,
+                false => TokenWhen::Paced(&due),
+            },
         };
         let mut sent = Sent::default();
         let outcome = self
@@ -152,6 +226,7 @@ impl Sender {
                 "flushed"
             );
         }
+        self.waiters.sent(&sent, &outcome);
         let next = match outcome {
             Outcome::Failed(err) => Err(err),
             Outcome::Done => token_at(&self.store, watch, &account.id, intake(0)),
@@ -172,6 +247,7 @@ impl Sender {
                     not_before: None,
                     pause: FIRST_BACKOFF,
                     failing: false,
+                    error: None,
                 };
                 wake
             }
@@ -196,6 +272,7 @@ impl Sender {
             Some(ApiError::Misconfigured { .. }) => Some("fix [api] base_url"),
             _ => None,
         };
+        state.error = Some((format!("{err:#}"), fatal.is_some()));
         if let Some(fix) = fatal {
             tracing::error!(
                 account = %account,

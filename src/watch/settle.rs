@@ -48,6 +48,29 @@ impl Settler {
         self.last.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    /// Up to `n` of the paths waiting, oldest first (for `status`).
+    pub fn first(&mut self, n: usize) -> Vec<PathBuf> {
+        self.drop_stale();
+        let mut seen = std::collections::HashSet::new();
+        self.order
+            .iter()
+            .filter(|(at, path)| self.last.get(path) == Some(at) && seen.insert(path))
+            .take(n)
+            .map(|(_, path)| path.clone())
+            .collect()
+    }
+
+    /// Every path waiting, quiet or not: a caller says the writing is over
+    /// (a deploy's `scan`).
+    pub fn take_all(&mut self) -> Vec<PathBuf> {
+        self.order.clear();
+        self.last.drain().map(|(path, _)| path).collect()
+    }
+
     /// When the next path becomes quiet, if any is pending.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         self.drop_stale();

@@ -8,6 +8,7 @@ mod support;
 mod check_probes;
 mod commands;
 mod config;
+mod control;
 mod crash;
 mod daemon_life;
 mod exact_detect;

@@ -10,7 +10,9 @@ use crate::support::{
 
 #[test]
 fn a_second_process_on_the_same_store_is_refused() {
-    let site = Site::watched("100ms", &["a.jpg"]);
+    // Without the control socket (with it, the daemon does the scan:
+    // tests/it/control.rs).
+    let site = Site::watched("100ms", &["a.jpg"]).setting(Table::Watch, "control = false");
     let daemon = site.watch();
     let refused = site.run(&["scan"]).expect(1);
     let pid = format!("pid {}", daemon.pid());

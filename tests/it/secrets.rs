@@ -290,7 +290,9 @@ fn a_rule_url_with_a_password_is_refused_at_load() {
 
 #[test]
 fn deleting_the_lock_file_lets_no_second_process_in() {
-    let site = Site::watched("100ms", &["a.jpg"]);
+    // Without the control socket (with it, the daemon does the scan:
+    // tests/it/control.rs).
+    let site = Site::watched("100ms", &["a.jpg"]).setting(Table::Watch, "control = false");
     let daemon = site.watch();
     std::fs::remove_file(site.at("optiwatch.db.lock")).unwrap();
     let refused = site.run(&["scan"]).expect(1);

@@ -6,14 +6,14 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::commands::Output;
 
 /// Paths of each kind the summary shows before "… and N more" (all with `-v`).
 const SHOWN: usize = 20;
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ScanReport {
     /// Only with `--all-paths`: every file looked at.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,7 +46,7 @@ pub struct ScanReport {
     pub errors: Vec<String>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub scanned: usize,
     pub unchanged: usize,
