@@ -11,10 +11,13 @@ use crate::config::{Config, KeySource, RuleConfig, TokenConfig};
 use crate::publish::Publisher;
 use crate::secret::ApiKey;
 
-/// Which Optimole account: the `[api]` key's, or the one behind a rule's
-/// own key, named by where that key comes from (`env:VAR`, `file:PATH`,
-/// `credential:NAME`), so the name stays the same across runs. Logs call
-/// the `[api]` one `default`.
+/// Which Optimole account, by its name: the `[api]` key's is `default`;
+/// the one behind a rule's own key is named by the rule's `account` key,
+/// or else by where that key comes from (`env:VAR`, `file:PATH`,
+/// `credential:NAME`), so the name stays the same across runs. Logs,
+/// `status`, `history`, metrics and `--json` all use this name; only the
+/// store keeps the default account as `''` (what stores written before
+/// per-rule keys hold).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AccountId {
     /// The `[api]` key's account.
@@ -24,15 +27,22 @@ pub enum AccountId {
 }
 
 impl AccountId {
-    /// The account of a rule: its own key's, or the `[api]` one.
+    /// The account of a rule: its own key's (named by its `account` key,
+    /// or by the key's source), or the `[api]` one.
     pub fn of_rule(rule: &RuleConfig) -> AccountId {
-        rule.key
-            .as_ref()
-            .map_or(AccountId::Default, AccountId::of_key)
+        match (&rule.key, &rule.account) {
+            (None, _) => AccountId::Default,
+            (Some(_), Some(name)) => AccountId::Key(name.clone()),
+            (Some(source), None) => AccountId::Key(source.id()),
+        }
     }
 
-    fn of_key(source: &KeySource) -> AccountId {
-        AccountId::Key(source.id())
+    /// The account a user names (`default` for the `[api]` key's).
+    pub fn named(name: &str) -> AccountId {
+        match name {
+            DEFAULT_NAME => AccountId::Default,
+            other => AccountId::Key(other.to_string()),
+        }
     }
 
     /// As the store and `--json` output keep it: `""` for the default
@@ -53,19 +63,69 @@ impl AccountId {
     }
 }
 
+/// The name of the `[api]` key's account.
+pub const DEFAULT_NAME: &str = "default";
+
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AccountId::Default => f.write_str("default"),
+            AccountId::Default => f.write_str(DEFAULT_NAME),
             AccountId::Key(name) => f.write_str(name),
         }
     }
 }
 
+/// As a user sees it: the name (`default` for the `[api]` key's).
 impl serde::Serialize for AccountId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.stored())
+        s.collect_str(self)
     }
+}
+
+/// Checks the account names of a config's rules (after rule keys equal
+/// to the `[api]` key were dropped): a rule on the `[api]` key may only
+/// name it `default`; one key has one name; two keys never share one.
+/// Returns the message of the first conflict.
+pub fn check_names(rules: &[RuleConfig]) -> Result<(), String> {
+    let mut seen: Vec<(String, &KeySource)> = Vec::new();
+    for rule in rules {
+        let name = rule.account.as_deref();
+        let Some(key) = &rule.key else {
+            if let Some(name) = name.filter(|n| *n != DEFAULT_NAME) {
+                return Err(format!(
+                    "rules.account = {name:?} on the rule for {}: that rule uses the [api] key, whose account is \"{DEFAULT_NAME}\"; remove `account` or give the rule its own key",
+                    rule.dir.display()
+                ));
+            }
+            continue;
+        };
+        let id = AccountId::of_rule(rule).to_string();
+        if id == DEFAULT_NAME || id.is_empty() {
+            return Err(format!(
+                "rules.account = {id:?} on the rule for {}: \"{DEFAULT_NAME}\" is the [api] key's account and a name cannot be empty; choose another name",
+                rule.dir.display()
+            ));
+        }
+        for (known, known_key) in &seen {
+            if *known_key == key && *known != id {
+                return Err(format!(
+                    "the rules for {} use the same key ({}) under two account names ({known:?} and {id:?}): one key is one account; give them the same `account`",
+                    rule.dir.display(),
+                    key.id()
+                ));
+            }
+            if *known == id && *known_key != key {
+                return Err(format!(
+                    "account {id:?} names two different keys ({} and {}): give each key its own `account` name (rule for {})",
+                    known_key.id(),
+                    key.id(),
+                    rule.dir.display()
+                ));
+            }
+        }
+        seen.push((id, key));
+    }
+    Ok(())
 }
 
 /// Everything needed to talk to one Optimole account.
@@ -106,6 +166,12 @@ impl Accounts {
             .map(Accounts)
     }
 
+    /// Every account of `config`, the `[api]` one first, without reading
+    /// a key (for read-only commands).
+    pub fn ids_of(config: &Config) -> Vec<AccountId> {
+        specs(config).into_iter().map(|(id, _, _)| id).collect()
+    }
+
     pub fn list(&self) -> &[Account] {
         &self.0
     }
@@ -118,10 +184,21 @@ impl Accounts {
         self.0.iter().find(|a| a.id == *id)
     }
 
-    /// The `[api]` key's account (`invalidate --domain` and `--all` go
-    /// there).
+    /// The `[api]` key's account.
     pub fn api_account(&self) -> Option<&Account> {
         self.get(&AccountId::Default)
+    }
+
+    /// The account a user names (`--account NAME`); the error lists the
+    /// known names.
+    pub fn by_name(&self, name: &str) -> Result<&Account, String> {
+        self.get(&AccountId::named(name)).ok_or_else(|| {
+            let known: Vec<String> = self.0.iter().map(|a| a.id.to_string()).collect();
+            format!(
+                "no account named {name:?}: the config's accounts are {}",
+                known.join(", ")
+            )
+        })
     }
 
     pub fn ids(&self) -> Vec<&AccountId> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands::check::CheckArgs;
+use crate::commands::history::HistoryArgs;
 use crate::commands::invalidate::InvalidateArgs;
 use crate::commands::scan::ScanArgs;
 use crate::commands::urls::UrlsArgs;
@@ -69,6 +70,8 @@ pub enum Command {
     Urls(UrlsArgs),
     /// Files tracked, assets and token owed, last flush, last error
     Status(JsonArg),
+    /// What Optimole accepted, when, why and in which request
+    History(HistoryArgs),
     /// Check the config, rule folders, API key, store and token destinations
     Check(CheckArgs),
     /// Print a shell completion script
@@ -142,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => commands::token::run(&config, args).await,
         Command::Urls(args) => commands::urls::run(&config, args),
         Command::Status(args) => commands::status::run(&config, args),
+        Command::History(args) => commands::history::run(&config, args),
         Command::Check(args) => commands::check::run(&config, args).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }

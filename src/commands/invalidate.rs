@@ -14,7 +14,7 @@ use clap::Args;
 
 use super::sent::SendReport;
 use super::JsonArg;
-use crate::accounts::AccountId;
+use crate::accounts::{Account, AccountId, Accounts};
 use crate::api::ApiError;
 use crate::config::Config;
 use crate::display::{from_cwd, show_path};
@@ -23,7 +23,7 @@ use crate::flush::{api_error, Flusher, Policy, Purge};
 use crate::rules::explain::why_not;
 use crate::rules::{RuleSet, Verdict};
 use crate::session::{Access, Session};
-use crate::state::{Changes, Owed};
+use crate::state::{Changes, Owed, Reason};
 
 #[derive(Debug, Args)]
 pub struct InvalidateArgs {
@@ -33,9 +33,12 @@ pub struct InvalidateArgs {
     /// Invalidate every cached image of this origin domain (repeatable)
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Vec<String>,
-    /// Invalidate every cached image of the account
+    /// Invalidate every cached image of every account (or of --account's)
     #[arg(long)]
     pub all: bool,
+    /// With --all and --domain: only this account (`default` is the [api] key's)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
     /// Send the assets Optimole refused by name again (see `status`)
     #[arg(long)]
     pub refused: bool,
@@ -79,11 +82,15 @@ pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<
             assets.push(Owed {
                 asset: text.to_string(),
                 account,
+                reason: Reason::Manual,
+                path: None,
             });
         } else if is_asset_hash(text) && !path.exists() {
             assets.push(Owed {
                 asset: text.to_string(),
                 account: AccountId::Default,
+                reason: Reason::Manual,
+                path: None,
             });
         } else {
             // `..`, `.` and links resolved, from any working directory.
@@ -103,7 +110,7 @@ fn urls_of(rules: &RuleSet, path: &Path) -> anyhow::Result<Vec<Owed>> {
     match rules.verdict(path) {
         Verdict::Mapped { rule } => {
             let r = rules.get(rule);
-            Ok(r.owed(path.strip_prefix(&r.dir).unwrap_or(path)))
+            Ok(r.owed(path, Reason::Manual))
         }
         other => Err(UsageError(format!(
             "{}: {}; run `optiwatch urls` on it for details",
@@ -166,22 +173,23 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
         .iter()
         .map(|d| Purge::Domain(d.clone()))
         .chain(req.all.then_some(Purge::Account));
-    let api_account = accounts
-        .api_account()
-        .context("the config has no [api] account (a bug)")?;
+    let chosen = match &req.account {
+        Some(name) => Some(accounts.by_name(name).map_err(UsageError)?),
+        None => None,
+    };
     let mut misconfigured = None;
     for purge in purges {
-        let Err(e) = flusher
-            .purge(store, api_account, &purge, policy.retry)
-            .await
-        else {
-            continue;
-        };
-        match api_error(&e) {
-            Some(ApiError::Misconfigured { .. }) => {
-                misconfigured.get_or_insert(e);
+        for account in purge_accounts(accounts, chosen, &purge) {
+            let Err(e) = flusher.purge(store, account, &purge, policy.retry).await else {
+                continue;
+            };
+            let who = format!("account {}: ", account.id);
+            match api_error(&e) {
+                Some(ApiError::Misconfigured { .. }) => {
+                    misconfigured.get_or_insert(e);
+                }
+                _ => report.errors.push(format!("{who}{e:#}")),
             }
-            _ => report.errors.push(format!("{e:#}")),
         }
     }
     if let Some(e) = misconfigured {
@@ -189,6 +197,38 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
     }
     report.flush(&mut session, &mut flusher, policy).await?;
     Ok(report)
+}
+
+/// The accounts a purge goes to: the one `--account` chose; for `--all`
+/// every account; for `--domain` the accounts whose rules serve that
+/// domain (every account when none does: optiwatch cannot tell).
+fn purge_accounts<'a>(
+    accounts: &'a Accounts,
+    chosen: Option<&'a Account>,
+    purge: &Purge,
+) -> Vec<&'a Account> {
+    if let Some(account) = chosen {
+        return vec![account];
+    }
+    let Purge::Domain(domain) = purge else {
+        return accounts.iter().collect();
+    };
+    let serving: Vec<&Account> = accounts
+        .iter()
+        .filter(|a| {
+            a.prefixes.iter().any(|p| {
+                url::Url::parse(p)
+                    .ok()
+                    .and_then(|u| u.host_str().map(|h| h.eq_ignore_ascii_case(domain)))
+                    .unwrap_or(false)
+            })
+        })
+        .collect();
+    if serving.is_empty() {
+        accounts.iter().collect()
+    } else {
+        serving
+    }
 }
 
 /// `--all` drops every cached image of the account: ask first.

@@ -4,6 +4,7 @@
 //! outside this folder imports a command.
 
 pub mod check;
+pub mod history;
 pub mod invalidate;
 pub mod scan;
 mod sent;

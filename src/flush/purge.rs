@@ -36,7 +36,11 @@ impl Flusher {
                 Purge::Account => "invalidating the whole account failed".to_string(),
             })
         })?;
-        store.owe_token(&account.id)
+        let domain = match purge {
+            Purge::Domain(domain) => Some(domain.as_str()),
+            Purge::Account => None,
+        };
+        store.purged(&account.id, domain)
     }
 }
 

@@ -130,7 +130,25 @@ impl Store {
     /// outbox (a domain or account-wide invalidation), or on request (the
     /// `token` command): a fresh one, so a token fetched earlier is dropped.
     pub fn owe_token(&mut self, account: &AccountId) -> anyhow::Result<()> {
+        self.fresh_token(account, None)
+    }
+
+    /// Optimole accepted a whole-domain (`Some(domain)`) or whole-account
+    /// (`None`) invalidation: history records it and a fresh token is
+    /// owed, in one transaction.
+    pub fn purged(&mut self, account: &AccountId, domain: Option<&str>) -> anyhow::Result<()> {
+        self.fresh_token(account, Some(domain))
+    }
+
+    fn fresh_token(
+        &mut self,
+        account: &AccountId,
+        purge: Option<Option<&str>>,
+    ) -> anyhow::Result<()> {
         let tx = self.write()?;
+        if let Some(domain) = purge {
+            super::history::purged(&tx, account, domain)?;
+        }
         accepted_in(&tx, account, unix_now_ms())?;
         for base in ["token_fetched", "token_covers"] {
             tx.execute("DELETE FROM meta WHERE key = ?1", [key(base, account)])?;
@@ -209,6 +227,7 @@ impl Store {
         )?;
         set_meta(&tx, &key("token_state", account), "fetched")?;
         set_meta(&tx, &key("token_fetched", account), token)?;
+        super::history::token(&tx, account, token)?;
         set_meta(
             &tx,
             &key("token_covers", account),
@@ -273,6 +292,8 @@ mod tests {
         let assets = vec![Owed {
             asset: asset.into(),
             account: AccountId::Default,
+            reason: crate::state::Reason::Manual,
+            path: None,
         }];
         store
             .record(&Changes {

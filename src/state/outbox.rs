@@ -12,6 +12,7 @@ use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection};
 
 use super::coverage::{accepted_in, key, meta_number, owe_token_in, TOKEN_KEYS};
+use super::history::Reason;
 use super::{set_meta, unix_now, Store};
 use crate::accounts::AccountId;
 
@@ -20,6 +21,11 @@ use crate::accounts::AccountId;
 pub struct Owed {
     pub asset: String,
     pub account: AccountId,
+    /// Why it is owed; history keeps it once Optimole accepted the asset.
+    pub reason: Reason,
+    /// The file it is owed for, as shown to users (none for URLs and
+    /// hashes named on the command line).
+    pub path: Option<String>,
 }
 
 impl ToSql for AccountId {
@@ -48,15 +54,21 @@ pub(super) fn owe(conn: &Connection, assets: &[Owed]) -> rusqlite::Result<usize>
     let now = unix_now();
     let mut added = 0;
     let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO outbox (asset, added_at, account) VALUES (?1, ?2, ?3)",
+        "INSERT OR IGNORE INTO outbox (asset, added_at, account, reason, path)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     // Owed again while it may be on its way: a new generation, so settling
-    // the send in flight does not settle this change too.
-    let mut again = conn.prepare_cached("UPDATE outbox SET gen = gen + 1 WHERE asset = ?1")?;
+    // the send in flight does not settle this change too; the latest
+    // reason is the one history keeps.
+    let mut again = conn.prepare_cached(
+        "UPDATE outbox SET gen = gen + 1, reason = ?2, path = coalesce(?3, path) WHERE asset = ?1",
+    )?;
     for owed in assets {
-        let inserted = insert.execute(params![owed.asset, now, owed.account])?;
+        let reason = owed.reason.as_str();
+        let inserted =
+            insert.execute(params![owed.asset, now, owed.account, reason, owed.path])?;
         if inserted == 0 {
-            again.execute([&owed.asset])?;
+            again.execute(params![owed.asset, reason, owed.path])?;
         }
         super::refused::forget(conn, &owed.asset)?;
         added += inserted;
@@ -232,9 +244,11 @@ impl Store {
     }
 
     /// Removes assets Optimole has accepted, unless they were owed again
-    /// (a newer generation) while they were being sent.
+    /// (a newer generation) while they were being sent; history records
+    /// each (accepted, whatever its generation) in the same transaction.
     pub fn settle(&mut self, assets: &[Pending]) -> anyhow::Result<()> {
         let tx = self.write()?;
+        super::history::accepted(&tx, assets)?;
         {
             let mut delete =
                 tx.prepare_cached("DELETE FROM outbox WHERE asset = ?1 AND gen = ?2")?;

@@ -106,6 +106,8 @@ impl Store {
             .map(|r| super::Owed {
                 asset: r.asset,
                 account: r.account,
+                reason: super::Reason::Resent,
+                path: None,
             })
             .collect();
         let tx = self.write()?;
@@ -163,6 +165,7 @@ mod tests {
                 "DROP TABLE refused; DROP INDEX files_links;
                  ALTER TABLE files DROP COLUMN ctime_ns; ALTER TABLE files DROP COLUMN dev;
                  ALTER TABLE files DROP COLUMN racy; ALTER TABLE files DROP COLUMN links;
+                 ALTER TABLE outbox DROP COLUMN reason; ALTER TABLE outbox DROP COLUMN path;
                  PRAGMA user_version = 2;",
             )
             .unwrap();

@@ -134,6 +134,13 @@ impl Sender {
         if let Ok(oldest) = self.store.oldest_uncovered_at() {
             crate::metrics::uncovered(oldest);
         }
+        let history = &self.config.history;
+        if let Err(e) = self
+            .store
+            .prune_history_hourly(history.keep, history.max_rows)
+        {
+            tracing::warn!(error = format!("{e:#}"), "cannot prune the history; it is tried again later");
+        }
         if !sent.invalidated.is_empty() || sent.token.is_some() {
             let uncovered = self
                 .store
