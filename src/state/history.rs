@@ -28,6 +28,7 @@ pub(super) const SCHEMA: &str = "
         path    TEXT
     );
     CREATE INDEX IF NOT EXISTS history_at ON history (at);
+    CREATE INDEX IF NOT EXISTS history_account ON history (account, at);
     CREATE TABLE IF NOT EXISTS token_history (
         id      INTEGER PRIMARY KEY,
         at      INTEGER NOT NULL,
@@ -210,6 +211,16 @@ impl Store {
             })?
             .collect::<rusqlite::Result<Vec<Entry>>>()?;
         Ok(rows)
+    }
+
+    /// When Optimole last accepted an invalidation of `account` (unix
+    /// seconds), as far as history remembers.
+    pub fn last_accepted_at(&self, account: &AccountId) -> anyhow::Result<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT max(at) FROM history WHERE account = ?1",
+            [account],
+            |r| r.get(0),
+        )?)
     }
 
     /// Tokens received since `since` (unix seconds), oldest first.

@@ -12,6 +12,7 @@ mod daemon_life;
 mod exact_detect;
 mod fake_api_selftest;
 mod faults;
+mod history;
 mod hostile;
 mod links;
 mod mapping_props;
