@@ -5,6 +5,7 @@
 
 mod support;
 
+mod accounts;
 mod commands;
 mod config;
 mod crash;
