@@ -96,6 +96,15 @@ impl Store {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
+    pub fn refused_count_by(&self, account: &AccountId) -> anyhow::Result<usize> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM refused WHERE account = ?1",
+            [account],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// `invalidate --refused`: every refused asset is owed again (to the
     /// account it was refused for) and leaves the list, in one
     /// transaction. Returns them.

@@ -134,6 +134,13 @@ impl Sender {
         if let Ok(oldest) = self.store.oldest_uncovered_at() {
             crate::metrics::uncovered(oldest);
         }
+        if let (Ok(owed), Ok(refused), Ok(uncovered)) = (
+            self.store.owed_count_by(&account.id),
+            self.store.refused_count_by(&account.id),
+            self.store.uncovered_since(&account.id),
+        ) {
+            crate::metrics::accounts::state(&account.id, owed, refused, uncovered);
+        }
         let history = &self.config.history;
         if let Err(e) = self
             .store

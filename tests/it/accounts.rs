@@ -4,7 +4,8 @@
 //! `invalidate --all` reaches every account; names and keys must agree.
 
 use crate::support::fake_api::Recorded;
-use crate::support::{shop_url, Site, KEY_A, KEY_B};
+use crate::support::http::{free_addr, metrics};
+use crate::support::{shop_url, wait_until, Site, Table, KEY_A, KEY_B, WAIT};
 
 /// The blog on the `[api]` key and a shop named `shop` on its own key.
 fn two_accounts() -> Site {
@@ -150,4 +151,24 @@ fn names_and_keys_must_agree() {
     let site = Site::new().rule_setting("account = \"blog\"");
     let out = site.run(&["check"]).expect(2);
     assert!(out.stderr.contains("[api] key"), "{out}");
+}
+
+#[test]
+fn metrics_carry_the_account_name() {
+    let addr = free_addr();
+    let site = two_accounts()
+        .fast_watch("100ms")
+        .setting(Table::Metrics, &format!("listen = \"{addr}\""));
+    let daemon = site.watch();
+    std::fs::write(site.at("shop/s.jpg"), b"2").unwrap();
+    let shop = "optiwatch_account_assets_invalidated_total{account=\"shop\"} 1";
+    wait_until("the shop's series", WAIT, || metrics(&addr).contains(shop));
+    let body = metrics(&addr);
+    assert!(
+        body.contains("optiwatch_account_assets_owed{account=\"shop\"} 0"),
+        "{body}"
+    );
+    // Logs name the account the same way.
+    daemon.wait_log("account=shop", WAIT);
+    assert!(!daemon.log().contains("account= "), "{}", daemon.log());
 }
