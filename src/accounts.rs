@@ -132,6 +132,9 @@ pub fn check_names(rules: &[RuleConfig]) -> Result<(), String> {
 #[derive(Debug)]
 pub struct Account {
     pub id: AccountId,
+    /// Where its key comes from (`KeySource::id`): the name it had
+    /// before it was given one.
+    pub source: String,
     pub client: Client,
     pub publisher: Publisher,
     /// URL prefixes (`url` and `also`) of the rules whose assets this
@@ -151,6 +154,7 @@ impl Accounts {
             .into_iter()
             .map(|(id, key, tokens)| {
                 Ok(Account {
+                    source: key.id(),
                     client: Client::new(&config.api, ApiKey::load(&key)?)?,
                     publisher: Publisher::new(tokens, config.key_env_vars()),
                     prefixes: config
@@ -199,6 +203,19 @@ impl Accounts {
                 known.join(", ")
             )
         })
+    }
+
+    /// The account that takes over work owed under `old`, a name no
+    /// account has now: the one whose key `old` named before the account
+    /// got its `account` name.
+    pub fn heir(&self, old: &AccountId) -> Option<AccountId> {
+        let AccountId::Key(old) = old else {
+            return None;
+        };
+        self.0
+            .iter()
+            .find(|a| a.id != AccountId::Default && a.source == *old)
+            .map(|a| a.id.clone())
     }
 
     pub fn ids(&self) -> Vec<&AccountId> {

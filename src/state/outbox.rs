@@ -188,9 +188,14 @@ impl Store {
         Ok(())
     }
 
-    /// Gives assets and tokens owed to accounts not in `known` to the
-    /// default account.
-    pub fn adopt_orphans(&mut self, known: &[&AccountId]) -> anyhow::Result<()> {
+    /// Gives assets and tokens owed to accounts not in `known` to their
+    /// heir: the account `heir` names for them (an account that was
+    /// renamed), else the default account.
+    pub fn adopt_orphans(
+        &mut self,
+        known: &[&AccountId],
+        heir: impl Fn(&AccountId) -> Option<AccountId>,
+    ) -> anyhow::Result<()> {
         let orphans: Vec<AccountId> = self
             .accounts_with_work()?
             .into_iter()
@@ -200,23 +205,30 @@ impl Store {
             return Ok(());
         }
         let tx = self.write()?;
+        let mut heirs = Vec::new();
         for account in &orphans {
+            let to = heir(account).unwrap_or(AccountId::Default);
             tx.execute(
                 "UPDATE outbox SET account = ?2 WHERE account = ?1",
-                [account, &AccountId::Default],
+                [account, &to],
             )?;
-            // What the orphan had accepted and not yet covered needs the
-            // [api] account's next token.
+            // What the orphan had accepted and not yet covered needs its
+            // heir's next token.
             if let Some(since) = meta_number(&tx, &key("uncovered_since", account))? {
-                accepted_in(&tx, &AccountId::Default, since)?;
+                accepted_in(&tx, &to, since)?;
             }
             for base in TOKEN_KEYS {
                 tx.execute("DELETE FROM meta WHERE key = ?1", [key(base, account)])?;
             }
-            owe_token_in(&tx, &AccountId::Default)?;
+            owe_token_in(&tx, &to)?;
+            heirs.push(to);
         }
         tx.commit()?;
-        tracing::warn!(accounts = %names(&orphans), "work owed to accounts no longer in the config goes to the [api] key");
+        tracing::warn!(
+            accounts = %names(&orphans),
+            to = %names(&heirs),
+            "work owed to accounts no longer in the config goes to the account now using their key, else to the [api] key"
+        );
         Ok(())
     }
 

@@ -172,3 +172,35 @@ fn metrics_carry_the_account_name() {
     daemon.wait_log("account=shop", WAIT);
     assert!(!daemon.log().contains("account= "), "{}", daemon.log());
 }
+
+#[test]
+fn naming_an_account_keeps_the_token_it_owes() {
+    let mut site = Site::with_keys(&[KEY_A, KEY_B])
+        .shop(KEY_B)
+        .rule_setting("[rules.token]\ncommand = [\"/bin/false\"]");
+    std::fs::write(site.at("shop/s.jpg"), b"1").unwrap();
+    site.scan(&[]).expect(0);
+    std::fs::write(site.at("shop/s.jpg"), b"2").unwrap();
+    // Accepted, but its token cannot be published: still owed.
+    site.scan(&[]).expect(1);
+    site.config.rules = site
+        .config
+        .rules
+        .replace(
+            "key_env = \"SHOP_KEY\"\n",
+            "key_env = \"SHOP_KEY\"\naccount = \"shop\"\n",
+        )
+        .replace("command = [\"/bin/false\"]", "file = \"token-b\"");
+    site.scan(&[]).expect(0);
+    let token = std::fs::read_to_string(site.at("token-b")).unwrap_or_default();
+    assert_eq!(&token, site.api.tokens_issued().last().unwrap(), "the shop's token reached its file");
+    let status = site.status();
+    assert!(
+        status["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["name"] != "env:SHOP_KEY"),
+        "{status}"
+    );
+}
