@@ -71,6 +71,13 @@ pub enum Command {
     /// Files tracked, assets and token owed, last flush, last error
     Status(JsonArg),
     /// What Optimole accepted, when, why and in which request
+    #[command(
+        long_about = "What Optimole accepted, when, why and in which request: one line per \
+invalidated asset, newest last (time in RFC 3339 UTC, reason, account, URL, path), then the \
+tokens received. Reasons: changed, deleted, new, alias (a link to, or another name of, a \
+changed file), manual (invalidate PATH|URL|HASH), resent (invalidate --refused), domain, all. \
+--json prints one object: {\"version\":1,\"entries\":[..],\"tokens\":[..]}."
+    )]
     History(HistoryArgs),
     /// Check the config, rule folders, API key, store and token destinations
     Check(CheckArgs),

@@ -94,7 +94,7 @@ impl Session {
         let (store, accounts) = self.parts()?;
         store
             .follow_rules(|asset| accounts.serving(asset))
-            .and_then(|()| store.adopt_orphans(&accounts.ids()))
+            .and_then(|()| store.adopt_orphans(&accounts.ids(), |old| accounts.heir(old)))
             .context("cannot hand work owed to accounts no longer in the config to the [api] key")
     }
 
