@@ -178,10 +178,7 @@ impl History {
             ));
         }
         for t in &self.tokens {
-            out.push_str(&format!(
-                "{} token    {} {}…\n",
-                t.at, t.account, t.token
-            ));
+            out.push_str(&format!("{} token    {} {}…\n", t.at, t.account, t.token));
         }
         if self.entries.is_empty() && self.tokens.is_empty() {
             out.push_str("nothing was invalidated in that time\n");

@@ -58,6 +58,9 @@ pub fn state(
     });
 }
 
+/// A metric family: name, type, help, and its value for one account.
+type Family<'a> = (&'a str, &'a str, &'a str, &'a dyn Fn(&Series) -> String);
+
 /// The labelled series, in Prometheus text format.
 pub(super) fn render(out: &mut String) {
     let map = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -65,7 +68,7 @@ pub(super) fn render(out: &mut String) {
         return;
     }
     let now = SystemTime::now();
-    let families: [(&str, &str, &str, &dyn Fn(&Series) -> String); 5] = [
+    let families: [Family<'_>; 5] = [
         (
             "optiwatch_account_assets_invalidated_total",
             "counter",

@@ -143,7 +143,10 @@ fn add_hard_links(
             }
             let r = rules.get(rule);
             if !plan.baseline[rule] {
-                detected.changes.assets.extend(r.owed(&alias, Reason::Alias));
+                detected
+                    .changes
+                    .assets
+                    .extend(r.owed(&alias, Reason::Alias));
                 detected.links.seed(&alias);
             }
             tracing::debug!(path = %alias.display(), of = %path.display(), "hard link changed too");

@@ -92,6 +92,15 @@ pub(super) fn accepted_in(
     owe_token_in(conn, account)
 }
 
+/// A fresh token must follow (one fetched earlier is dropped).
+fn fresh_token_in(conn: &Connection, account: &AccountId) -> rusqlite::Result<()> {
+    accepted_in(conn, account, unix_now_ms())?;
+    for base in ["token_fetched", "token_covers"] {
+        conn.execute("DELETE FROM meta WHERE key = ?1", [key(base, account)])?;
+    }
+    Ok(())
+}
+
 fn unix_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -126,33 +135,22 @@ impl Store {
         })
     }
 
-    /// A token is owed for an invalidation Optimole accepted outside the
-    /// outbox (a domain or account-wide invalidation), or on request (the
-    /// `token` command): a fresh one, so a token fetched earlier is dropped.
+    /// A token is owed on request (the `token` command): a fresh one, so a
+    /// token fetched earlier is dropped.
     pub fn owe_token(&mut self, account: &AccountId) -> anyhow::Result<()> {
-        self.fresh_token(account, None)
+        let tx = self.write()?;
+        fresh_token_in(&tx, account)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Optimole accepted a whole-domain (`Some(domain)`) or whole-account
-    /// (`None`) invalidation: history records it and a fresh token is
-    /// owed, in one transaction.
+    /// (`None`) invalidation, outside the outbox: history records it and a
+    /// fresh token is owed, in one transaction.
     pub fn purged(&mut self, account: &AccountId, domain: Option<&str>) -> anyhow::Result<()> {
-        self.fresh_token(account, Some(domain))
-    }
-
-    fn fresh_token(
-        &mut self,
-        account: &AccountId,
-        purge: Option<Option<&str>>,
-    ) -> anyhow::Result<()> {
         let tx = self.write()?;
-        if let Some(domain) = purge {
-            super::history::purged(&tx, account, domain)?;
-        }
-        accepted_in(&tx, account, unix_now_ms())?;
-        for base in ["token_fetched", "token_covers"] {
-            tx.execute("DELETE FROM meta WHERE key = ?1", [key(base, account)])?;
-        }
+        super::history::purged(&tx, account, domain)?;
+        fresh_token_in(&tx, account)?;
         tx.commit()?;
         Ok(())
     }

@@ -246,8 +246,7 @@ impl Store {
     /// oldest; both use the time index, so this stays cheap. Returns how
     /// many rows went.
     pub fn prune_history(&mut self, keep: Duration, max_rows: u64) -> anyhow::Result<usize> {
-        let cutoff =
-            unix_now().saturating_sub(i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
+        let cutoff = unix_now().saturating_sub(i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
         let max_rows = i64::try_from(max_rows).unwrap_or(i64::MAX);
         let tx = self.write()?;
         let mut gone = 0;

@@ -65,8 +65,7 @@ pub(super) fn owe(conn: &Connection, assets: &[Owed]) -> rusqlite::Result<usize>
     )?;
     for owed in assets {
         let reason = owed.reason.as_str();
-        let inserted =
-            insert.execute(params![owed.asset, now, owed.account, reason, owed.path])?;
+        let inserted = insert.execute(params![owed.asset, now, owed.account, reason, owed.path])?;
         if inserted == 0 {
             again.execute(params![owed.asset, reason, owed.path])?;
         }

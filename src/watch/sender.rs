@@ -146,7 +146,10 @@ impl Sender {
             .store
             .prune_history_hourly(history.keep, history.max_rows)
         {
-            tracing::warn!(error = format!("{e:#}"), "cannot prune the history; it is tried again later");
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "cannot prune the history; it is tried again later"
+            );
         }
         if !sent.invalidated.is_empty() || sent.token.is_some() {
             let uncovered = self

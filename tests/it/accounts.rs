@@ -135,7 +135,10 @@ fn names_and_keys_must_agree() {
         .rule_setting("account = \"shop\"");
     std::fs::create_dir(site.at("other")).unwrap();
     let out = site.run(&["check"]).expect(2);
-    assert!(out.stderr.contains("\"shop\" names two different keys"), "{out}");
+    assert!(
+        out.stderr.contains("\"shop\" names two different keys"),
+        "{out}"
+    );
 
     // One key under two names.
     let site = Site::with_keys(&[KEY_A, KEY_B])
@@ -193,7 +196,11 @@ fn naming_an_account_keeps_the_token_it_owes() {
         .replace("command = [\"/bin/false\"]", "file = \"token-b\"");
     site.scan(&[]).expect(0);
     let token = std::fs::read_to_string(site.at("token-b")).unwrap_or_default();
-    assert_eq!(&token, site.api.tokens_issued().last().unwrap(), "the shop's token reached its file");
+    assert_eq!(
+        &token,
+        site.api.tokens_issued().last().unwrap(),
+        "the shop's token reached its file"
+    );
     let status = site.status();
     assert!(
         status["accounts"]

@@ -104,8 +104,14 @@ fn history_lists_each_invalidation_with_its_reason_and_time() {
         .lines()
         .find(|l| l.contains(&url("a.jpg")))
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(line.contains(" changed ") && line.contains(" default "), "{line}");
-    assert!(line.ends_with(site.path("a.jpg").to_str().unwrap()), "{line}");
+    assert!(
+        line.contains(" changed ") && line.contains(" default "),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(site.path("a.jpg").to_str().unwrap()),
+        "{line}"
+    );
     let bad = site.run(&["history", "--since", "yesterday"]).expect(2);
     assert!(bad.stderr.contains("--since"), "{bad}");
 }
@@ -163,12 +169,16 @@ fn accepted_urls_and_changed_paths_are_logged_at_info() {
         site.write(rel, b"v2");
     }
     daemon.wait_log("invalidated", WAIT);
-    site.api
-        .wait_for("every asset", WAIT, crate::support::has_all(&rels.iter().map(|r| url(r)).collect::<Vec<_>>()));
+    site.api.wait_for(
+        "every asset",
+        WAIT,
+        crate::support::has_all(&rels.iter().map(|r| url(r)).collect::<Vec<_>>()),
+    );
     let log = daemon.log();
     assert!(log.contains(&url("f00.jpg")), "{log}");
     assert!(
-        log.lines().any(|l| l.contains("changed") && l.contains("f0")),
+        log.lines()
+            .any(|l| l.contains("changed") && l.contains("f0")),
         "a changed path at info: {log}"
     );
     // At most 20 URLs per flush line.
