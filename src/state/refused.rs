@@ -174,7 +174,6 @@ mod tests {
                 "DROP TABLE refused; DROP INDEX files_links;
                  ALTER TABLE files DROP COLUMN ctime_ns; ALTER TABLE files DROP COLUMN dev;
                  ALTER TABLE files DROP COLUMN racy; ALTER TABLE files DROP COLUMN links;
-                 ALTER TABLE outbox DROP COLUMN reason; ALTER TABLE outbox DROP COLUMN path;
                  PRAGMA user_version = 2;",
             )
             .unwrap();

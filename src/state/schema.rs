@@ -138,7 +138,15 @@ impl Store {
         if from < 6 {
             // v6: why each asset is owed, and the history of what Optimole
             // accepted (see `history`).
-            tx.execute_batch(history::OUTBOX_COLUMNS)?;
+            // (A store whose version was set back by hand may have them.)
+            let has_reason: bool = tx.query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('outbox') WHERE name = 'reason'",
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_reason {
+                tx.execute_batch(history::OUTBOX_COLUMNS)?;
+            }
             tx.execute_batch(history::SCHEMA)?;
         }
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
