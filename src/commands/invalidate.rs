@@ -129,6 +129,12 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
         )
         .into());
     }
+    if req.account.is_some() && !req.all && req.domain.is_empty() {
+        return Err(UsageError(
+            "--account chooses the account of --all or --domain: add one of them (files and URLs go to the account of the rule serving them)".into(),
+        )
+        .into());
+    }
     let rules = RuleSet::new(&config.rules)?;
     let owed = resolve_targets(&rules, &req.targets)?;
     let mut report = SendReport {
@@ -149,7 +155,7 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
         return Ok(report);
     }
     if req.all && !req.yes {
-        confirm_all()?;
+        confirm_all(req.account.as_deref())?;
     }
     let mut session = Session::open(config, Access::ReadWrite)?;
     if req.refused {
@@ -232,15 +238,19 @@ fn purge_accounts<'a>(
 }
 
 /// `--all` drops every cached image of the account: ask first.
-fn confirm_all() -> anyhow::Result<()> {
+fn confirm_all(account: Option<&str>) -> anyhow::Result<()> {
+    let whose = match account {
+        Some(name) => format!("the Optimole account {name}"),
+        None => "every Optimole account of the config".to_string(),
+    };
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(UsageError(
-            "--all invalidates every cached image of the account: add --yes to confirm (no terminal to ask on)".into(),
+            format!("--all invalidates every cached image of {whose}: add --yes to confirm (no terminal to ask on)"),
         )
         .into());
     }
-    eprint!("invalidate EVERY cached image of this Optimole account? [y/N] ");
+    eprint!("invalidate EVERY cached image of {whose}? [y/N] ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
