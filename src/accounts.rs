@@ -45,7 +45,7 @@ impl AccountId {
         }
     }
 
-    /// As the store and `--json` output keep it: `""` for the default
+    /// As the store keeps it: `""` for the default
     /// account (what stores written before per-rule keys hold).
     pub fn stored(&self) -> &str {
         match self {

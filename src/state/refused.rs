@@ -23,7 +23,7 @@ pub(super) const SCHEMA: &str = "
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Refused {
     pub asset: String,
-    /// The account it was owed to (in `--json`: `""` for the default one).
+    /// The account it was owed to, by name (`default` for the `[api]` one).
     pub account: AccountId,
     /// Unix seconds.
     pub refused_at: i64,
