@@ -206,15 +206,17 @@ impl Accounts {
     }
 
     /// The account that takes over work owed under `old`, a name no
-    /// account has now: the one whose key `old` named before the account
+    /// account has now: the one using the key `old` had (`source`, as the
+    /// store remembered it), or whose key `old` named before the account
     /// got its `account` name.
-    pub fn heir(&self, old: &AccountId) -> Option<AccountId> {
+    pub fn heir(&self, old: &AccountId, source: Option<&str>) -> Option<AccountId> {
         let AccountId::Key(old) = old else {
             return None;
         };
+        let source = source.unwrap_or(old);
         self.0
             .iter()
-            .find(|a| a.id != AccountId::Default && a.source == *old)
+            .find(|a| a.id != AccountId::Default && a.source == source)
             .map(|a| a.id.clone())
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::accounts::Accounts;
+use crate::accounts::{AccountId, Accounts};
 use crate::config::Config;
 use crate::state::{Store, StoreLock};
 
@@ -89,12 +89,29 @@ impl Session {
     /// its own key, or a new one, takes its owed assets along: the old key
     /// may not be allowed to invalidate them); work owed to accounts the
     /// config no longer has and no rule serves goes to the `[api]` account:
-    /// it must not stay owed forever.
+    /// it must not stay owed forever, unless the account was renamed: then
+    /// the account now using its key takes it (the store remembers each
+    /// name's key source).
     pub fn adopt_orphans(&mut self) -> anyhow::Result<()> {
         let (store, accounts) = self.parts()?;
+        let sources: Vec<(AccountId, String)> = accounts
+            .iter()
+            .filter(|a| a.id != AccountId::Default)
+            .map(|a| (a.id.clone(), a.source.clone()))
+            .collect();
         store
             .follow_rules(|asset| accounts.serving(asset))
-            .and_then(|()| store.adopt_orphans(&accounts.ids(), |old| accounts.heir(old)))
+            .and_then(|()| {
+                let known = store.account_sources()?;
+                store.adopt_orphans(&accounts.ids(), |old| {
+                    let source = known
+                        .iter()
+                        .find(|(name, _)| name == old)
+                        .map(|(_, source)| source.clone());
+                    accounts.heir(old, source.as_deref())
+                })
+            })
+            .and_then(|()| store.remember_sources(&sources))
             .context("cannot hand work owed to accounts no longer in the config to the [api] key")
     }
 

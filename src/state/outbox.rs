@@ -231,6 +231,45 @@ impl Store {
         Ok(())
     }
 
+    /// Remembers which key source each named account uses, so a renamed
+    /// account's work finds its heir ([`Store::account_sources`]).
+    pub fn remember_sources(&mut self, sources: &[(AccountId, String)]) -> anyhow::Result<()> {
+        let mut changed = Vec::new();
+        for (id, source) in sources {
+            let key = format!("account_source:{}", id.stored());
+            if self.meta(&key)?.as_deref() != Some(source.as_str()) {
+                changed.push((key, source));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let tx = self.write()?;
+        for (key, source) in changed {
+            set_meta(&tx, &key, source)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Each account name the store has seen, with its key source.
+    pub fn account_sources(&self) -> anyhow::Result<Vec<(AccountId, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key, value FROM meta WHERE key LIKE 'account_source:%'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut sources = Vec::new();
+        for row in rows {
+            let (key, source) = row?;
+            let name = key
+                .strip_prefix("account_source:")
+                .unwrap_or(&key)
+                .to_string();
+            sources.push((AccountId::from_stored(name), source));
+        }
+        Ok(sources)
+    }
+
     /// When the oldest owed asset became owed (unix seconds).
     pub fn oldest_owed_at(&self) -> anyhow::Result<Option<i64>> {
         Ok(self

@@ -210,4 +210,21 @@ fn naming_an_account_keeps_the_token_it_owes() {
             .all(|a| a["name"] != "env:SHOP_KEY"),
         "{status}"
     );
+
+    // Renamed again, from one name to another, with a token owed.
+    site.config.rules = site
+        .config
+        .rules
+        .replace("file = \"token-b\"", "command = [\"/bin/false\"]");
+    std::fs::write(site.at("shop/s.jpg"), b"3").unwrap();
+    site.scan(&[]).expect(1);
+    site.config.rules = site
+        .config
+        .rules
+        .replace("account = \"shop\"", "account = \"store\"")
+        .replace("command = [\"/bin/false\"]", "file = \"token-b\"");
+    site.scan(&[]).expect(0);
+    let token = std::fs::read_to_string(site.at("token-b")).unwrap_or_default();
+    let last = site.api.tokens_issued().last().cloned().unwrap();
+    assert_eq!(token, last, "the renamed account published its token");
 }
