@@ -9,6 +9,7 @@
 //! `synchronous = FULL` keeps a committed transaction through a crash or a
 //! power cut.
 
+mod adoption;
 mod coverage;
 mod damage;
 mod files;
