@@ -322,6 +322,36 @@ mod tests {
     }
 
     #[test]
+    fn one_key_one_name_and_default_is_the_api_keys() {
+        let rule = |dir: &str, key: &str, name: Option<&str>| {
+            format!(
+                "[[rules]]\ndir = \"/{dir}\"\nurl = \"https://{dir}.example/m\"\nkey_env = \"{key}\"\n{}",
+                name.map(|n| format!("account = \"{n}\"\n")).unwrap_or_default()
+            )
+        };
+        let parse = |text: String| {
+            Config::parse(&text, std::path::Path::new("/etc/optiwatch/watcher.toml"))
+        };
+        let ok = parse(rule("a", "A", Some("shop")) + &rule("b", "A", Some("shop"))).unwrap();
+        assert_eq!(
+            AccountId::of_rule(&ok.rules[1]),
+            AccountId::Key("shop".into())
+        );
+        let unnamed = parse(rule("a", "A", None)).unwrap();
+        assert_eq!(AccountId::of_rule(&unnamed.rules[0]).to_string(), "env:A");
+        for bad in [
+            rule("a", "A", Some("shop")) + &rule("b", "A", Some("store")),
+            rule("a", "A", Some("shop")) + &rule("b", "B", Some("shop")),
+            rule("a", "A", Some("default")),
+            rule("a", "OPTIMOLE_API_KEY", Some("blog")),
+            rule("a", "A", None) + &rule("b", "B", Some("env:A")),
+        ] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
+        }
+        assert!(parse(rule("a", "OPTIMOLE_API_KEY", Some("default"))).is_ok());
+    }
+
+    #[test]
     fn the_shipped_example_has_one_account() {
         let text = include_str!("../watcher.example.toml");
         assert_eq!(specs(&config(text)).len(), 1);
