@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands::check::CheckArgs;
+use crate::commands::history::HistoryArgs;
 use crate::commands::init::InitArgs;
 use crate::commands::invalidate::InvalidateArgs;
 use crate::commands::scan::ScanArgs;
@@ -72,6 +73,15 @@ pub enum Command {
     Urls(UrlsArgs),
     /// Files tracked, assets and token owed, last flush, last error
     Status(JsonArg),
+    /// What Optimole accepted, when, why and in which request
+    #[command(
+        long_about = "What Optimole accepted, when, why and in which request: one line per \
+invalidated asset, newest last (time in RFC 3339 UTC, reason, account, URL, path), then the \
+tokens received. Reasons: changed, deleted, new, alias (a link to, or another name of, a \
+changed file), manual (invalidate PATH|URL|HASH), resent (invalidate --refused), domain, all. \
+--json prints one object: {\"version\":1,\"entries\":[..],\"tokens\":[..]}."
+    )]
+    History(HistoryArgs),
     /// Check the config, rule folders, API key, store and token destinations
     Check(CheckArgs),
     /// Print a shell completion script
@@ -145,6 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => commands::token::run(&config, args, output).await,
         Command::Urls(args) => commands::urls::run(&config, args),
         Command::Status(args) => commands::status::run(&config, args),
+        Command::History(args) => commands::history::run(&config, args),
         Command::Check(args) => commands::check::run(&config, args).await,
         Command::Init(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("handled above")

@@ -166,8 +166,10 @@ impl Flusher {
             }
             _ => Take::Everything,
         };
-        self.assets(store, account, take, policy.retry, sent)
-            .await?;
+        let before = sent.invalidated.len();
+        let result = self.assets(store, account, take, policy.retry, sent).await;
+        log_accepted(account, sent.invalidated.get(before..).unwrap_or_default());
+        result?;
         let left = store.owed_count_by(&account.id)?;
         let outcome = if left > 0 {
             let since = *self
@@ -246,6 +248,25 @@ impl Flusher {
         };
         &mut self.learnt[at].1
     }
+}
+
+/// Assets logged at info level per flush; the rest are counted.
+const LOGGED_ASSETS: usize = 20;
+
+/// Logs what Optimole accepted in one flush of one account: the first
+/// [`LOGGED_ASSETS`] URLs, then how many more.
+fn log_accepted(account: &Account, assets: &[String]) {
+    if assets.is_empty() {
+        return;
+    }
+    let shown = &assets[..assets.len().min(LOGGED_ASSETS)];
+    tracing::info!(
+        account = %account.id,
+        assets = assets.len(),
+        urls = %crate::logging::array(shown),
+        more = assets.len() - shown.len(),
+        "invalidated"
+    );
 }
 
 /// The run's error for assets refused during it: they make the run fail

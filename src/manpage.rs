@@ -191,7 +191,9 @@ const FILES: Section = Section {
         (
             "`state` (default `optiwatch.db` beside the config; `/var/lib/optiwatch/optiwatch.db` under systemd)",
             "The SQLite state store: file hashes, the outbox of assets still owed to \
-             Optimole, the refused list and the token state. SQLite keeps `-wal` and \
+             Optimole, the refused list, the token state and the history of what \
+             Optimole accepted (*optiwatch history*; bounded by *[history] keep* and \
+             *max_rows*). SQLite keeps `-wal` and \
              `-shm` files beside it; move all three together. One process per store.",
         ),
         (

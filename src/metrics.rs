@@ -7,6 +7,8 @@
 //! Counters are plain atomics in one static, so counting costs an atomic add
 //! wherever it happens and nothing when nobody scrapes.
 
+pub mod accounts;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -220,6 +222,7 @@ pub fn render() -> String {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
     let _ = writeln!(out, "{name}_sum {}", get(&m.latency_micros) as f64 / 1e6);
     let _ = writeln!(out, "{name}_count {count}");
+    accounts::render(&mut out);
     out
 }
 

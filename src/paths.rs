@@ -117,6 +117,7 @@ mod tests {
             follow_symlinks: false,
             allow_outside: vec![],
             key: None,
+            account: None,
             token: None,
         }])
         .unwrap();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::accounts::Accounts;
+use crate::accounts::{AccountId, Accounts};
 use crate::config::Config;
 use crate::state::{Store, StoreLock};
 
@@ -89,13 +89,12 @@ impl Session {
     /// its own key, or a new one, takes its owed assets along: the old key
     /// may not be allowed to invalidate them); work owed to accounts the
     /// config no longer has and no rule serves goes to the `[api]` account:
-    /// it must not stay owed forever.
+    /// it must not stay owed forever, unless the account was renamed: then
+    /// the account now using its key takes it (the store remembers each
+    /// name's key source).
     pub fn adopt_orphans(&mut self) -> anyhow::Result<()> {
         let (store, accounts) = self.parts()?;
-        store
-            .follow_rules(|asset| accounts.serving(asset))
-            .and_then(|()| store.adopt_orphans(&accounts.ids()))
-            .context("cannot hand work owed to accounts no longer in the config to the [api] key")
+        adopt_orphans(store, accounts)
     }
 
     /// The store, when there is one (read-only sessions: it may not exist
@@ -152,6 +151,31 @@ impl Session {
             ),
         }
     }
+}
+
+/// Hands work owed to accounts no longer in the config to their heirs
+/// (the account now using their key, else the `[api]` key's), and
+/// remembers each account's key source for the next rename.
+pub fn adopt_orphans(store: &mut Store, accounts: &Accounts) -> anyhow::Result<()> {
+    let sources: Vec<(AccountId, String)> = accounts
+        .iter()
+        .filter(|a| a.id != AccountId::Default)
+        .map(|a| (a.id.clone(), a.source.clone()))
+        .collect();
+    store
+        .follow_rules(|asset| accounts.serving(asset))
+        .and_then(|()| {
+            let known = store.account_sources()?;
+            store.adopt_orphans(&accounts.ids(), |old| {
+                let source = known
+                    .iter()
+                    .find(|(name, _)| name == old)
+                    .map(|(_, source)| source.clone());
+                accounts.heir(old, source.as_deref())
+            })
+        })
+        .and_then(|()| store.remember_sources(&sources))
+        .context("cannot hand work owed to accounts no longer in the config to the [api] key")
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::flush::{api_error, Flusher, Policy, Purge};
 use crate::rules::explain::why_not;
 use crate::rules::{RuleSet, Verdict};
 use crate::session::{Access, Session};
-use crate::state::{Changes, Owed};
+use crate::state::{Changes, Owed, Reason};
 
 #[derive(Debug, Args)]
 pub struct InvalidateArgs {
@@ -35,9 +35,12 @@ pub struct InvalidateArgs {
     /// Invalidate every cached image of this origin host name, e.g. example.com (repeatable)
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Vec<String>,
-    /// Invalidate every cached image of the account
+    /// Invalidate every cached image of every account (or of --account's)
     #[arg(long)]
     pub all: bool,
+    /// With --all and --domain: only this account (`default` is the [api] key's)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
     /// Send the assets Optimole refused by name again (see `status`)
     #[arg(long)]
     pub refused: bool,
@@ -91,11 +94,15 @@ pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<
             assets.push(Owed {
                 asset: text.to_string(),
                 account,
+                reason: Reason::Manual,
+                path: None,
             });
         } else if is_asset_hash(text) && !path.exists() {
             assets.push(Owed {
                 asset: text.to_string(),
                 account: AccountId::Default,
+                reason: Reason::Manual,
+                path: None,
             });
         } else {
             // `..`, `.` and links resolved, from any working directory.
@@ -115,7 +122,7 @@ fn urls_of(rules: &RuleSet, path: &Path) -> anyhow::Result<Vec<Owed>> {
     match rules.verdict(path) {
         Verdict::Mapped { rule } => {
             let r = rules.get(rule);
-            Ok(r.owed(path.strip_prefix(&r.dir).unwrap_or(path)))
+            Ok(r.owed(path, Reason::Manual))
         }
         other => Err(UsageError(format!(
             "{}: {}; run `optiwatch urls` on it for details",
@@ -131,6 +138,12 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
         return Err(UsageError(
             "nothing to invalidate: name files, URLs or asset hashes, or use --domain, --all or --refused"
                 .into(),
+        )
+        .into());
+    }
+    if req.account.is_some() && !req.all && req.domain.is_empty() {
+        return Err(UsageError(
+            "--account chooses the account of --all or --domain: add one of them (files and URLs go to the account of the rule serving them)".into(),
         )
         .into());
     }
@@ -162,13 +175,14 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
         return Ok(report);
     }
     if req.all && !req.yes {
-        confirm_all()?;
+        confirm_all(req.account.as_deref())?;
     }
     // Beside a running daemon: it owes, sends and answers.
     let op = Op::Invalidate {
         assets: owed.iter().map(Asset::from).collect(),
-        domains: req.domain.clone(),
+        domains: domains.clone(),
         all: req.all,
+        account: req.account.clone(),
         refused: req.refused,
     };
     if let Some(reply) = client::delegate(config, op, req.wait.timeout).await? {
@@ -195,22 +209,23 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
         .iter()
         .map(|d| Purge::Domain(d.clone()))
         .chain(req.all.then_some(Purge::Account));
-    let api_account = accounts
-        .api_account()
-        .context("the config has no [api] account (a bug)")?;
+    let chosen = match &req.account {
+        Some(name) => Some(accounts.by_name(name).map_err(UsageError)?),
+        None => None,
+    };
     let mut misconfigured = None;
     for purge in purges {
-        let Err(e) = flusher
-            .purge(store, api_account, &purge, policy.retry)
-            .await
-        else {
-            continue;
-        };
-        match api_error(&e) {
-            Some(ApiError::Misconfigured { .. }) => {
-                misconfigured.get_or_insert(e);
+        for account in purge.targets(accounts, chosen) {
+            let Err(e) = flusher.purge(store, account, &purge, policy.retry).await else {
+                continue;
+            };
+            let who = format!("account {}: ", account.id);
+            match api_error(&e) {
+                Some(ApiError::Misconfigured { .. }) => {
+                    misconfigured.get_or_insert(e);
+                }
+                _ => report.errors.push(format!("{who}{e:#}")),
             }
-            _ => report.errors.push(format!("{e:#}")),
         }
     }
     if let Some(e) = misconfigured {
@@ -221,15 +236,19 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
 }
 
 /// `--all` drops every cached image of the account: ask first.
-fn confirm_all() -> anyhow::Result<()> {
+fn confirm_all(account: Option<&str>) -> anyhow::Result<()> {
+    let whose = match account {
+        Some(name) => format!("the Optimole account {name}"),
+        None => "every Optimole account of the config".to_string(),
+    };
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(UsageError(
-            "--all invalidates every cached image of the account: add --yes to confirm (no terminal to ask on)".into(),
+            format!("--all invalidates every cached image of {whose}: add --yes to confirm (no terminal to ask on)"),
         )
         .into());
     }
-    eprint!("invalidate EVERY cached image of this Optimole account? [y/N] ");
+    eprint!("invalidate EVERY cached image of {whose}? [y/N] ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;

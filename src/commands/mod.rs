@@ -4,6 +4,7 @@
 //! outside this folder imports a command.
 
 pub mod check;
+pub mod history;
 mod host;
 pub mod init;
 pub mod invalidate;

@@ -165,6 +165,13 @@ async fn scan(config: &Config, opts: &ScanArgs, output: Output) -> anyhow::Resul
     report.invalidated = sent.invalidated;
     report.token = sent.token;
     report.pending = store.owed()?;
+    let history = &config.history;
+    if let Err(e) = store.prune_history(history.keep, history.max_rows) {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot prune the history; it is tried again next run"
+        );
+    }
     if !report.errors.is_empty() {
         store.note_error(&report.errors.join("; "));
     }

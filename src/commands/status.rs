@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::JsonArg;
-use crate::accounts::AccountId;
+use crate::accounts::{AccountId, Accounts};
 use crate::config::Config;
 use crate::control::client;
 use crate::control::protocol::{Live, Op, Reply};
@@ -52,6 +52,25 @@ pub struct Status {
     pub last_error_at: Option<i64>,
     /// The running daemon's live state (`null`: no daemon answered).
     pub live: Option<Live>,
+    /// Per Optimole account of the config (the `[api]` one, `default`,
+    /// first), and any the store still owes work to.
+    pub accounts: Vec<AccountStatus>,
+}
+
+/// One account's share of the store.
+#[derive(Debug, Serialize)]
+pub struct AccountStatus {
+    pub name: AccountId,
+    /// "settled", "owed" or "fetched".
+    pub token: &'static str,
+    pub assets_owed: usize,
+    pub assets_refused: usize,
+    /// Its last accepted invalidation batch.
+    #[serde(serialize_with = "crate::rfc3339::serialize_opt")]
+    pub last_flush_at: Option<i64>,
+    /// Seconds its oldest accepted invalidation has waited for a
+    /// published token.
+    pub uncovered_age_seconds: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -91,6 +110,7 @@ fn status(config: &Config) -> anyhow::Result<Status> {
         last_error: None,
         last_error_at: None,
         live: None,
+        accounts: Vec::new(),
     };
     status.live = live(config);
     if status.exists {
@@ -122,11 +142,7 @@ fn status(config: &Config) -> anyhow::Result<Status> {
     status.state_bytes = store.size_bytes();
     status.assets_owed = store.owed_count()?;
     status.oldest_owed_at = store.oldest_owed_at()?;
-    status.token = match store.token_state(&AccountId::Default)? {
-        TokenState::Settled => "settled",
-        TokenState::Owed => "owed",
-        TokenState::Fetched(_) => "fetched",
-    };
+    status.token = token_word(store.token_state(&AccountId::Default)?);
     status.refused = store.refused()?;
     status.assets_refused = status.refused.len();
     if let Some(since) = store.oldest_uncovered_at()? {
@@ -146,6 +162,28 @@ fn status(config: &Config) -> anyhow::Result<Status> {
     status.last_token_at = number("last_token_at")?;
     status.last_error = store.meta("last_error")?;
     status.last_error_at = number("last_error_at")?;
+    let mut ids = Accounts::ids_of(config);
+    for id in store.accounts_with_work()? {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    for id in ids {
+        let refused = status.refused.iter().filter(|r| r.account == id).count();
+        status.accounts.push(AccountStatus {
+            token: token_word(store.token_state(&id)?),
+            assets_owed: store.owed_count_by(&id)?,
+            assets_refused: refused,
+            last_flush_at: store.last_accepted_at(&id)?,
+            uncovered_age_seconds: store.uncovered_since(&id)?.map(|since| {
+                std::time::SystemTime::now()
+                    .duration_since(since)
+                    .unwrap_or_default()
+                    .as_secs()
+            }),
+            name: id,
+        });
+    }
     Ok(status)
 }
 
@@ -166,6 +204,14 @@ fn live(config: &Config) -> Option<Live> {
             tracing::warn!(error = format!("{e:#}"), "no live state from the daemon");
             None
         }
+    }
+}
+
+fn token_word(state: TokenState) -> &'static str {
+    match state {
+        TokenState::Settled => "settled",
+        TokenState::Owed => "owed",
+        TokenState::Fetched(_) => "fetched",
     }
 }
 
@@ -217,6 +263,21 @@ impl Status {
             },
             self.token
         ));
+        // One line per account once there is more than the [api] one.
+        if self.accounts.len() > 1 {
+            for a in &self.accounts {
+                out.push_str(&format!(
+                    "account      {}: {} owed, {} refused, token {}, last flush {}, uncovered {}\n",
+                    a.name,
+                    a.assets_owed,
+                    a.assets_refused,
+                    a.token,
+                    when(a.last_flush_at),
+                    a.uncovered_age_seconds
+                        .map_or_else(|| "none".to_string(), |s| format!("{s} s"))
+                ));
+            }
+        }
         if !self.refused.is_empty() {
             out.push_str(&format!(
                 "refused      {} asset(s) optimole refused by name; re-send them with `optiwatch invalidate --refused`\n",

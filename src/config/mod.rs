@@ -41,6 +41,26 @@ pub struct Config {
     pub token: TokenConfig,
     pub watch: WatchConfig,
     pub metrics: MetricsConfig,
+    pub history: HistoryConfig,
+}
+
+/// `[history]`: how long the store remembers what Optimole accepted
+/// (`optiwatch history`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Rows older than this are pruned.
+    pub keep: Duration,
+    /// At most this many rows are kept (the oldest go first).
+    pub max_rows: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            keep: Duration::from_secs(90 * 24 * 3600),
+            max_rows: 1_000_000,
+        }
+    }
 }
 
 /// `[metrics]`: the daemon's HTTP endpoint for Prometheus and health checks.
@@ -126,6 +146,9 @@ pub struct RuleConfig {
     /// The rule's own key, when it has one other than the `[api]` key
     /// (its account: [`crate::accounts::AccountId::of_rule`]).
     pub key: Option<KeySource>,
+    /// The name of the rule's own key's account (`account = "shop"`);
+    /// `None`: named by the key's source (see [`crate::accounts`]).
+    pub account: Option<String>,
     /// The rule's own `[rules.token]`; `None` means the global `[token]`.
     pub token: Option<TokenConfig>,
 }
@@ -236,6 +259,7 @@ impl Config {
             rules.push(RuleConfig {
                 dir,
                 key,
+                account: raw.account,
                 token: raw.token.map(|t| token_config(&base, t)),
                 url: raw.url.0,
                 also: raw.also.into_iter().map(|p| p.0).collect(),
@@ -274,6 +298,7 @@ impl Config {
                 rule.key = None;
             }
         }
+        crate::accounts::check_names(&rules)?;
         let token = token_config(&base, raw.token);
         let defaults = WatchConfig::default();
         let watch = WatchConfig {
@@ -316,6 +341,11 @@ impl Config {
                 .max_owed_age
                 .map_or(Duration::from_secs(900), |d| d.0),
         };
+        let defaults = HistoryConfig::default();
+        let history = HistoryConfig {
+            keep: raw.history.keep.map_or(defaults.keep, |d| d.0),
+            max_rows: raw.history.max_rows.unwrap_or(defaults.max_rows),
+        };
         let state = normalize(&base, raw.state.as_deref().unwrap_or("optiwatch.db"));
         // The walk would read the store (and its -wal, -shm, .lock) like any
         // other file: hashing it opens and closes it, which drops this
@@ -331,6 +361,7 @@ impl Config {
             path: path.to_path_buf(),
             watch,
             metrics,
+            history,
             state,
             invalidate_new: raw.invalidate_new,
             api,

@@ -23,6 +23,15 @@ pub(super) struct RawConfig {
     pub(super) watch: RawWatch,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) history: RawHistory,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHistory {
+    pub(super) keep: Option<HumanDuration<{ 10 * YEAR }>>,
+    pub(super) max_rows: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -74,6 +83,8 @@ pub(super) struct RawRule {
     pub(super) key_env: Option<Spanned<String>>,
     pub(super) key_file: Option<Spanned<String>>,
     pub(super) key_credential: Option<Spanned<String>>,
+    /// The name of the rule's own key's account.
+    pub(super) account: Option<String>,
     pub(super) token: Option<RawToken>,
 }
 

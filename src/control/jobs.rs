@@ -23,6 +23,7 @@ pub enum Job {
         assets: Vec<Asset>,
         domains: Vec<String>,
         all: bool,
+        account: Option<String>,
         refused: bool,
         reply: oneshot::Sender<Reply>,
     },

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounts::AccountId;
 use crate::commands::scan::report::ScanReport;
 use crate::commands::sent::SendReport;
-use crate::state::Owed;
+use crate::state::{Owed, Reason};
 
 pub const VERSION: u32 = 1;
 /// The longest line either side reads: a request or a report listing
@@ -44,6 +44,10 @@ pub enum Op {
         domains: Vec<String>,
         #[serde(default)]
         all: bool,
+        /// `--account NAME`: only this account's purges (`--all`,
+        /// `--domain`); `null`: every account concerned.
+        #[serde(default)]
+        account: Option<String>,
         #[serde(default)]
         refused: bool,
     },
@@ -59,6 +63,9 @@ pub enum Op {
 pub struct Asset {
     pub asset: String,
     pub account: Option<String>,
+    /// The file it was named by, for history (none for URLs and hashes).
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 impl From<&Owed> for Asset {
@@ -69,6 +76,7 @@ impl From<&Owed> for Asset {
                 AccountId::Default => None,
                 AccountId::Key(name) => Some(name.clone()),
             },
+            path: o.path.clone(),
         }
     }
 }
@@ -78,6 +86,8 @@ impl From<Asset> for Owed {
         Owed {
             asset: a.asset,
             account: a.account.map_or(AccountId::Default, AccountId::Key),
+            reason: Reason::Manual,
+            path: a.path,
         }
     }
 }

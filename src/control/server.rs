@@ -192,6 +192,7 @@ async fn answer(line: &str, to: &Workers) -> Reply {
             assets,
             domains,
             all,
+            account,
             refused,
         } => (
             &to.sender,
@@ -199,6 +200,7 @@ async fn answer(line: &str, to: &Workers) -> Reply {
                 assets,
                 domains,
                 all,
+                account,
                 refused,
                 reply,
             },

@@ -64,6 +64,7 @@ impl Flusher {
                     )?;
                     tracing::debug!(assets = batch.len(), "invalidated");
                     crate::metrics::add(&crate::metrics::METRICS.invalidated, batch.len());
+                    crate::metrics::accounts::invalidated(&account.id, batch.len());
                     crate::failpoint::pause_at("settled");
                     sent.invalidated.extend(assets);
                 }
@@ -146,6 +147,7 @@ impl Flusher {
             store.settle(&assets)?;
             tracing::info!(domain = %domain, assets = assets.len(), threshold, "escalated to one domain invalidation");
             crate::metrics::add(&crate::metrics::METRICS.invalidated, assets.len());
+            crate::metrics::accounts::invalidated(&account.id, assets.len());
             sent.domains.push(domain);
             sent.invalidated.extend(assets.into_iter().map(|p| p.asset));
         }

@@ -5,7 +5,7 @@
 use anyhow::anyhow;
 
 use super::Flusher;
-use crate::accounts::Account;
+use crate::accounts::{Account, Accounts};
 use crate::api::ApiError;
 use crate::retry::{retry, RetryPolicy};
 use crate::state::Store;
@@ -17,6 +17,40 @@ pub enum Purge {
     Domain(String),
     /// Every cached image of the account.
     Account,
+}
+
+impl Purge {
+    /// The accounts a purge goes to: the one `--account` chose; for `--all`
+    /// every account; for `--domain` the accounts whose rules serve that
+    /// domain (every account when none does: optiwatch cannot tell).
+    pub fn targets<'a>(
+        &self,
+        accounts: &'a Accounts,
+        chosen: Option<&'a Account>,
+    ) -> Vec<&'a Account> {
+        if let Some(account) = chosen {
+            return vec![account];
+        }
+        let Purge::Domain(domain) = self else {
+            return accounts.iter().collect();
+        };
+        let serving: Vec<&Account> = accounts
+            .iter()
+            .filter(|a| {
+                a.prefixes.iter().any(|p| {
+                    url::Url::parse(p)
+                        .ok()
+                        .and_then(|u| u.host_str().map(|h| h.eq_ignore_ascii_case(domain)))
+                        .unwrap_or(false)
+                })
+            })
+            .collect();
+        if serving.is_empty() {
+            accounts.iter().collect()
+        } else {
+            serving
+        }
+    }
 }
 
 impl Flusher {
@@ -36,7 +70,11 @@ impl Flusher {
                 Purge::Account => "invalidating the whole account failed".to_string(),
             })
         })?;
-        store.owe_token(&account.id)
+        let domain = match purge {
+            Purge::Domain(domain) => Some(domain.as_str()),
+            Purge::Account => None,
+        };
+        store.purged(&account.id, domain)
     }
 }
 

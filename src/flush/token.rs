@@ -33,6 +33,7 @@ pub(super) async fn settle(
                 .map_err(|e| anyhow!(e))
                 .context("requesting a cache token failed; it stays owed")?;
             store.token_fetched(id, &token, mark)?;
+            crate::metrics::accounts::token(id);
             crate::failpoint::pause_at("token-fetched");
             tracing::info!(
                 token = %token,

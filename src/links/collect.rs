@@ -14,7 +14,7 @@ use crate::rules::{RuleSet, Verdict};
 use crate::scan::examine::Observation;
 use crate::scan::{Detected, ScanPlan};
 use crate::state::links::{Kind, LinkRow};
-use crate::state::FileIndex;
+use crate::state::{FileIndex, Reason};
 
 /// A change of a link, turned into URLs once the pass is done (see
 /// [`super::settle`]).
@@ -171,10 +171,9 @@ pub(super) fn owe(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, paths: &
             if plan.baseline[rule] {
                 continue;
             }
-            let r = rules.get(rule);
             out.changes
                 .assets
-                .extend(r.owed(path.strip_prefix(&r.dir).unwrap_or(path)));
+                .extend(rules.get(rule).owed(path, Reason::Alias));
             out.links.aliases += 1;
         }
     }

@@ -219,6 +219,7 @@ mod tests {
             follow_symlinks: false,
             allow_outside: allowed,
             key: None,
+            account: None,
             token: None,
         }])
         .unwrap()

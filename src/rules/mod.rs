@@ -17,7 +17,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::accounts::AccountId;
 use crate::config::RuleConfig;
-use crate::state::Owed;
+use crate::state::{Owed, Reason};
 
 /// Image types a web site serves, used when a rule has no `include`.
 pub const DEFAULT_INCLUDE: &[&str] = &[
@@ -214,13 +214,17 @@ impl Rule {
         }
     }
 
-    /// Every URL of the file at `rel`, owed to this rule's account.
-    pub fn owed(&self, rel: &Path) -> Vec<Owed> {
-        self.urls(rel)
+    /// Every URL of the file at `path` (in this rule's folder), owed to
+    /// this rule's account for `reason`.
+    pub fn owed(&self, path: &Path, reason: Reason) -> Vec<Owed> {
+        let shown = crate::display::show_path(path);
+        self.urls(path.strip_prefix(&self.dir).unwrap_or(path))
             .into_iter()
             .map(|asset| Owed {
                 asset,
                 account: self.account.clone(),
+                reason,
+                path: Some(shown.clone()),
             })
             .collect()
     }
@@ -270,6 +274,7 @@ mod tests {
             follow_symlinks: false,
             allow_outside: vec![],
             key: None,
+            account: None,
             token: None,
         }
     }

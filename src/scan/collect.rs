@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::examine::Observation;
 use super::{Detected, ScanPlan};
 use crate::rules::{RuleSet, Verdict};
-use crate::state::FileIndex;
+use crate::state::{FileIndex, Reason};
 
 /// One file a walker examined.
 pub(super) struct Found {
@@ -23,10 +23,7 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
         observation,
     } = found;
     let (keep, keep_every) = (plan.paths.lists_changes(), plan.paths.lists_every_file());
-    let urls = |path: &Path| {
-        let rule_ref = rules.get(rule);
-        rule_ref.owed(path.strip_prefix(&rule_ref.dir).unwrap_or(path))
-    };
+    let urls = |path: &Path, reason| rules.get(rule).owed(path, reason);
     match observation {
         Observation::Vanished => return,
         Observation::Recent => {
@@ -57,7 +54,7 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
             out.changed.add(&path, keep);
             if !plan.baseline[rule] {
                 out.links.seed(&path);
-                out.changes.assets.extend(urls(&path));
+                out.changes.assets.extend(urls(&path, Reason::Changed));
                 if file.links > 1 {
                     out.linked.push((path.clone(), file));
                 }
@@ -73,7 +70,7 @@ pub(super) fn collect(out: &mut Detected, rules: &RuleSet, plan: &ScanPlan, foun
             }
             if plan.invalidate_new && !plan.baseline[rule] {
                 out.links.seed(&path);
-                out.changes.assets.extend(urls(&path));
+                out.changes.assets.extend(urls(&path, Reason::New));
             }
             out.changes.upserts.push((path.clone(), file));
         }
@@ -97,10 +94,9 @@ pub(super) fn find_deletions(
                 out.deleted.add(path, plan.paths.lists_changes());
                 if !plan.baseline[rule] {
                     out.links.seed(path);
-                    let r = rules.get(rule);
                     out.changes
                         .assets
-                        .extend(r.owed(path.strip_prefix(&r.dir).unwrap_or(path)));
+                        .extend(rules.get(rule).owed(path, Reason::Deleted));
                 }
             }
             // No longer covered by any rule (config changed): forget quietly;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::{scan, Detected, Paths, ScanPlan, Scope, Sink};
 use crate::config::Config;
 use crate::rules::{RuleSet, Verdict};
-use crate::state::{Changes, FileIndex, Store};
+use crate::state::{Changes, FileIndex, Reason, Store};
 
 /// Which rules a pass records without invalidating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,8 +143,10 @@ fn add_hard_links(
             }
             let r = rules.get(rule);
             if !plan.baseline[rule] {
-                let rel = alias.strip_prefix(&r.dir).unwrap_or(&alias);
-                detected.changes.assets.extend(r.owed(rel));
+                detected
+                    .changes
+                    .assets
+                    .extend(r.owed(&alias, Reason::Alias));
                 detected.links.seed(&alias);
             }
             tracing::debug!(path = %alias.display(), of = %path.display(), "hard link changed too");

@@ -92,6 +92,15 @@ pub(super) fn accepted_in(
     owe_token_in(conn, account)
 }
 
+/// A fresh token must follow (one fetched earlier is dropped).
+fn fresh_token_in(conn: &Connection, account: &AccountId) -> rusqlite::Result<()> {
+    accepted_in(conn, account, unix_now_ms())?;
+    for base in ["token_fetched", "token_covers"] {
+        conn.execute("DELETE FROM meta WHERE key = ?1", [key(base, account)])?;
+    }
+    Ok(())
+}
+
 fn unix_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -126,15 +135,22 @@ impl Store {
         })
     }
 
-    /// A token is owed for an invalidation Optimole accepted outside the
-    /// outbox (a domain or account-wide invalidation), or on request (the
-    /// `token` command): a fresh one, so a token fetched earlier is dropped.
+    /// A token is owed on request (the `token` command): a fresh one, so a
+    /// token fetched earlier is dropped.
     pub fn owe_token(&mut self, account: &AccountId) -> anyhow::Result<()> {
         let tx = self.write()?;
-        accepted_in(&tx, account, unix_now_ms())?;
-        for base in ["token_fetched", "token_covers"] {
-            tx.execute("DELETE FROM meta WHERE key = ?1", [key(base, account)])?;
-        }
+        fresh_token_in(&tx, account)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Optimole accepted a whole-domain (`Some(domain)`) or whole-account
+    /// (`None`) invalidation, outside the outbox: history records it and a
+    /// fresh token is owed, in one transaction.
+    pub fn purged(&mut self, account: &AccountId, domain: Option<&str>) -> anyhow::Result<()> {
+        let tx = self.write()?;
+        super::history::purged(&tx, account, domain)?;
+        fresh_token_in(&tx, account)?;
         tx.commit()?;
         Ok(())
     }
@@ -209,6 +225,7 @@ impl Store {
         )?;
         set_meta(&tx, &key("token_state", account), "fetched")?;
         set_meta(&tx, &key("token_fetched", account), token)?;
+        super::history::token(&tx, account, token)?;
         set_meta(
             &tx,
             &key("token_covers", account),
@@ -273,6 +290,8 @@ mod tests {
         let assets = vec![Owed {
             asset: asset.into(),
             account: AccountId::Default,
+            reason: crate::state::Reason::Manual,
+            path: None,
         }];
         store
             .record(&Changes {

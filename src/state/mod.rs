@@ -9,9 +9,11 @@
 //! `synchronous = FULL` keeps a committed transaction through a crash or a
 //! power cut.
 
+mod adoption;
 mod coverage;
 mod damage;
 mod files;
+mod history;
 mod index;
 mod link_index;
 pub mod links;
@@ -28,6 +30,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use coverage::TokenState;
 pub use files::{Changes, Hashed, Stat};
+pub use history::{Entry, Reason, TokenEntry};
 pub use index::{FileIndex, Known};
 pub use lock::{holder as lock_holder, StoreLock};
 pub use outbox::{Owed, Pending};
@@ -210,6 +213,8 @@ pub(crate) mod testing {
             .map(|a| Owed {
                 asset: a.to_string(),
                 account: AccountId::Default,
+                reason: super::Reason::Changed,
+                path: Some(format!("/site/{a}")),
             })
             .collect();
         let tx = store.write().unwrap();

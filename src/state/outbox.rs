@@ -5,13 +5,17 @@
 //! when it is owed again, and is removed only after Optimole accepted it.
 //! An account is kept as [`AccountId::stored`] names it (`''` for the
 //! default account, as stores written before per-rule keys have it).
+//! Each owed asset carries why it is owed and its file, which
+//! [`super::history`] keeps once it is accepted; handing owed work to
+//! another account is [`super::adoption`]'s.
 
 use std::collections::BTreeSet;
 
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection};
 
-use super::coverage::{accepted_in, key, meta_number, owe_token_in, TOKEN_KEYS};
+use super::coverage::owe_token_in;
+use super::history::Reason;
 use super::{set_meta, unix_now, Store};
 use crate::accounts::AccountId;
 
@@ -20,6 +24,11 @@ use crate::accounts::AccountId;
 pub struct Owed {
     pub asset: String,
     pub account: AccountId,
+    /// Why it is owed; history keeps it once Optimole accepted the asset.
+    pub reason: Reason,
+    /// The file it is owed for, as shown to users (none for URLs and
+    /// hashes named on the command line).
+    pub path: Option<String>,
 }
 
 impl ToSql for AccountId {
@@ -48,15 +57,20 @@ pub(super) fn owe(conn: &Connection, assets: &[Owed]) -> rusqlite::Result<usize>
     let now = unix_now();
     let mut added = 0;
     let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO outbox (asset, added_at, account) VALUES (?1, ?2, ?3)",
+        "INSERT OR IGNORE INTO outbox (asset, added_at, account, reason, path)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     // Owed again while it may be on its way: a new generation, so settling
-    // the send in flight does not settle this change too.
-    let mut again = conn.prepare_cached("UPDATE outbox SET gen = gen + 1 WHERE asset = ?1")?;
+    // the send in flight does not settle this change too; the latest
+    // reason is the one history keeps.
+    let mut again = conn.prepare_cached(
+        "UPDATE outbox SET gen = gen + 1, reason = ?2, path = coalesce(?3, path) WHERE asset = ?1",
+    )?;
     for owed in assets {
-        let inserted = insert.execute(params![owed.asset, now, owed.account])?;
+        let reason = owed.reason.as_str();
+        let inserted = insert.execute(params![owed.asset, now, owed.account, reason, owed.path])?;
         if inserted == 0 {
-            again.execute([&owed.asset])?;
+            again.execute(params![owed.asset, reason, owed.path])?;
         }
         super::refused::forget(conn, &owed.asset)?;
         added += inserted;
@@ -123,91 +137,6 @@ impl Store {
         Ok(accounts)
     }
 
-    /// Moves each owed asset to the account `serving` names for it (its
-    /// rule's current account), marking a token owed for every account that
-    /// got assets. Assets `serving` knows no account for stay where they are.
-    pub fn follow_rules<'a>(
-        &mut self,
-        serving: impl Fn(&str) -> Option<&'a AccountId>,
-    ) -> anyhow::Result<()> {
-        let moves: Vec<(i64, AccountId, AccountId)> = {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT rowid, asset, account FROM outbox ORDER BY rowid")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, AccountId>(2)?,
-                ))
-            })?;
-            let mut moves = Vec::new();
-            for row in rows {
-                let (rowid, asset, account) = row?;
-                if let Some(to) = serving(&asset).filter(|to| **to != account) {
-                    moves.push((rowid, account, to.clone()));
-                }
-            }
-            moves
-        };
-        if moves.is_empty() {
-            return Ok(());
-        }
-        let tx = self.write()?;
-        {
-            let mut update =
-                tx.prepare_cached("UPDATE outbox SET account = ?2 WHERE rowid = ?1")?;
-            for (rowid, _, to) in &moves {
-                update.execute(params![rowid, to])?;
-            }
-        }
-        let accounts: BTreeSet<&AccountId> = moves.iter().map(|(_, _, to)| to).collect();
-        for account in &accounts {
-            owe_token_in(&tx, account)?;
-        }
-        tx.commit()?;
-        let from: BTreeSet<&AccountId> = moves.iter().map(|(_, from, _)| from).collect();
-        tracing::info!(
-            assets = moves.len(),
-            from = %names(from.iter().copied()),
-            to = %names(accounts.iter().copied()),
-            "owed assets follow their rule to its current account"
-        );
-        Ok(())
-    }
-
-    /// Gives assets and tokens owed to accounts not in `known` to the
-    /// default account.
-    pub fn adopt_orphans(&mut self, known: &[&AccountId]) -> anyhow::Result<()> {
-        let orphans: Vec<AccountId> = self
-            .accounts_with_work()?
-            .into_iter()
-            .filter(|a| !known.contains(&a))
-            .collect();
-        if orphans.is_empty() {
-            return Ok(());
-        }
-        let tx = self.write()?;
-        for account in &orphans {
-            tx.execute(
-                "UPDATE outbox SET account = ?2 WHERE account = ?1",
-                [account, &AccountId::Default],
-            )?;
-            // What the orphan had accepted and not yet covered needs the
-            // [api] account's next token.
-            if let Some(since) = meta_number(&tx, &key("uncovered_since", account))? {
-                accepted_in(&tx, &AccountId::Default, since)?;
-            }
-            for base in TOKEN_KEYS {
-                tx.execute("DELETE FROM meta WHERE key = ?1", [key(base, account)])?;
-            }
-            owe_token_in(&tx, &AccountId::Default)?;
-        }
-        tx.commit()?;
-        tracing::warn!(accounts = %names(&orphans), "work owed to accounts no longer in the config goes to the [api] key");
-        Ok(())
-    }
-
     /// When the oldest owed asset became owed (unix seconds).
     pub fn oldest_owed_at(&self) -> anyhow::Result<Option<i64>> {
         Ok(self
@@ -232,9 +161,11 @@ impl Store {
     }
 
     /// Removes assets Optimole has accepted, unless they were owed again
-    /// (a newer generation) while they were being sent.
+    /// (a newer generation) while they were being sent; history records
+    /// each (accepted, whatever its generation) in the same transaction.
     pub fn settle(&mut self, assets: &[Pending]) -> anyhow::Result<()> {
         let tx = self.write()?;
+        super::history::accepted(&tx, assets)?;
         {
             let mut delete =
                 tx.prepare_cached("DELETE FROM outbox WHERE asset = ?1 AND gen = ?2")?;
@@ -246,12 +177,6 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
-}
-
-/// Accounts as logs name them (`default` for the `[api]` key's).
-/// Account names for a log field: a list (an array in JSON logs).
-fn names<'a>(accounts: impl IntoIterator<Item = &'a AccountId>) -> crate::logging::Array {
-    crate::logging::array(accounts.into_iter().map(AccountId::to_string))
 }
 
 #[cfg(test)]

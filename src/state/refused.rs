@@ -23,7 +23,7 @@ pub(super) const SCHEMA: &str = "
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Refused {
     pub asset: String,
-    /// The account it was owed to (in `--json`: `""` for the default one).
+    /// The account it was owed to, by name (`default` for the `[api]` one).
     pub account: AccountId,
     /// Unix seconds (RFC 3339 in `--json`).
     #[serde(serialize_with = "crate::rfc3339::serialize")]
@@ -97,6 +97,15 @@ impl Store {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
+    pub fn refused_count_by(&self, account: &AccountId) -> anyhow::Result<usize> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM refused WHERE account = ?1",
+            [account],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// `invalidate --refused`: every refused asset is owed again (to the
     /// account it was refused for) and leaves the list, in one
     /// transaction. Returns them.
@@ -107,6 +116,8 @@ impl Store {
             .map(|r| super::Owed {
                 asset: r.asset,
                 account: r.account,
+                reason: super::Reason::Resent,
+                path: None,
             })
             .collect();
         let tx = self.write()?;

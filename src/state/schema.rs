@@ -5,12 +5,12 @@
 
 use anyhow::{bail, Context};
 
-use super::{damage, links, refused, Store};
+use super::{damage, history, links, refused, Store};
 
 /// "OPTW": marks the SQLite file as ours, so a foreign database is refused.
 const APPLICATION_ID: i32 = 0x4F50_5457;
 /// Bumped on every schema change; older binaries refuse newer stores.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 const SCHEMA: &str = "
     CREATE TABLE files (
@@ -29,7 +29,9 @@ const SCHEMA: &str = "
         asset    TEXT NOT NULL UNIQUE,
         added_at INTEGER NOT NULL,
         account  TEXT NOT NULL DEFAULT '',
-        gen      INTEGER NOT NULL DEFAULT 0
+        gen      INTEGER NOT NULL DEFAULT 0,
+        reason   TEXT NOT NULL DEFAULT '',
+        path     TEXT
     );
     CREATE TABLE rules_seen (dir BLOB PRIMARY KEY, dev INTEGER) WITHOUT ROWID;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -133,6 +135,20 @@ impl Store {
             // v5: symbolic links and what they resolve to (see `links`).
             tx.execute_batch(links::SCHEMA)?;
         }
+        if from < 6 {
+            // v6: why each asset is owed, and the history of what Optimole
+            // accepted (see `history`).
+            // (A store whose version was set back by hand may have them.)
+            let has_reason: bool = tx.query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('outbox') WHERE name = 'reason'",
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_reason {
+                tx.execute_batch(history::OUTBOX_COLUMNS)?;
+            }
+            tx.execute_batch(history::SCHEMA)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
         tx.commit()?;
         tracing::info!(from, to = SCHEMA_VERSION, "state store schema upgraded");
@@ -144,6 +160,7 @@ impl Store {
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(refused::SCHEMA)?;
         tx.execute_batch(links::SCHEMA)?;
+        tx.execute_batch(history::SCHEMA)?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
         ))?;

@@ -338,6 +338,7 @@ impl Detector {
         for path in detected.recent.iter().chain(&detected.unsettled) {
             self.settler.add(path.clone(), now);
         }
+        let logged = log_changes(&detected);
         for (what, tally) in [
             ("changed", &detected.changed),
             ("new", &detected.new),
@@ -345,7 +346,10 @@ impl Detector {
             ("touched", &detected.touched),
         ] {
             for path in &tally.paths {
-                tracing::debug!(path = %crate::display::show_path(path), "{what}");
+                let shown = crate::display::show_path(path);
+                if !logged.contains(&shown) {
+                    tracing::debug!(path = %shown, "{what}");
+                }
             }
         }
         if owed + chunk_owed > 0 || !detected.changes.assets.is_empty() {
@@ -435,4 +439,33 @@ fn plural(n: usize, noun: &str) -> String {
         1 => format!("1 {noun}"),
         _ => format!("{n} {noun}s"),
     }
+}
+
+/// Changed paths logged at info level per detection pass; the rest are
+/// counted in one line (and listed at debug level).
+const LOGGED_CHANGES: usize = 20;
+
+/// Logs the paths whose assets this pass made owed, each once with its
+/// reason (`changed`, `deleted`, `new`, `alias`), at most
+/// [`LOGGED_CHANGES`]; returns the paths logged.
+fn log_changes(detected: &Detected) -> std::collections::BTreeSet<String> {
+    let mut paths = std::collections::BTreeSet::new();
+    let mut logged = std::collections::BTreeSet::new();
+    for owed in &detected.changes.assets {
+        let Some(path) = &owed.path else { continue };
+        if !paths.insert(path.as_str()) || logged.len() >= LOGGED_CHANGES {
+            continue;
+        }
+        let reason = owed.reason.as_str();
+        tracing::info!(path = %path, reason, account = %owed.account, "{reason}");
+        logged.insert(path.clone());
+    }
+    if paths.len() > logged.len() {
+        tracing::info!(
+            more = paths.len() - logged.len(),
+            "and {} more changed path(s) (listed with -v)",
+            paths.len() - logged.len()
+        );
+    }
+    logged
 }

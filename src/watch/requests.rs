@@ -91,6 +91,7 @@ impl Waiters {
                 assets,
                 domains,
                 all,
+                account,
                 refused,
                 reply,
             } => {
@@ -101,7 +102,12 @@ impl Waiters {
                     all,
                     ..SendReport::default()
                 };
-                match owe(store, accounts, flusher, config, owed, &mut report, refused).await {
+                let asked = Asked {
+                    owed,
+                    account,
+                    refused,
+                };
+                match owe(store, accounts, flusher, config, asked, &mut report).await {
                     Ok(()) => (Report::Send(Box::new(report)), reply),
                     Err(reply_now) => {
                         let _ = reply.send(reply_now);
@@ -237,6 +243,15 @@ fn answer(w: Waiter, store: &Store, accounts: &Accounts) {
     let _ = to.send(reply);
 }
 
+/// What an `invalidate` request asks for besides its purges.
+struct Asked {
+    owed: Vec<Owed>,
+    /// `--account NAME` of its purges.
+    account: Option<String>,
+    /// `--refused`: owe the refused assets again.
+    refused: bool,
+}
+
 /// Owes what `invalidate` names, as the command does standalone: assets
 /// into the outbox first (a failure below keeps them), then the purges.
 async fn owe(
@@ -244,11 +259,22 @@ async fn owe(
     accounts: &Accounts,
     flusher: &mut Flusher,
     config: &Config,
-    owed: Vec<Owed>,
+    asked: Asked,
     report: &mut SendReport,
-    refused: bool,
 ) -> Result<(), Reply> {
+    let Asked {
+        owed,
+        account,
+        refused,
+    } = asked;
     let failed = |e: anyhow::Error| Reply::error(format!("{e:#}"));
+    let chosen = match &account {
+        Some(name) => Some(accounts.by_name(name).map_err(|message| Reply::Error {
+            message,
+            usage: true,
+        })?),
+        None => None,
+    };
     if refused {
         let again = store.owe_refused().map_err(failed)?;
         tracing::info!(assets = again.len(), "refused assets are owed again");
@@ -261,10 +287,7 @@ async fn owe(
         })
         .map_err(failed)?;
     // Assets of an account this daemon does not have go to the [api] key's.
-    store
-        .follow_rules(|asset| accounts.serving(asset))
-        .and_then(|()| store.adopt_orphans(&accounts.ids()))
-        .map_err(failed)?;
+    crate::session::adopt_orphans(store, accounts).map_err(failed)?;
     let purges = report
         .domains
         .iter()
@@ -274,22 +297,21 @@ async fn owe(
     if purges.is_empty() {
         return Ok(());
     }
-    let Some(api_account) = accounts.api_account() else {
-        return Err(Reply::error("the config has no [api] account (a bug)"));
-    };
     let retry = RetryPolicy::bounded(config.api.retry_for);
     for purge in purges {
-        let Err(e) = flusher.purge(store, api_account, &purge, retry).await else {
-            continue;
-        };
-        match api_error(&e) {
-            Some(ApiError::Misconfigured { .. }) => {
-                return Err(Reply::Error {
-                    message: format!("{e:#}"),
-                    usage: true,
-                })
+        for target in purge.targets(accounts, chosen) {
+            let Err(e) = flusher.purge(store, target, &purge, retry).await else {
+                continue;
+            };
+            match api_error(&e) {
+                Some(ApiError::Misconfigured { .. }) => {
+                    return Err(Reply::Error {
+                        message: format!("{e:#}"),
+                        usage: true,
+                    })
+                }
+                _ => report.errors.push(format!("account {}: {e:#}", target.id)),
             }
-            _ => report.errors.push(format!("{e:#}")),
         }
     }
     Ok(())

@@ -208,6 +208,23 @@ impl Sender {
         if let Ok(oldest) = self.store.oldest_uncovered_at() {
             crate::metrics::uncovered(oldest);
         }
+        if let (Ok(owed), Ok(refused), Ok(uncovered)) = (
+            self.store.owed_count_by(&account.id),
+            self.store.refused_count_by(&account.id),
+            self.store.uncovered_since(&account.id),
+        ) {
+            crate::metrics::accounts::state(&account.id, owed, refused, uncovered);
+        }
+        let history = &self.config.history;
+        if let Err(e) = self
+            .store
+            .prune_history_hourly(history.keep, history.max_rows)
+        {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "cannot prune the history; it is tried again later"
+            );
+        }
         if !sent.invalidated.is_empty() || sent.token.is_some() {
             let uncovered = self
                 .store

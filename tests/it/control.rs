@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::support::fake_api::{Fault, GOOD_KEY};
 use crate::support::skip::{lacks, Need};
-use crate::support::{sorted, url, wait_until, Daemon, Site, Table, WAIT};
+use crate::support::{sorted, url, wait_until, Daemon, Site, Table, KEY_A, KEY_B, WAIT};
 
 /// `<state>.sock` of a site with the store beside the config.
 fn socket(site: &Site) -> PathBuf {
@@ -116,6 +116,64 @@ fn invalidate_and_token_beside_the_daemon() {
     let issued = site.api.tokens_issued();
     assert_eq!(issued.len(), 2, "{}", daemon.log());
     assert_eq!(out.stdout.trim(), issued[1]);
+    // Both are history, as if run standalone.
+    let history = site
+        .optiwatch()
+        .args(&["history", "--since", "1h", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    let entries = history["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{history}");
+    assert_eq!(entries[0]["url"], url("a.jpg"));
+    assert_eq!(entries[0]["reason"], "manual");
+    assert!(
+        entries[0]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("a.jpg")),
+        "{history}"
+    );
+    assert_eq!(
+        history["tokens"].as_array().map(Vec::len),
+        Some(2),
+        "{history}"
+    );
+}
+
+#[test]
+fn purges_beside_the_daemon_reach_the_account_asked_for() {
+    let site = Site::with_keys(&[KEY_A, KEY_B])
+        .shop(KEY_B)
+        .rule_setting("account = \"shop\"")
+        .files(&["a.jpg"])
+        .baselined();
+    let _daemon = daemon(&site);
+    site.optiwatch()
+        .args(&[
+            "invalidate",
+            "--all",
+            "--yes",
+            "--account",
+            "shop",
+            "--timeout",
+            "30s",
+        ])
+        .run()
+        .expect(0);
+    let purges: Vec<String> = site
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/invalidate/all" && r.status == 200)
+        .filter_map(|r| r.authorization.clone())
+        .collect();
+    assert_eq!(purges, vec![format!("Bearer {KEY_B}")]);
+    let out = site
+        .optiwatch()
+        .args(&["invalidate", "--all", "--yes", "--account", "nosuch"])
+        .run()
+        .expect(2);
+    assert!(out.stderr.contains("no account named"), "{out}");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod accounts;
 mod check_probes;
 mod commands;
 mod config;
@@ -14,6 +15,7 @@ mod daemon_life;
 mod exact_detect;
 mod fake_api_selftest;
 mod faults;
+mod history;
 mod hostile;
 mod init;
 mod links;

@@ -12,6 +12,7 @@ pub enum Table {
     Watch,
     Token,
     Metrics,
+    History,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -24,6 +25,7 @@ pub struct ConfigText {
     watch: Vec<String>,
     token: Vec<String>,
     metrics: Vec<String>,
+    history: Vec<String>,
     /// When set, the whole file, written as is.
     raw: Option<String>,
 }
@@ -63,6 +65,7 @@ impl ConfigText {
             Table::Watch => &mut self.watch,
             Table::Token => &mut self.token,
             Table::Metrics => &mut self.metrics,
+            Table::History => &mut self.history,
         }
     }
 
@@ -88,6 +91,7 @@ impl ConfigText {
             ("watch", &self.watch),
             ("token", &self.token),
             ("metrics", &self.metrics),
+            ("history", &self.history),
         ] {
             if !table.is_empty() {
                 text.push_str(&format!("[{name}]\n{}", lines(table)));
