@@ -353,6 +353,41 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else
 le() { awk -v a="${1%x}" -v b="$2" 'BEGIN {print (a + 0 <= b + 0) ? "yes" : "NO"}'; }
 bpf() { awk -v k="$1" -v n="$2" 'BEGIN {printf "%.0f", k * 1024 / n}'; }
 
+# ---- papirus-icon-theme (issue 12: links), when its tree is at hand
+# (OPTIWATCH_PAPIRUS or /work/data/papirus: `apt-get download
+# papirus-icon-theme && dpkg -x papirus-icon-theme_*.deb DIR`). Reference: the
+# same tree with every link removed (a walk that ignores links entirely).
+pap_src=${OPTIWATCH_PAPIRUS:-/work/data/papirus}/usr/share/icons
+pap=0
+if [ -d "$pap_src" ]; then
+  pap=1
+  tpl=$work/tpap-links tpn=$work/tpap-nolinks
+  for t in "$tpl" "$tpn"; do
+    if [ ! -f "$t/.complete" ]; then
+      log "papirus: copying the tree to $t"
+      rm -rf "$t" && mkdir -p "$t" && cp -a "$pap_src" "$t/uploads"
+      [ "$t" = "$tpn" ] && find "$t/uploads" -type l -delete
+      echo done > "$t/.complete"
+    fi
+    write_config "$t" watcher.toml "http://127.0.0.1:9/api"
+    echo 'include = ["*.svg"]' >> "$t/watcher.toml"
+  done
+  # time_set passes one folder to every contender: these name theirs.
+  rm_pl() { rm_store "$tpl"; }
+  rm_pn() { rm_store "$tpn"; }
+  scan_pl() { ow_scan "$tpl"; }
+  scan_pn() { ow_scan "$tpn"; }
+  log "papirus: baseline scan with links and without, taking turns (warm-up + $runs runs)"
+  time_set - rm_pl scan_pl rm_pn scan_pn > "$work/set"
+  read -r R[pap_base] R[papn_base] < "$work/set"
+  log "papirus: unchanged re-scan with links and without, taking turns"
+  time_set - noop scan_pl noop scan_pn > "$work/set"
+  read -r R[pap_rescan] R[papn_rescan] < "$work/set"
+  rm_store "$tpl"; R[pap_rss]=$(max_rss_kib "$tpl")
+  rm_store "$tpn"; R[papn_rss]=$(max_rss_kib "$tpn")
+  R[pap_links]=$(find "$tpl/uploads" -type l | wc -l)
+fi
+
 rows=()
 row() { local IFS=$'\t'; rows+=("$*"); }
 # timed LABEL VALUE_S REFNAME REF_S LIMIT: a time against a reference time.
@@ -377,6 +412,16 @@ else
 fi
 timed "baseline scan (hash all), 100k files" "${R[base100]}" "b3sum, 2 processes (xargs -P2)" "${R[b3_100]}" 1.2
 timed "baseline scan, one 1 GiB file" "${R[ow_huge]}" "b3sum FILE" "${R[b3_huge]}" 1.1
+if [ "$pap" = 1 ]; then
+  timed "papirus baseline, ${R[pap_links]} links" "${R[pap_base]}" "same tree, links removed" "${R[papn_base]}" 1.2
+  r=$(ratio "${R[pap_rss]}" "${R[papn_rss]}")
+  row "  its peak RSS" "$(mib_kib "${R[pap_rss]}")" "same tree, links removed" "$(mib_kib "${R[papn_rss]}")" \
+    "$r" "<= 1.2x" "$(le "$r" 1.2)"
+  row "  papirus unchanged re-scan" "$(secs "${R[pap_rescan]}")" "same tree, links removed" \
+    "$(secs "${R[papn_rescan]}")" "$(ratio "${R[pap_rescan]}" "${R[papn_rescan]}")" "(info)" "-"
+else
+  row "papirus baseline (links)" "n/a" "same tree, links removed" "n/a" "n/a" "<= 1.2x" "n/a: no tree at $pap_src"
+fi
 if [ "$big" = 1 ]; then
   n=1000000 tag=1M sfx=1m
 else

@@ -114,7 +114,6 @@ mod tests {
             also: vec![],
             include: None,
             exclude: vec![],
-            follow_symlinks: false,
             allow_outside: vec![],
             key: None,
             account: None,

@@ -25,7 +25,7 @@ use crate::flush::{api_error, Flusher, Policy, Purge};
 use crate::rules::explain::why_not;
 use crate::rules::{RuleSet, Verdict};
 use crate::session::{Access, Session};
-use crate::state::{Changes, Owed, Reason};
+use crate::state::{Changes, Owed, Reason, Store};
 
 #[derive(Debug, Args)]
 pub struct InvalidateArgs {
@@ -72,7 +72,15 @@ pub async fn run(
 /// Resolves every target to owed assets; a path no rule maps is a usage
 /// error. A URL goes to the account of the rule serving it (the `[api]`
 /// account if none does), a hash to the `[api]` account.
-pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<Vec<Owed>> {
+///
+/// A path's recorded aliases (links leading to it, see
+/// [`crate::links::alias::served_with`]) are owed with it: the web server
+/// serves the same bytes there.
+pub fn resolve_targets(
+    rules: &RuleSet,
+    store: Option<&Store>,
+    targets: &[OsString],
+) -> anyhow::Result<Vec<Owed>> {
     let mut assets = Vec::new();
     for target in targets {
         let text = target.to_str().unwrap_or("");
@@ -107,7 +115,17 @@ pub fn resolve_targets(rules: &RuleSet, targets: &[OsString]) -> anyhow::Result<
         } else {
             // `..`, `.` and links resolved, from any working directory.
             let cwd = std::env::current_dir().context("cannot read the current directory")?;
-            assets.extend(urls_of(rules, &crate::paths::resolve(&cwd, target, rules))?);
+            let path = crate::paths::resolve(&cwd, target, rules);
+            assets.extend(urls_of(rules, &path)?);
+            let served = match store {
+                Some(store) => crate::links::alias::served_with(store, &path)?,
+                None => Vec::new(),
+            };
+            for alias in served {
+                if let Verdict::Mapped { rule } = rules.verdict(&alias) {
+                    assets.extend(rules.get(rule).owed(&alias, Reason::Manual));
+                }
+            }
         }
     }
     Ok(assets)
@@ -156,7 +174,14 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
         domains.push(host);
     }
     let rules = RuleSet::new(&config.rules)?;
-    let owed = resolve_targets(&rules, &req.targets)?;
+    let owed = {
+        let session = crate::links::alias::recorded(config);
+        resolve_targets(
+            &rules,
+            session.as_ref().and_then(|s| s.store()),
+            &req.targets,
+        )?
+    };
     let mut report = SendReport {
         assets: owed.iter().map(|o| o.asset.clone()).collect(),
         domains: domains.clone(),

@@ -1,6 +1,8 @@
 //! `optiwatch urls`: the URLs each path maps to and the rule that matched,
 //! or why none did. The first thing to run when a rule seems wrong; the
-//! path does not need to exist.
+//! path does not need to exist. The URLs of a file's recorded aliases
+//! (links leading to it, as the last scan saw them) are listed too: the web
+//! server serves the same bytes there.
 
 use std::ffi::OsString;
 
@@ -14,6 +16,7 @@ use crate::display::show_path;
 use crate::exit_codes::ExitCode;
 use crate::rules::explain::why_not;
 use crate::rules::{RuleSet, Verdict};
+use crate::state::Store;
 
 #[derive(Debug, Args)]
 pub struct UrlsArgs {
@@ -25,7 +28,12 @@ pub struct UrlsArgs {
 
 pub fn run(config: &Config, args: UrlsArgs) -> anyhow::Result<ExitCode> {
     let rules = RuleSet::new(&config.rules)?;
-    let found = explain(&rules, &args.paths)?;
+    let session = crate::links::alias::recorded(config);
+    let found = explain(
+        &rules,
+        session.as_ref().and_then(|s| s.store()),
+        &args.paths,
+    )?;
     let unmapped: Vec<String> = found
         .iter()
         .filter(|e| e.urls.is_empty())
@@ -47,12 +55,19 @@ pub struct Explanation {
     /// 1-based position of the rule among the config's `[[rules]]`.
     pub rule: Option<usize>,
     pub dir: Option<String>,
+    /// Its own URLs first, then those of its aliases.
     pub urls: Vec<String>,
+    /// Recorded links serving the same bytes (see `links::alias::served_with`).
+    pub aliases: Vec<String>,
     /// Why the path maps to nothing.
     pub reason: Option<String>,
 }
 
-fn explain(rules: &RuleSet, paths: &[OsString]) -> anyhow::Result<Vec<Explanation>> {
+fn explain(
+    rules: &RuleSet,
+    store: Option<&Store>,
+    paths: &[OsString],
+) -> anyhow::Result<Vec<Explanation>> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let mut out = Vec::with_capacity(paths.len());
     for arg in paths {
@@ -66,10 +81,23 @@ fn explain(rules: &RuleSet, paths: &[OsString]) -> anyhow::Result<Vec<Explanatio
             | Verdict::Temporary { rule }
             | Verdict::Mapped { rule } => Some(rule),
         };
+        let mut aliases = Vec::new();
         let urls = match verdict {
             Verdict::Mapped { rule } => {
                 let r = rules.get(rule);
-                r.urls(path.strip_prefix(&r.dir).unwrap_or(&path))
+                let mut urls = r.urls(path.strip_prefix(&r.dir).unwrap_or(&path));
+                let served = match store {
+                    Some(store) => crate::links::alias::served_with(store, &path)?,
+                    None => Vec::new(),
+                };
+                for alias in served {
+                    if let Verdict::Mapped { rule } = rules.verdict(&alias) {
+                        let r = rules.get(rule);
+                        urls.extend(r.urls(alias.strip_prefix(&r.dir).unwrap_or(&alias)));
+                        aliases.push(show_path(&alias));
+                    }
+                }
+                urls
             }
             _ => Vec::new(),
         };
@@ -79,6 +107,7 @@ fn explain(rules: &RuleSet, paths: &[OsString]) -> anyhow::Result<Vec<Explanatio
             dir: rule.map(|r| show_path(&rules.get(r).dir)),
             reason: (urls.is_empty()).then(|| why_not(rules, &verdict)),
             urls,
+            aliases,
         });
     }
     Ok(out)
@@ -96,6 +125,9 @@ fn human(explanations: &[Explanation]) -> String {
                 ));
                 for url in &e.urls {
                     out.push_str(&format!("  -> {url}\n"));
+                }
+                for alias in &e.aliases {
+                    out.push_str(&format!("  alias {alias}\n"));
                 }
             }
             _ => out.push_str(&format!(

@@ -138,8 +138,6 @@ pub struct RuleConfig {
     pub include: Option<Vec<String>>,
     pub exclude: Vec<String>,
     /// Always false: links are handled as aliases (see [`crate::links`]);
-    /// `follow_symlinks = true` is refused.
-    pub follow_symlinks: bool,
     /// Places outside the rule folders that links in this one may lead to
     /// and be read from (absolute).
     pub allow_outside: Vec<PathBuf>,
@@ -265,7 +263,6 @@ impl Config {
                 also: raw.also.into_iter().map(|p| p.0).collect(),
                 include: raw.include.map(|v| v.into_iter().map(|p| p.0).collect()),
                 exclude: raw.exclude.into_iter().map(|p| p.0).collect(),
-                follow_symlinks: false,
                 allow_outside: raw
                     .allow_outside
                     .iter()

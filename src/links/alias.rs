@@ -10,7 +10,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::state::links::{LinkIndex, LinkRow};
+use crate::state::links::{Kind, LinkIndex, LinkRow};
+use crate::state::Store;
 
 /// Links followed one after another to reach an alias, at most (Linux
 /// itself follows no more in one path).
@@ -76,6 +77,43 @@ pub fn aliases(seed: &Path, view: &View<'_>) -> (Vec<PathBuf>, bool) {
         }
     }
     (out, false)
+}
+
+/// The store as the last scan left it, to find aliases in, read-only.
+/// `None` when there is none or it cannot be read now (an older schema a
+/// writing command upgrades, a lock): the paths' own URLs are still
+/// right, so that is a warning, not an error.
+pub fn recorded(config: &crate::config::Config) -> Option<crate::session::Session> {
+    use crate::session::{Access, Session};
+    match Session::open(config, Access::ReadOnly) {
+        Ok(session) => Some(session),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot read the recorded links; the URLs of links leading to these paths are left out");
+            None
+        }
+    }
+}
+
+/// The other recorded paths a web server serves `path`'s bytes under, for
+/// `urls` and `invalidate`: its aliases, and when `path` is itself a
+/// recorded link to a file, that file and the file's aliases. Sorted, without
+/// `path`; empty when nothing is recorded.
+pub fn served_with(store: &Store, path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let index = store.load_links(None)?;
+    let seed = match index.get(path) {
+        Some(link) if link.kind == Kind::File => link.target.to_path_buf(),
+        _ => path.to_path_buf(),
+    };
+    let view = View {
+        index: &index,
+        extra: &[],
+    };
+    let (mut found, _) = aliases(&seed, &view);
+    found.push(seed);
+    found.retain(|p| p != path);
+    found.sort();
+    found.dedup();
+    Ok(found)
 }
 
 /// The folder links (path, target) that are part of a cycle: walking

@@ -7,8 +7,7 @@
 //! types `getdents` gives for free) answers instead of one call per name.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, OsStr, OsString};
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -17,6 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::listing::{Kind, Listing};
 use crate::state::Stat;
 
 /// What a name is, not followed.
@@ -38,15 +38,7 @@ struct Open {
     fd: OwnedFd,
     /// Names looked at so far.
     looks: usize,
-    listing: Option<HashMap<Vec<u8>, Kind>>,
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Link,
-    Folder,
-    File,
-    Other,
+    listing: Option<Listing>,
 }
 
 /// Looks in one folder after which its listing is read.
@@ -75,7 +67,13 @@ fn in_folder<T>(dir: &Path, f: impl FnOnce(&mut Open) -> io::Result<T>) -> io::R
         let mut open = open.borrow_mut();
         let pass = PASS.load(Ordering::Acquire);
         open.retain(|o| o.pass == pass);
-        match open.iter().position(|o| o.dir == dir) {
+        // Bytes, not `Path` equality (component by component): this runs
+        // twice for every link.
+        let bytes = dir.as_os_str().as_bytes();
+        match open
+            .iter()
+            .position(|o| o.dir.as_os_str().as_bytes() == bytes)
+        {
             Some(i) => {
                 let o = open.remove(i);
                 open.push(o);
@@ -106,33 +104,25 @@ fn in_folder<T>(dir: &Path, f: impl FnOnce(&mut Open) -> io::Result<T>) -> io::R
     })
 }
 
-/// The folder's names and their types, as `readdir` gives them.
-fn listing(dir: &Path) -> io::Result<HashMap<Vec<u8>, Kind>> {
-    let mut names = HashMap::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let t = entry.file_type()?;
-        let kind = if t.is_symlink() {
-            Kind::Link
-        } else if t.is_dir() {
-            Kind::Folder
-        } else if t.is_file() {
-            Kind::File
-        } else {
-            Kind::Other
-        };
-        names.insert(entry.file_name().into_vec(), kind);
-    }
-    Ok(names)
-}
-
-fn c_name(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+/// Runs `f` with `name` NUL-terminated, on the stack (no allocation: this
+/// runs for every link). Longer than a file name may be, or holding a NUL:
+/// invalid.
+fn with_c_name<T>(name: &OsStr, f: impl FnOnce(&CStr) -> io::Result<T>) -> io::Result<T> {
+    let bytes = name.as_bytes();
+    let mut buf = [0u8; 256];
+    let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
+    let room = buf.get_mut(..bytes.len()).ok_or_else(invalid)?;
+    room.copy_from_slice(bytes);
+    let with_nul = buf.get(..bytes.len() + 1).ok_or_else(invalid)?;
+    f(CStr::from_bytes_with_nul(with_nul).map_err(|_| invalid())?)
 }
 
 /// The text of the link `name` in the real folder `dir`.
 pub fn read_link(dir: &Path, name: &OsStr) -> io::Result<PathBuf> {
-    let name = c_name(name)?;
+    with_c_name(name, |name| read_link_c(dir, name))
+}
+
+fn read_link_c(dir: &Path, name: &CStr) -> io::Result<PathBuf> {
     in_folder(dir, |open| {
         let fd = open.fd.as_fd();
         let mut buf = [0u8; libc::PATH_MAX as usize];
@@ -160,12 +150,12 @@ pub fn look(dir: &Path, name: &OsStr) -> io::Result<Entry> {
     let listed = in_folder(dir, |open| {
         open.looks += 1;
         if open.listing.is_none() && open.looks > LIST_AFTER {
-            open.listing = Some(listing(dir)?);
+            open.listing = Some(Listing::read(dir)?);
         }
         Ok(open
             .listing
             .as_ref()
-            .map(|names| names.get(name.as_bytes()).copied()))
+            .and_then(|names| names.get(name.as_bytes())))
     })?;
     match listed {
         Some(Some(Kind::Link)) => return Ok(Entry::Link),
@@ -175,7 +165,10 @@ pub fn look(dir: &Path, name: &OsStr) -> io::Result<Entry> {
         Some(None) => return Err(io::Error::from(io::ErrorKind::NotFound)),
         None => {}
     }
-    let name = c_name(name)?;
+    with_c_name(name, |name| stat_at(dir, name))
+}
+
+fn stat_at(dir: &Path, name: &CStr) -> io::Result<Entry> {
     in_folder(dir, |open| {
         let fd = open.fd.as_fd();
         // SAFETY: all-zero bytes are a valid `stat` (plain integers).

@@ -22,6 +22,7 @@
 pub mod alias;
 mod at;
 pub mod collect;
+mod listing;
 pub mod resolve;
 pub mod settle;
 pub mod walk;

@@ -8,6 +8,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::at::{self, Entry};
@@ -51,6 +52,12 @@ enum Part {
 }
 
 fn parts(text: &Path, into: &mut Vec<Part>) {
+    let bytes = text.as_os_str().as_bytes();
+    if !bytes.is_empty() && bytes != b"." && bytes != b".." && !bytes.contains(&b'/') {
+        // Most links: a name beside them.
+        into.push(Part::Name(text.as_os_str().to_os_string()));
+        return;
+    }
     // A stack: the next part to follow is the last one.
     let mut new: Vec<Part> = Vec::new();
     for c in text.components() {
@@ -81,7 +88,7 @@ fn on_paper(mut at: PathBuf, mut pending: Vec<Part>) -> PathBuf {
 /// What `name` in the real folder `at` is. Names beside the link are
 /// looked at through a descriptor of its folder (see [`at`]).
 fn look(at: &Path, name: &OsStr, home: &Path) -> io::Result<Entry> {
-    if at == home {
+    if same(at, home) {
         return at::look(at, name);
     }
     let meta = std::fs::symlink_metadata(at.join(name))?;
@@ -98,10 +105,16 @@ fn look(at: &Path, name: &OsStr, home: &Path) -> io::Result<Entry> {
 }
 
 fn read_link(at: &Path, name: &OsStr, home: &Path) -> io::Result<PathBuf> {
-    match at == home {
+    match same(at, home) {
         true => at::read_link(at, name),
         false => std::fs::read_link(at.join(name)),
     }
+}
+
+/// `a == b` for the paths compared here (real, normalised), as bytes:
+/// `Path`'s `==` goes component by component, and this runs for every link.
+fn same(a: &Path, b: &Path) -> bool {
+    a.as_os_str().as_bytes() == b.as_os_str().as_bytes()
 }
 
 /// Follows the link at `link` (its real path: the folder holding it is a
@@ -114,6 +127,9 @@ pub fn resolve(roots: &Roots, rule: usize, link: &Path) -> Resolved {
         Ok(text) => text,
         Err(e) => return Resolved::Failed(e),
     };
+    if let Some(resolved) = beside(roots, rule, parent, &text) {
+        return resolved;
+    }
     let mut at = parent.to_path_buf();
     let mut pending = Vec::new();
     parts(&text, &mut pending);
@@ -198,6 +214,35 @@ pub fn resolve(roots: &Roots, rule: usize, link: &Path) -> Resolved {
     }
 }
 
+/// [`resolve`] for the link text `text` found in the real folder `parent`
+/// when it is a name beside the link that is no link itself: most links
+/// of an icon theme. `None`: follow it the long way.
+fn beside(roots: &Roots, rule: usize, parent: &Path, text: &Path) -> Option<Resolved> {
+    let bytes = text.as_os_str().as_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+        return None;
+    }
+    let real = parent.join(text);
+    let allowed = match roots.place(&real, rule) {
+        Place::Inside => false,
+        Place::Allowed => true,
+        Place::Above | Place::Outside => return None,
+    };
+    let what = match look(parent, text.as_os_str(), parent) {
+        Ok(Entry::File(stat)) => What::File(stat),
+        Ok(Entry::Folder) => What::Folder,
+        Ok(Entry::Other) => What::Other,
+        Ok(Entry::Link) => return None,
+        Err(e) if missing(&e) => return Some(Resolved::Missing { real, allowed }),
+        Err(e) => return Some(Resolved::Failed(e)),
+    };
+    Some(Resolved::At {
+        real,
+        what,
+        allowed,
+    })
+}
+
 fn missing(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
@@ -216,7 +261,6 @@ mod tests {
             also: vec![],
             include: None,
             exclude: vec![],
-            follow_symlinks: false,
             allow_outside: allowed,
             key: None,
             account: None,

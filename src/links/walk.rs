@@ -12,7 +12,7 @@ use super::Roots;
 use crate::rules::{RuleSet, Verdict};
 use crate::scan::examine::{self, Compare, Observation};
 use crate::scan::hash::unix_ns;
-use crate::scan::{ScanPlan, Symlinks};
+use crate::scan::ScanPlan;
 use crate::state::links::Kind;
 use crate::state::{FileIndex, Stat};
 
@@ -45,7 +45,9 @@ pub fn visit(
     compare: Compare,
 ) -> Option<Visited> {
     let known = index.links.get(path);
-    let was = known.map(|k| (k.kind, k.target.to_path_buf()));
+    // Built only for a link that differs (an unchanged re-scan meets
+    // every link as recorded).
+    let was = || known.map(|k| (k.kind, k.target.to_path_buf()));
     let link = roots.real_of(path);
     let recent_after = plan.leave_changed_after.map(unix_ns);
     let resolved = resolve(roots, rule, &link);
@@ -68,7 +70,7 @@ pub fn visit(
                 path: path.to_path_buf(),
                 rule,
                 now: None,
-                was,
+                was: was(),
                 own: None,
                 error: Some(format!(
                     "cannot follow link {}: {e}; it was left as recorded",
@@ -106,7 +108,7 @@ pub fn visit(
                         Ok(stat) if recent_after.is_some_and(|t| stat.last_change_ns() > t) => {
                             Observation::Recent
                         }
-                        Ok(_) => examine::examine(&real, file, Symlinks::DoNotFollow),
+                        Ok(_) => examine::examine(&real, file),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Observation::Vanished,
                         Err(e) => Observation::Unreadable(e),
                     };
@@ -154,7 +156,8 @@ pub fn visit(
         Some(Observation::Unchanged) => !plan.paths.lists_every_file(),
         Some(_) => false,
     };
-    if was.as_ref() == Some(&now) && !folder_like && quiet_own {
+    let as_recorded = known.is_some_and(|k| k.kind == now.0 && k.target == now.1.as_path());
+    if as_recorded && !folder_like && quiet_own {
         roots.quiet.fetch_add(1, Ordering::Relaxed);
         return None;
     }
@@ -162,7 +165,7 @@ pub fn visit(
         path: path.to_path_buf(),
         rule,
         now: Some(now),
-        was,
+        was: was(),
         own,
         error: None,
     })

@@ -28,7 +28,6 @@ pub const DEFAULT_INCLUDE: &[&str] = &[
 #[derive(Debug)]
 pub struct Rule {
     pub dir: PathBuf,
-    pub follow_symlinks: bool,
     /// Places outside the rule folders links may be read from.
     pub allow_outside: Vec<PathBuf>,
     /// No `include` in the config: the default image extensions apply.
@@ -141,7 +140,6 @@ impl RuleSet {
             let exclude: Vec<&str> = cfg.exclude.iter().map(String::as_str).collect();
             rules.push(Rule {
                 dir: cfg.dir.clone(),
-                follow_symlinks: cfg.follow_symlinks,
                 allow_outside: cfg.allow_outside.clone(),
                 default_include: cfg.include.is_none(),
                 account: AccountId::of_rule(cfg),
@@ -271,7 +269,6 @@ mod tests {
             also: vec![],
             include: None,
             exclude: vec!["**/cache/**".into()],
-            follow_symlinks: false,
             allow_outside: vec![],
             key: None,
             account: None,

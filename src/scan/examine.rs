@@ -16,7 +16,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::hash::{hash_file, Read};
-use super::Symlinks;
 use crate::state::{Hashed, Known, Stat};
 
 /// What detection concluded about one file.
@@ -77,8 +76,8 @@ pub fn unchanged_by_stat(known: Option<Known<'_>>, stat: &Stat, compare: Compare
 
 /// Reads `path`, which the quick-check did not clear, and compares its
 /// content with what the store recorded.
-pub fn examine(path: &Path, known: Option<Known<'_>>, symlinks: Symlinks) -> Observation {
-    let file = match hash_file(path, symlinks) {
+pub fn examine(path: &Path, known: Option<Known<'_>>) -> Observation {
+    let file = match hash_file(path) {
         Ok(Read::Whole(file)) => file,
         Ok(Read::Moving) => return Observation::Unsettled,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Observation::Vanished,

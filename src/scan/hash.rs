@@ -11,7 +11,6 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::examine::RACY_WINDOW;
-use super::Symlinks;
 use crate::state::{Hashed, Stat};
 
 /// The outcome of reading a file.
@@ -27,18 +26,14 @@ pub enum Read {
 /// mtime or ctime moved, or the file got shorter than its size said, the
 /// file is [`Read::Moving`]. A write during hashing that moves none of them
 /// (same tick, same size) is caught by the racy rule on the next pass.
-pub fn hash_file(path: &Path, symlinks: Symlinks) -> io::Result<Read> {
+pub fn hash_file(path: &Path) -> io::Result<Read> {
     // O_NOFOLLOW: a file swapped for a symlink after the walk must not lead
-    // out of the rule folder (unless the rule follows symlinks on purpose);
-    // O_NONBLOCK: one swapped for a FIFO must not hang the scan. Neither
-    // changes how a regular file is read.
-    let nofollow = match symlinks {
-        Symlinks::Follow => 0,
-        Symlinks::DoNotFollow => libc::O_NOFOLLOW,
-    };
+    // out of the rule folder (links are resolved by `crate::links`, never
+    // by opening them); O_NONBLOCK: one swapped for a FIFO must not hang the
+    // scan. Neither changes how a regular file is read.
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(nofollow | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     // Taken before the stat: a change after this moment gets a timestamp
     // no older than this minus the file system's granularity.
@@ -168,7 +163,7 @@ mod tests {
     use std::io::Write;
 
     fn hash_of(path: &Path) -> [u8; 32] {
-        match hash_file(path, Symlinks::DoNotFollow).unwrap() {
+        match hash_file(path).unwrap() {
             Read::Whole(h) => h.hash,
             Read::Moving => panic!("the file did not change"),
         }
@@ -201,7 +196,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"x").unwrap();
-        let Read::Whole(h) = hash_file(&path, Symlinks::DoNotFollow).unwrap() else {
+        let Read::Whole(h) = hash_file(&path).unwrap() else {
             panic!("moving")
         };
         assert!(h.racy);

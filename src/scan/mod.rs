@@ -81,15 +81,6 @@ impl Paths {
     }
 }
 
-/// Whether a walk follows symbolic links (a rule's `follow_symlinks`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Symlinks {
-    Follow,
-    /// The default: a link must not pull files from outside the folder
-    /// into hashing and invalidations.
-    DoNotFollow,
-}
-
 /// Paths of one kind of outcome; `paths` stays empty unless listed.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {

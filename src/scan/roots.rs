@@ -9,17 +9,12 @@ use std::path::{Path, PathBuf};
 use ignore::{WalkBuilder, WalkParallel};
 
 use super::examine::Compare;
-use super::{Detected, ScanPlan, Scope, Symlinks};
+use super::{Detected, ScanPlan, Scope};
 use crate::rules::RuleSet;
 use crate::state::FileIndex;
 
 /// A parallel walker over `roots`, or `None` when there are none.
-pub(super) fn walker(
-    rules: &RuleSet,
-    roots: &[PathBuf],
-    follow: Symlinks,
-    threads: usize,
-) -> Option<WalkParallel> {
+pub(super) fn walker(rules: &RuleSet, roots: &[PathBuf], threads: usize) -> Option<WalkParallel> {
     let (first, rest) = roots.split_first()?;
     let mut builder = WalkBuilder::new(first);
     for root in rest {
@@ -27,7 +22,7 @@ pub(super) fn walker(
     }
     builder
         .standard_filters(false)
-        .follow_links(follow == Symlinks::Follow)
+        .follow_links(false)
         .threads(threads.max(1));
     let all_dirs: Vec<PathBuf> = rules.rules().iter().map(|r| r.dir.clone()).collect();
     // Another rule's folder inside this one is walked as its own root.
@@ -144,9 +139,8 @@ pub(super) fn roots(
                     continue;
                 }
                 let dir = &rules.get(rule).dir;
-                let reachable = rules.get(rule).follow_symlinks
-                    || !through_symlink(dir, &path)
-                    || crate::links::reaches(rules, rule, &path);
+                let reachable =
+                    !through_symlink(dir, &path) || crate::links::reaches(rules, rule, &path);
                 // A rule folder itself may be a symlink (`media ->
                 // releases/2`): it is walked, as in a whole-tree pass.
                 let meta = match path == *dir {

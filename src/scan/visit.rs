@@ -12,16 +12,15 @@ use super::collect::Found;
 use super::examine::{self, Compare, Observation};
 use super::roots::error_path;
 use super::walk::{Batch, Counters, Message};
-use super::{ScanPlan, Symlinks};
+use super::ScanPlan;
 use crate::rules::RuleSet;
 use crate::state::{FileIndex, Stat};
 
-/// How a walker reads files: whether it follows symlinks, per rule how
+/// How a walker reads files: per rule how
 /// recorded stat data is trusted, and after when (ns since the epoch) a
 /// change is too recent to read now.
 #[derive(Clone, Copy)]
 pub(super) struct How<'a> {
-    pub(super) follow: Symlinks,
     pub(super) compare: &'a [Compare],
     pub(super) recent_after: Option<i64>,
     pub(super) links: &'a crate::links::Roots,
@@ -55,9 +54,8 @@ pub(super) fn visit(
             return WalkState::Continue;
         }
     };
-    // Symlinks are not followed (unless the rule says so: then the walker
-    // reports their targets' types), and sockets, FIFOs and devices are no
-    // images.
+    // Symlinks are never followed by the walk (see `crate::links`), and
+    // sockets, FIFOs and devices are no images.
     match entry.file_type() {
         Some(t) if t.is_file() => {}
         Some(t) if t.is_dir() => {
@@ -89,7 +87,7 @@ pub(super) fn visit(
         Ok(stat) if how.recent_after.is_some_and(|t| stat.last_change_ns() > t) => {
             Observation::Recent
         }
-        Ok(_) => examine::examine(path, known, how.follow),
+        Ok(_) => examine::examine(path, known),
         Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
             Observation::Vanished
         }

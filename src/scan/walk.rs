@@ -11,7 +11,7 @@ use super::collect::{collect, find_deletions, Found};
 use super::hash::unix_ns;
 use super::roots::{self, walker};
 use super::visit::{visit, visit_links, How};
-use super::{Detected, ScanPlan, Scope, Sink, Symlinks};
+use super::{Detected, ScanPlan, Scope, Sink};
 use crate::rules::RuleSet;
 use crate::state::{Changes, FileIndex};
 
@@ -70,40 +70,24 @@ pub fn scan(
     // of piling up messages (an icon theme sends one per link too).
     let (tx, rx) = mpsc::sync_channel::<Vec<Message>>(BACKLOG);
     let counters = Counters::default();
-    // Rules that follow symlinks need a walker that does; the rest (the
-    // default) get one that never does.
-    let (follow, stay): (Vec<PathBuf>, Vec<PathBuf>) = roots.iter().cloned().partition(|root| {
-        rules
-            .owner(root)
-            .is_some_and(|(i, _)| rules.get(i).follow_symlinks)
-    });
     std::thread::scope(|scope| {
         let counters = &counters;
         scope.spawn(move || {
-            for (group, follow) in [(stay, Symlinks::DoNotFollow), (follow, Symlinks::Follow)] {
-                if let Some(walker) = walker(rules, &group, follow, plan.threads) {
-                    walker.run(|| {
-                        let mut batch = Batch::new(tx.clone());
-                        Box::new(move |entry| {
-                            let how = How {
-                                follow,
-                                compare,
-                                recent_after,
-                                links,
-                            };
-                            visit(rules, index, entry, plan, how, counters, &mut batch)
-                        })
-                    });
-                }
-            }
-            // Links named by the scope, then folders in allowed places
-            // that links lead to (walked under the links' paths).
             let how = How {
-                follow: Symlinks::DoNotFollow,
                 compare,
                 recent_after,
                 links,
             };
+            if let Some(walker) = walker(rules, roots, plan.threads) {
+                walker.run(|| {
+                    let mut batch = Batch::new(tx.clone());
+                    Box::new(move |entry| {
+                        visit(rules, index, entry, plan, how, counters, &mut batch)
+                    })
+                });
+            }
+            // Links named by the scope, then folders in allowed places
+            // that links lead to (walked under the links' paths).
             visit_links(
                 rules,
                 index,
@@ -114,8 +98,7 @@ pub fn scan(
             );
             loop {
                 let group = links.waiting();
-                let Some(walker) = walker(rules, &group, Symlinks::DoNotFollow, plan.threads)
-                else {
+                let Some(walker) = walker(rules, &group, plan.threads) else {
                     break;
                 };
                 walker.run(|| {

@@ -33,14 +33,16 @@ pub(super) const SCHEMA: &str = "
 /// `target` as stored for the link at `path`: relative to the link's
 /// folder when inside it.
 fn stored_target<'a>(path: &Path, target: &'a Path) -> &'a [u8] {
+    // Bytes, not `Path::strip_prefix` (component by component: a baseline
+    // does this for every link); recorded paths are normalised.
+    let (path, target) = (path.as_os_str().as_bytes(), target.as_os_str().as_bytes());
     let inside = path
-        .parent()
-        .and_then(|folder| target.strip_prefix(folder).ok())
-        .filter(|rel| !rel.as_os_str().is_empty());
-    match inside {
-        Some(rel) => rel.as_os_str().as_bytes(),
-        None => target.as_os_str().as_bytes(),
-    }
+        .iter()
+        .rposition(|b| *b == b'/')
+        .filter(|slash| *slash > 0)
+        .and_then(|slash| target.strip_prefix(&path[..=slash]))
+        .filter(|rel| !rel.is_empty());
+    inside.unwrap_or(target)
 }
 
 /// The target of the link at `path` as [`stored_target`] stored it.

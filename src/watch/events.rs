@@ -57,8 +57,7 @@ impl Overflow {
 }
 
 /// Rule folders that are symlinks (`media -> releases/2`). notify drops a
-/// symlink it is asked to watch recursively unless it follows symlinks
-/// everywhere, so the link's target is watched instead and its events are
+/// symlink it is asked to watch recursively (it never follows links), so the link's target is watched instead and its events are
 /// renamed back under the rule folder.
 #[derive(Debug, Default)]
 struct Aliases(Mutex<Vec<(PathBuf, PathBuf)>>, Mutex<Switches>);
@@ -267,10 +266,10 @@ pub fn start(
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     };
-    // Symlinked folders are watched only when a rule follows symlinks; the
-    // scan of each event path still checks every rule's own setting.
-    let follow = rules.rules().iter().any(|r| r.follow_symlinks);
-    let config = notify::Config::default().with_follow_symlinks(follow);
+    // Links inside rule folders are aliases (see `crate::links`): the
+    // folders they lead to are watched as themselves, never again through
+    // the link.
+    let config = notify::Config::default().with_follow_symlinks(false);
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
     let mut unwatched = Vec::new();
     let mut watched = Vec::new();

@@ -580,3 +580,39 @@ fn papirus_icon_theme_baseline_and_an_edit_with_every_alias() {
     });
     assert_eq!(invalidated_since(&site, before), want);
 }
+
+/// `urls` and `invalidate` on a file list and send the URLs of every
+/// recorded alias too (the web server serves the same bytes there), also
+/// when the path named is one of the links.
+#[test]
+fn urls_and_invalidate_include_every_recorded_alias() {
+    let site = Site::new();
+    icons(&site);
+    site.scan(&[]).expect(0);
+    let java = "Papirus/48x48/apps/java.svg";
+    let want = served(&site, java);
+    assert_eq!(want.len(), 24, "{want:#?}");
+    for asked in [java, "Papirus/48x48/apps/java-2.svg"] {
+        let run = site
+            .optiwatch()
+            .args(&["urls", "--json"])
+            .arg(site.path(asked))
+            .run()
+            .expect(0);
+        let urls: Vec<String> = run.json()[0]["urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(urls[0], url(asked), "own URL first: {run}");
+        assert_eq!(sorted(urls), want, "{asked}: {run}");
+    }
+    let before = site.api.invalidated_assets().len();
+    site.optiwatch()
+        .args(&["invalidate", "--json"])
+        .arg(site.path(java))
+        .run()
+        .expect(0);
+    assert_eq!(invalidated_since(&site, before), want);
+}
