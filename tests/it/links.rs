@@ -599,7 +599,7 @@ fn urls_and_invalidate_include_every_recorded_alias() {
             .arg(site.path(asked))
             .run()
             .expect(0);
-        let urls: Vec<String> = run.json()[0]["urls"]
+        let urls: Vec<String> = run.json()["paths"][0]["urls"]
             .as_array()
             .unwrap()
             .iter()
