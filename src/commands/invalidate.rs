@@ -18,7 +18,7 @@ use crate::accounts::AccountId;
 use crate::api::ApiError;
 use crate::config::Config;
 use crate::control::client;
-use crate::control::protocol::{Asset, Op};
+use crate::control::protocol::{Asset, Invalidation, Op};
 use crate::display::{from_cwd, show_path};
 use crate::exit_codes::{ExitCode, UsageError};
 use crate::flush::{api_error, Flusher, Policy, Purge};
@@ -203,13 +203,13 @@ async fn invalidate(config: &Config, req: &InvalidateArgs) -> anyhow::Result<Sen
         confirm_all(req.account.as_deref())?;
     }
     // Beside a running daemon: it owes, sends and answers.
-    let op = Op::Invalidate {
+    let op = Op::Invalidate(Invalidation {
         assets: owed.iter().map(Asset::from).collect(),
         domains: domains.clone(),
         all: req.all,
         account: req.account.clone(),
         refused: req.refused,
-    };
+    });
     if let Some(reply) = client::delegate(config, op, req.wait.timeout).await? {
         return client::sent_report(reply);
     }

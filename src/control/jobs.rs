@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::protocol::{Asset, Live, LiveAccount, Reply};
+use super::protocol::{Invalidation, Live, LiveAccount, Reply};
 use crate::commands::scan::report::ScanReport;
 
 /// A request handed to a worker, with where to answer.
@@ -20,11 +20,7 @@ pub enum Job {
     },
     /// To the sender: owe, purge, then answer once sent and covered.
     Invalidate {
-        assets: Vec<Asset>,
-        domains: Vec<String>,
-        all: bool,
-        account: Option<String>,
-        refused: bool,
+        asked: Invalidation,
         reply: oneshot::Sender<Reply>,
     },
     /// To the sender: a fresh token for every account.

@@ -37,25 +37,31 @@ pub enum Op {
     },
     /// Owe these assets (already mapped by the client), purge the domains
     /// or the account; answer once sent and covered.
-    Invalidate {
-        #[serde(default)]
-        assets: Vec<Asset>,
-        #[serde(default)]
-        domains: Vec<String>,
-        #[serde(default)]
-        all: bool,
-        /// `--account NAME`: only this account's purges (`--all`,
-        /// `--domain`); `null`: every account concerned.
-        #[serde(default)]
-        account: Option<String>,
-        #[serde(default)]
-        refused: bool,
-    },
+    Invalidate(Invalidation),
     /// A fresh token for every account, sent without waiting for
     /// `token_interval`.
     Token,
     /// The daemon's live state.
     Status,
+}
+
+/// What `invalidate` asks the daemon for: its fields sit beside `"op"` on
+/// the wire.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Invalidation {
+    #[serde(default)]
+    pub assets: Vec<Asset>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+    /// `--account NAME`: only this account's purges (`--all`,
+    /// `--domain`); `null`: every account concerned.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// `--refused`: owe the refused assets again.
+    #[serde(default)]
+    pub refused: bool,
 }
 
 /// An asset and its account (`null`: the `[api]` key's).
@@ -167,11 +173,11 @@ mod tests {
             r#"{"version":1,"op":"invalidate","assets":[{"asset":"https://x/a.jpg","account":"shop"}]}"#,
         )
         .unwrap();
-        let Op::Invalidate { assets, all, .. } = r.op else {
+        let Op::Invalidate(asked) = r.op else {
             panic!("not an invalidate: {r:?}");
         };
-        assert!(!all);
-        let owed = Owed::from(assets[0].clone());
+        assert!(!asked.all);
+        let owed = Owed::from(asked.assets[0].clone());
         assert_eq!(owed.account, AccountId::Key("shop".into()));
         assert_eq!(Asset::from(&owed).account.as_deref(), Some("shop"));
         assert!(serde_json::from_str::<Request>(r#"{"version":1,"op":"format"}"#).is_err());

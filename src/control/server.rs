@@ -188,23 +188,7 @@ async fn answer(line: &str, to: &Workers) -> Reply {
         }
         Op::Scan { all_paths } => (&to.detector, Job::Scan { all_paths, reply }),
         Op::Token => (&to.sender, Job::Token { reply }),
-        Op::Invalidate {
-            assets,
-            domains,
-            all,
-            account,
-            refused,
-        } => (
-            &to.sender,
-            Job::Invalidate {
-                assets,
-                domains,
-                all,
-                account,
-                refused,
-                reply,
-            },
-        ),
+        Op::Invalidate(asked) => (&to.sender, Job::Invalidate { asked, reply }),
     };
     if queue.send(job).await.is_err() {
         return Reply::error("the daemon is stopping; run the command again once it is back");

@@ -17,7 +17,7 @@ use crate::commands::scan::report::ScanReport;
 use crate::commands::sent::SendReport;
 use crate::config::Config;
 use crate::control::jobs::Job;
-use crate::control::protocol::Reply;
+use crate::control::protocol::{Invalidation, Reply};
 use crate::flush::{api_error, refused_error, Flusher, Outcome, Purge, Sent};
 use crate::retry::RetryPolicy;
 use crate::state::{Changes, Owed, Store, TokenState};
@@ -87,25 +87,12 @@ impl Waiters {
                 }
                 (Report::Send(Box::default()), reply)
             }
-            Job::Invalidate {
-                assets,
-                domains,
-                all,
-                account,
-                refused,
-                reply,
-            } => {
-                let owed: Vec<Owed> = assets.into_iter().map(Owed::from).collect();
+            Job::Invalidate { asked, reply } => {
                 let mut report = SendReport {
-                    assets: owed.iter().map(|o| o.asset.clone()).collect(),
-                    domains,
-                    all,
+                    assets: asked.assets.iter().map(|a| a.asset.clone()).collect(),
+                    domains: asked.domains.clone(),
+                    all: asked.all,
                     ..SendReport::default()
-                };
-                let asked = Asked {
-                    owed,
-                    account,
-                    refused,
                 };
                 match owe(store, accounts, flusher, config, asked, &mut report).await {
                     Ok(()) => (Report::Send(Box::new(report)), reply),
@@ -243,15 +230,6 @@ fn answer(w: Waiter, store: &Store, accounts: &Accounts) {
     let _ = to.send(reply);
 }
 
-/// What an `invalidate` request asks for besides its purges.
-struct Asked {
-    owed: Vec<Owed>,
-    /// `--account NAME` of its purges.
-    account: Option<String>,
-    /// `--refused`: owe the refused assets again.
-    refused: bool,
-}
-
 /// Owes what `invalidate` names, as the command does standalone: assets
 /// into the outbox first (a failure below keeps them), then the purges.
 async fn owe(
@@ -259,14 +237,16 @@ async fn owe(
     accounts: &Accounts,
     flusher: &mut Flusher,
     config: &Config,
-    asked: Asked,
+    asked: Invalidation,
     report: &mut SendReport,
 ) -> Result<(), Reply> {
-    let Asked {
-        owed,
+    let Invalidation {
+        assets,
         account,
         refused,
+        ..
     } = asked;
+    let owed: Vec<Owed> = assets.into_iter().map(Owed::from).collect();
     let failed = |e: anyhow::Error| Reply::error(format!("{e:#}"));
     let chosen = match &account {
         Some(name) => Some(accounts.by_name(name).map_err(|message| Reply::Error {

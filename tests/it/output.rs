@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::support::{url, Site, WAIT};
+use crate::support::{url, Site};
 
 /// `2026-11-29T16:43:36Z`
 fn is_rfc3339(value: &Value) -> bool {
@@ -214,22 +214,6 @@ fn json_logs_carry_lists_as_arrays() {
         .unwrap_or_else(|| panic!("{split}"));
     assert!(sizes.iter().all(Value::is_u64), "{split}");
     assert_eq!(site.api.invalidated_assets().len(), 5);
-}
-
-#[test]
-fn json_logs_of_the_daemon_carry_domains_as_an_array() {
-    let site = Site::watched("200ms", &["a.jpg"]);
-    let daemon = site
-        .optiwatch()
-        .args(&["--log-format", "json"])
-        .start_watch();
-    site.write("a.jpg", b"v2");
-    daemon.wait_log("flushed", WAIT);
-    let log = daemon.log();
-    let flushed = log.lines().find(|l| l.contains("\"flushed\"")).unwrap();
-    let v: Value = serde_json::from_str(flushed).unwrap();
-    assert_eq!(v["domains"], serde_json::json!([]), "{flushed}");
-    assert_eq!(v["assets"], 1, "{flushed}");
 }
 
 fn is_rfc3339_micros(value: &Value) -> bool {

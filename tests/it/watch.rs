@@ -248,6 +248,8 @@ fn sighup_reloads_the_config_and_keeps_the_old_one_when_bad() {
         .wait_for("edit under the old config", WAIT, has_all(&[url("b.jpg")]));
 }
 
+/// Every line of the daemon's JSON log is one object; lists (the flush's
+/// `domains`) are arrays, counts are numbers.
 #[test]
 fn json_logs_are_one_object_per_line() {
     let site = Site::watched("200ms", &["a.jpg"]);
@@ -267,6 +269,7 @@ fn json_logs_are_one_object_per_line() {
     let v: serde_json::Value = serde_json::from_str(flushed).unwrap();
     assert_eq!(v["assets"], 1);
     assert!(v["requests"].as_u64().unwrap() >= 1);
+    assert_eq!(v["domains"], serde_json::json!([]), "{flushed}");
 }
 
 #[test]
