@@ -141,7 +141,7 @@ fn since(text: &str) -> anyhow::Result<i64> {
         Ok(age) => SystemTime::now()
             .checked_sub(age)
             .unwrap_or(UNIX_EPOCH),
-        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+        Err(_) => time(text).ok_or_else(|| {
             UsageError(format!(
                 "--since {text:?} is neither an age (like 1d or 2h) nor an RFC 3339 time (like 2026-11-29T10:00:00Z)"
             ))
@@ -151,9 +151,33 @@ fn since(text: &str) -> anyhow::Result<i64> {
     Ok(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
+/// An RFC 3339 time: UTC (`Z`, or none) or with an offset (`+02:00`).
+fn time(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        return Some(at);
+    }
+    let (base, offset) = text.split_at_checked(text.len().checked_sub(6)?)?;
+    let east = match offset.as_bytes() {
+        [b'+', _, _, b':', _, _] => true,
+        [b'-', _, _, b':', _, _] => false,
+        _ => return None,
+    };
+    let hours: u64 = offset.get(1..3)?.parse().ok()?;
+    let minutes: u64 = offset.get(4..6)?.parse().ok()?;
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    let local = humantime::parse_rfc3339_weak(base).ok()?;
+    let shift = Duration::from_secs(hours * 3600 + minutes * 60);
+    match east {
+        true => local.checked_sub(shift),
+        false => local.checked_add(shift),
+    }
+}
+
 fn rfc3339(unix: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
-    humantime::format_rfc3339_seconds(at).to_string()
+    crate::rfc3339::from_secs(unix)
 }
 
 impl History {
@@ -204,5 +228,9 @@ mod tests {
         .unwrap();
         assert!((now - 86_400 - day_ago).abs() <= 2);
         assert!(since("yesterday").is_err());
+        assert_eq!(since("2026-11-29T11:30:00+01:30").unwrap(), 1_795_946_400);
+        assert_eq!(since("2026-11-29T05:00:00-05:00").unwrap(), 1_795_946_400);
+        assert!(since("2026-11-29T05:00:00-25:00").is_err());
+        assert!(since("2026-11-29T05:00:00x05:00").is_err());
     }
 }

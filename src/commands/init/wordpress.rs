@@ -102,7 +102,14 @@ impl WordPress {
             let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
             return Err(format!("`wp option get home` failed ({status}): {first}"));
         }
-        let home = out.trim();
+        // PHP prints notices and deprecations on stdout under WP-CLI: the
+        // option is the last line.
+        let home = out
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
         if home.is_empty() {
             return Err("`wp option get home` printed nothing".into());
         }
