@@ -106,3 +106,114 @@ fn history_survives_a_row_with_an_impossible_time() {
         "{out}"
     );
 }
+
+mod socket {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use crate::support::{url, Daemon, Site, WAIT};
+
+    fn daemon(site: &Site) -> Daemon {
+        let daemon = site.watch();
+        daemon.wait_log("control socket ready", WAIT);
+        daemon
+    }
+
+    fn connect(site: &Site) -> UnixStream {
+        let s = UnixStream::connect(site.at("optiwatch.db.sock")).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s
+    }
+
+    /// Sends `bytes` and reads one answer line (empty: closed unanswered).
+    fn exchange(site: &Site, bytes: &[u8]) -> String {
+        let mut s = connect(site);
+        s.write_all(bytes).unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(s).read_line(&mut line);
+        line
+    }
+
+    fn status_answers(site: &Site) {
+        let line = exchange(site, b"{\"version\":1,\"op\":\"status\"}\n");
+        assert!(line.contains("\"reply\":\"status\""), "{line}");
+    }
+
+    /// Garbage, another version, bytes that are not UTF-8, a 100 MB line,
+    /// a client that never reads and one that leaves mid-request: each
+    /// gets an error answer (or is dropped) and the daemon serves on.
+    #[test]
+    fn the_control_socket_survives_hostile_clients() {
+        let site = Site::new().files(&["a.jpg"]).baselined();
+        let daemon = daemon(&site);
+        let line = exchange(&site, b"{not json\n");
+        assert!(line.contains("not a control request"), "{line}");
+        let line = exchange(&site, b"{\"version\":2,\"op\":\"status\"}\n");
+        assert!(line.contains("version 2"), "{line}");
+        let line = exchange(&site, b"\xff\xfe{\"version\":1}\n");
+        assert!(line.contains("\"reply\":\"error\""), "not UTF-8: {line:?}");
+        status_answers(&site);
+
+        // 100 MB without a newline, then gone.
+        {
+            let mut s = connect(&site);
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..100 {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        }
+        status_answers(&site);
+
+        // Never reads: asks for status again and again.
+        let mut deaf = connect(&site);
+        deaf.set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        for _ in 0..100_000 {
+            if deaf
+                .write_all(b"{\"version\":1,\"op\":\"status\"}\n")
+                .is_err()
+            {
+                break;
+            }
+        }
+        status_answers(&site);
+
+        // Leaves right after asking: the work is still done.
+        drop(connect(&site).write_all(
+            format!(
+                "{{\"version\":1,\"op\":\"invalidate\",\"assets\":[{{\"asset\":\"{}\",\"account\":null}}]}}\n",
+                url("a.jpg")
+            )
+            .as_bytes(),
+        ));
+        site.api
+            .wait_for("the abandoned request's asset", WAIT, |rs| {
+                rs.iter().any(|r| r.assets.contains(&url("a.jpg")))
+            });
+
+        // Many at once.
+        let threads: Vec<_> = (0..40)
+            .map(|_| {
+                let path = site.at("optiwatch.db.sock");
+                std::thread::spawn(move || {
+                    let mut s = UnixStream::connect(path).unwrap();
+                    s.set_read_timeout(Some(WAIT)).unwrap();
+                    s.write_all(b"{\"version\":1,\"op\":\"status\"}\n").unwrap();
+                    let mut line = String::new();
+                    BufReader::new(s).read_line(&mut line).unwrap();
+                    line
+                })
+            })
+            .collect();
+        for t in threads {
+            let line = t.join().unwrap();
+            assert!(line.contains("\"reply\":\"status\""), "{line}");
+        }
+        drop(deaf);
+        status_answers(&site);
+        assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+    }
+}
