@@ -217,3 +217,18 @@ mod socket {
         assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
     }
 }
+
+/// `--timeout` beside a daemon: any duration the flag accepts is a wait,
+/// none a panic.
+#[test]
+fn a_timeout_beyond_the_clock_is_no_panic() {
+    let site = Site::new().files(&["a.jpg"]).baselined();
+    let daemon = site.watch();
+    daemon.wait_log("control socket ready", crate::support::WAIT);
+    let out = site
+        .optiwatch()
+        .args(&["token", "--timeout", "400000000000y"])
+        .run();
+    assert!(!out.stderr.contains("panicked"), "{out}");
+    out.expect(0);
+}
