@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::support::{Outcome, Site};
+use crate::support::{url, Outcome, Site};
 
 /// A WordPress root `wp/` in the site's folder and `bin/wp`, a fake WP-CLI
 /// printing `stdout` for any question.
@@ -231,4 +231,40 @@ fn a_timeout_beyond_the_clock_is_no_panic() {
         .run();
     assert!(!out.stderr.contains("panicked"), "{out}");
     out.expect(0);
+}
+
+/// A store of schema v5 (before history) with an asset still owed: the
+/// upgrade keeps it owed, and once sent it is history (reason unknown).
+#[test]
+fn an_asset_owed_in_a_v5_store_stays_owed_and_reaches_history() {
+    use crate::support::fake_api::Fault;
+    use crate::support::Table;
+    let site = Site::new()
+        .setting(Table::Api, "retry_for = \"1s\"")
+        .files(&["a.jpg"])
+        .baselined();
+    site.api.push_faults(Fault::Status(503), 1000);
+    site.write("a.jpg", b"v2");
+    let out = site.scan(&[]);
+    assert_ne!(out.code, 0, "{out}");
+    site.api.clear_faults();
+    let db = rusqlite::Connection::open(site.at("optiwatch.db")).unwrap();
+    db.execute_batch(
+        "DROP TABLE history; DROP TABLE token_history;
+         ALTER TABLE outbox DROP COLUMN reason; ALTER TABLE outbox DROP COLUMN path;
+         PRAGMA user_version = 5;",
+    )
+    .unwrap();
+    drop(db);
+    // Nothing changed since: only the upgraded outbox has a.jpg to send.
+    site.scan(&[]).expect(0);
+    assert_eq!(site.api.invalidated_assets(), vec![url("a.jpg")]);
+    let json = site
+        .optiwatch()
+        .args(&["history", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert_eq!(json["entries"][0]["url"], url("a.jpg"), "{json}");
+    assert_eq!(json["entries"][0]["reason"], "unknown", "{json}");
 }
