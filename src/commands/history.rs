@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::accounts::AccountId;
 use crate::config::Config;
+use crate::display::one_line;
 use crate::exit_codes::{ExitCode, UsageError};
 use crate::session::{Access, Session};
 use crate::state::{Entry, Reason, TokenEntry};
@@ -194,10 +195,10 @@ impl History {
                 e.at,
                 e.reason.as_str(),
                 e.account,
-                url,
+                one_line(url),
                 e.path
                     .as_deref()
-                    .map(|p| format!(" {p}"))
+                    .map(|p| format!(" {}", one_line(p)))
                     .unwrap_or_default()
             ));
         }

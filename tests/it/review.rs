@@ -268,3 +268,55 @@ fn an_asset_owed_in_a_v5_store_stays_owed_and_reaches_history() {
     assert_eq!(json["entries"][0]["url"], url("a.jpg"), "{json}");
     assert_eq!(json["entries"][0]["reason"], "unknown", "{json}");
 }
+
+/// A file name that is not UTF-8: its change is history and every JSON
+/// log line about it is JSON.
+#[test]
+fn a_name_that_is_not_utf8_in_history_and_json_logs() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let odd = OsStr::from_bytes(b"caf\xe9 \"q\"\n.jpg");
+    let site = Site::new().files(&["a.jpg"]).files(&[odd]).baselined();
+    site.write(odd, b"v2");
+    let out = site
+        .optiwatch()
+        .args(&["--log-format", "json", "-vv", "scan"])
+        .run()
+        .expect(0);
+    let mut lines = 0;
+    for line in out.stderr.lines() {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "not JSON: {line:?}\n{out}");
+        lines += 1;
+    }
+    assert!(lines > 3, "{out}");
+    let json = site
+        .optiwatch()
+        .args(&["history", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    let entries = json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{json}");
+    let text = site.run(&["history"]).expect(0);
+    assert_eq!(
+        text.stdout.lines().count(),
+        2,
+        "one entry and one token: {text}"
+    );
+}
+
+/// `scan`'s text lists one changed path per line, even a name holding a
+/// newline.
+#[test]
+fn scan_text_keeps_a_name_with_a_newline_on_one_line() {
+    let site = Site::new().files(&["a\nb.jpg"]).baselined();
+    site.write("a\nb.jpg", b"v2");
+    let out = site.run(&["scan"]).expect(0);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("changed"))
+        .unwrap_or_default();
+    assert!(line.ends_with("a\\x0Ab.jpg"), "{out}");
+}
