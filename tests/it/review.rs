@@ -320,3 +320,46 @@ fn scan_text_keeps_a_name_with_a_newline_on_one_line() {
         .unwrap_or_default();
     assert!(line.ends_with("a\\x0Ab.jpg"), "{out}");
 }
+
+/// `check` says what the run will meet: a token file path that is a
+/// folder cannot be published to, and a FIFO where the store's `-wal`
+/// belongs is refused at once rather than waited on forever.
+#[test]
+fn check_refuses_a_token_folder_and_never_blocks_on_a_fifo() {
+    use crate::support::Table;
+    let site = Site::new()
+        .files(&["a.jpg"])
+        .setting(Table::Token, "file = \"token\"");
+    std::fs::create_dir_all(site.at("token")).unwrap();
+    let failed = site.run(&["check"]).expect(1);
+    assert!(
+        failed.stdout.contains("[token] file") && failed.stdout.contains("is a folder"),
+        "{failed}"
+    );
+    std::fs::remove_dir(site.at("token")).unwrap();
+
+    let fifo = std::ffi::CString::new(site.at("optiwatch.db-wal").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let mut child = site
+        .optiwatch()
+        .arg("check")
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > crate::support::WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("check blocked on a FIFO for {:?}", crate::support::WAIT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(1));
+}
