@@ -284,7 +284,13 @@ fn a_name_that_is_not_utf8_in_history_and_json_logs() {
         .run()
         .expect(0);
     let mut lines = 0;
-    for line in out.stderr.lines() {
+    // The error that ends a command is a JSON line too.
+    let failed = site
+        .optiwatch()
+        .args(&["--log-format", "json", "invalidate", "/nowhere/x.jpg"])
+        .run();
+    assert_ne!(failed.code, 0, "{failed}");
+    for line in out.stderr.lines().chain(failed.stderr.lines()) {
         let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
         assert!(parsed.is_ok(), "not JSON: {line:?}\n{out}");
         lines += 1;
