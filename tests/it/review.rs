@@ -369,3 +369,47 @@ fn check_refuses_a_token_folder_and_never_blocks_on_a_fifo() {
     };
     assert_eq!(code, Some(1));
 }
+
+/// Ten deploy hooks at once beside the daemon: each gets its answer, and
+/// the change is sent once.
+#[test]
+fn concurrent_scans_beside_the_daemon_all_return_and_send_once() {
+    use crate::support::Table;
+    let site = Site::new()
+        .files(&["a.jpg"])
+        .baselined()
+        .setting(Table::Watch, "debounce = \"5s\"")
+        .setting(Table::Watch, "token_interval = \"1s\"");
+    let daemon = site.watch();
+    daemon.wait_log("control socket ready", crate::support::WAIT);
+    site.api.clear();
+    site.write("a.jpg", b"v2");
+    // Every Run writes the config: build them all before any starts.
+    let commands: Vec<Command> = (0..10)
+        .map(|_| {
+            site.optiwatch()
+                .args(&["scan", "--json", "--timeout", "60s"])
+                .command()
+        })
+        .collect();
+    let children: Vec<_> = commands
+        .into_iter()
+        .map(|mut c| {
+            c.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(site.api.invalidated_assets(), vec![url("a.jpg")], "{}", daemon.log());
+}
