@@ -2,6 +2,7 @@
 //! request, from the store's history (see `state::history`). Read-only:
 //! it runs beside a daemon and never creates the store.
 
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -89,17 +90,22 @@ fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<History> {
         return Ok(out);
     };
     let wanted = |a: &AccountId| account.as_ref().is_none_or(|want| want == a);
-    let mut entries: Vec<Entry> = store
-        .history(since)?
-        .into_iter()
-        .filter(|e| wanted(&e.account))
-        .filter(|e| match &glob {
+    // Only the newest `--limit` are kept while reading.
+    let mut entries: VecDeque<Entry> = VecDeque::new();
+    store.each_history(since, |e| {
+        let matches = match &glob {
             None => true,
             Some(glob) => {
                 e.path.as_deref().is_some_and(|p| glob.is_match(p)) || glob.is_match(&e.asset)
             }
-        })
-        .collect();
+        };
+        if wanted(&e.account) && matches {
+            entries.push_back(e);
+            if args.limit.is_some_and(|limit| entries.len() > limit) {
+                entries.pop_front();
+            }
+        }
+    })?;
     let mut tokens: Vec<TokenEntry> = match glob {
         // Tokens have no path: a path filter asks about assets only.
         Some(_) => Vec::new(),
@@ -110,7 +116,6 @@ fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<History> {
             .collect(),
     };
     if let Some(limit) = args.limit {
-        entries.drain(..entries.len().saturating_sub(limit));
         tokens.drain(..tokens.len().saturating_sub(limit));
     }
     out.entries = entries

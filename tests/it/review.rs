@@ -411,5 +411,10 @@ fn concurrent_scans_beside_the_daemon_all_return_and_send_once() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(site.api.invalidated_assets(), vec![url("a.jpg")], "{}", daemon.log());
+    assert_eq!(
+        site.api.invalidated_assets(),
+        vec![url("a.jpg")],
+        "{}",
+        daemon.log()
+    );
 }
