@@ -418,3 +418,31 @@ fn concurrent_scans_beside_the_daemon_all_return_and_send_once() {
         daemon.log()
     );
 }
+
+/// `--limit N` keeps the newest N of what matches (`0`: none).
+#[test]
+fn history_limit_keeps_the_newest_matching_entries() {
+    let site = Site::new().files(&["a.jpg", "b.jpg"]).baselined();
+    for (rel, content) in [("a.jpg", b"v2"), ("b.jpg", b"v2"), ("a.jpg", b"v3")] {
+        site.write(rel, content);
+        site.scan(&[]).expect(0);
+    }
+    let urls = |extra: &[&str]| -> Vec<String> {
+        let json = site
+            .optiwatch()
+            .args(&["history", "--json"])
+            .args(extra)
+            .run()
+            .expect(0)
+            .json();
+        json["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["url"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(urls(&["--limit", "2"]), vec![url("b.jpg"), url("a.jpg")]);
+    assert_eq!(urls(&["--limit", "1", "--path", "**/b.jpg"]), vec![url("b.jpg")]);
+    assert!(urls(&["--limit", "0"]).is_empty());
+}
