@@ -443,6 +443,28 @@ fn history_limit_keeps_the_newest_matching_entries() {
             .collect()
     };
     assert_eq!(urls(&["--limit", "2"]), vec![url("b.jpg"), url("a.jpg")]);
-    assert_eq!(urls(&["--limit", "1", "--path", "**/b.jpg"]), vec![url("b.jpg")]);
+    assert_eq!(
+        urls(&["--limit", "1", "--path", "**/b.jpg"]),
+        vec![url("b.jpg")]
+    );
     assert!(urls(&["--limit", "0"]).is_empty());
+}
+
+/// A WP-CLI that prints more notices than a pipe holds before the URL is
+/// read while it runs: init answers at once with the URL.
+#[test]
+fn init_reads_a_wp_cli_that_prints_a_lot() {
+    let site = Site::new();
+    wordpress_answering(&site, "");
+    let wp = site.at("bin/wp");
+    std::fs::write(
+        &wp,
+        "#!/bin/sh\ni=0\nwhile [ $i -lt 3000 ]; do echo \"PHP Notice: line $i of many notices, printed by an old theme\"; i=$((i+1)); done\necho https://blog.example.com\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    init(&site, &["wp"]).expect(0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let text = std::fs::read_to_string(site.at("watcher.toml")).unwrap();
+    assert!(text.contains("https://blog.example.com/wp-content/uploads"), "{text}");
 }
