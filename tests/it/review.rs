@@ -466,5 +466,35 @@ fn init_reads_a_wp_cli_that_prints_a_lot() {
     init(&site, &["wp"]).expect(0);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     let text = std::fs::read_to_string(site.at("watcher.toml")).unwrap();
-    assert!(text.contains("https://blog.example.com/wp-content/uploads"), "{text}");
+    assert!(
+        text.contains("https://blog.example.com/wp-content/uploads"),
+        "{text}"
+    );
+}
+
+/// An API that echoes the key in its error: neither the command beside the
+/// daemon (over the socket), nor `status` (`last_error`, from the store),
+/// nor the daemon's log shows it.
+#[test]
+fn an_api_echoing_the_key_leaks_it_nowhere() {
+    use crate::support::fake_api::Fault;
+    use crate::support::Table;
+    let site = Site::new()
+        .files(&["a.jpg"])
+        .baselined()
+        .setting(Table::Api, "retry_for = \"1s\"");
+    let daemon = site.watch();
+    daemon.wait_log("control socket ready", crate::support::WAIT);
+    site.api
+        .push_faults(Fault::Message(400, format!("bad key {}", site.key)), 1000);
+    let out = site
+        .optiwatch()
+        .args(&["invalidate", "--timeout", "20s", "media/a.jpg"])
+        .run();
+    assert_ne!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains(&site.key), "{out}");
+    assert!(!out.stdout.contains(&site.key), "{out}");
+    let status = site.run(&["status", "--json"]);
+    assert!(!status.stdout.contains(&site.key), "{status}");
+    assert!(!daemon.log().contains(&site.key), "{}", daemon.log());
 }
