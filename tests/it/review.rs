@@ -498,3 +498,44 @@ fn an_api_echoing_the_key_leaks_it_nowhere() {
     assert!(!status.stdout.contains(&site.key), "{status}");
     assert!(!daemon.log().contains(&site.key), "{}", daemon.log());
 }
+
+/// `--domain HTTPS://example.com/`: an upper-case scheme is a scheme too.
+#[test]
+fn an_upper_case_scheme_is_dropped_from_domain() {
+    let site = Site::new().files(&["a.jpg"]).baselined();
+    let out = site
+        .optiwatch()
+        .args(&["invalidate", "--domain", "HTTPS://example.com/"])
+        .run()
+        .expect(0);
+    let rs = site.api.requests();
+    let purge = rs.iter().find(|r| r.path == "/invalidate/domain");
+    assert_eq!(
+        purge
+            .and_then(|r| r.body.as_ref())
+            .map(|b| b["domain"].clone()),
+        Some(serde_json::json!("example.com")),
+        "{out}"
+    );
+}
+
+/// A `./watcher.toml` that is a broken link is the config that is meant:
+/// the error names it, rather than "no config file" (or, worse, a silent
+/// fall back to /etc/optiwatch/watcher.toml).
+#[test]
+fn a_broken_local_config_link_is_named_not_skipped() {
+    let site = Site::new();
+    let dir = site.at("elsewhere");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink("/nowhere/watcher.toml", dir.join("watcher.toml")).unwrap();
+    let out: Outcome = Command::new(env!("CARGO_BIN_EXE_optiwatch"))
+        .arg("status")
+        .current_dir(&dir)
+        .env_remove("OPTIWATCH_CONFIG")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 2, "{out}");
+    assert!(!out.stderr.contains("no config file"), "{out}");
+    assert!(out.stderr.contains("watcher.toml"), "{out}");
+}
