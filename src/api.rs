@@ -252,6 +252,7 @@ impl Client {
                 }
             }
         }
+        let body = self.key.redact(body);
         answer::judge(status, &head, &body, assets)
     }
 }

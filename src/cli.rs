@@ -120,10 +120,15 @@ pub fn main() -> ExitCode {
             return ExitCode::Failure;
         }
     };
+    let log_format = cli.log_format;
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match log_format {
+                logging::LogFormat::Human => eprintln!("error: {e:#}"),
+                // A log shipper reading stderr gets the last word as JSON too.
+                logging::LogFormat::Json => eprintln!("{}", logging::error_line(&format!("{e:#}"))),
+            }
             exit_codes::for_error(&e)
         }
     }

@@ -39,6 +39,28 @@ pub fn show_path(path: &Path) -> String {
     out
 }
 
+/// `text` fit for one line of a text report: control characters (a
+/// newline or an escape sequence in a file name) as `\xNN`, like the
+/// bytes [`show_path`] cannot show, so one entry stays one line.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c.is_control() {
+            true => {
+                let mut buf = [0; 4];
+                for byte in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{byte:02X}");
+                }
+            }
+            false => out.push(c),
+        }
+    }
+    out.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +81,12 @@ mod tests {
     fn non_utf8_is_escaped_losslessly() {
         let path = Path::new(OsStr::from_bytes(b"/m/a\xffb.jpg"));
         assert_eq!(show_path(path), "/m/a\\xFFb.jpg");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_for_one_line() {
+        assert_eq!(one_line("/m/a.jpg"), "/m/a.jpg");
+        assert_eq!(one_line("/m/a\n\u{1b}[2J.jpg"), "/m/a\\x0A\\x1B[2J.jpg");
+        assert_eq!(one_line("/m/\u{85}x"), "/m/\\xC2\\x85x");
     }
 }

@@ -4,7 +4,7 @@
 
 mod json;
 
-pub use json::{array, Array};
+pub use json::{array, error_line, Array};
 
 use std::io::IsTerminal;
 

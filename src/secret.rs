@@ -109,6 +109,35 @@ impl ApiKey {
     pub(crate) fn header(&self) -> HeaderValue {
         self.header.clone()
     }
+
+    /// `body` with the key replaced by `<redacted>` wherever it occurs: an
+    /// API that echoes the key in an error must not put it into errors,
+    /// logs, the store (`last_error`) or a control-socket answer.
+    pub(crate) fn redact(&self, body: Vec<u8>) -> Vec<u8> {
+        let key = self
+            .header
+            .as_bytes()
+            .get(b"Bearer ".len()..)
+            .unwrap_or_default();
+        if key.is_empty() || !body.windows(key.len()).any(|w| w == key) {
+            return body;
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = body.as_slice();
+        while !rest.is_empty() {
+            match rest.starts_with(key) {
+                true => {
+                    out.extend_from_slice(b"<redacted>");
+                    rest = &rest[key.len()..];
+                }
+                false => {
+                    out.push(rest[0]);
+                    rest = &rest[1..];
+                }
+            }
+        }
+        out
+    }
 }
 
 /// `$CREDENTIALS_DIRECTORY/<name>`: where systemd puts a credential given
@@ -195,6 +224,14 @@ mod tests {
         let key = ApiKey::new("opt_supersecret").unwrap();
         let shown = format!("{key:?} {:?}", key.header());
         assert!(!shown.contains("supersecret"), "{shown}");
+    }
+
+    #[test]
+    fn an_echoed_key_is_redacted() {
+        let key = ApiKey::new("opt_k").unwrap();
+        let out = key.redact(b"bad key opt_k (Bearer opt_k)".to_vec());
+        assert_eq!(out, b"bad key <redacted> (Bearer <redacted>)");
+        assert_eq!(key.redact(b"opt_ ok".to_vec()), b"opt_ ok");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! request, from the store's history (see `state::history`). Read-only:
 //! it runs beside a daemon and never creates the store.
 
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -9,6 +10,7 @@ use serde::Serialize;
 
 use crate::accounts::AccountId;
 use crate::config::Config;
+use crate::display::one_line;
 use crate::exit_codes::{ExitCode, UsageError};
 use crate::session::{Access, Session};
 use crate::state::{Entry, Reason, TokenEntry};
@@ -88,17 +90,22 @@ fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<History> {
         return Ok(out);
     };
     let wanted = |a: &AccountId| account.as_ref().is_none_or(|want| want == a);
-    let mut entries: Vec<Entry> = store
-        .history(since)?
-        .into_iter()
-        .filter(|e| wanted(&e.account))
-        .filter(|e| match &glob {
+    // Only the newest `--limit` are kept while reading.
+    let mut entries: VecDeque<Entry> = VecDeque::new();
+    store.each_history(since, |e| {
+        let matches = match &glob {
             None => true,
             Some(glob) => {
                 e.path.as_deref().is_some_and(|p| glob.is_match(p)) || glob.is_match(&e.asset)
             }
-        })
-        .collect();
+        };
+        if wanted(&e.account) && matches {
+            entries.push_back(e);
+            if args.limit.is_some_and(|limit| entries.len() > limit) {
+                entries.pop_front();
+            }
+        }
+    })?;
     let mut tokens: Vec<TokenEntry> = match glob {
         // Tokens have no path: a path filter asks about assets only.
         Some(_) => Vec::new(),
@@ -109,7 +116,6 @@ fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<History> {
             .collect(),
     };
     if let Some(limit) = args.limit {
-        entries.drain(..entries.len().saturating_sub(limit));
         tokens.drain(..tokens.len().saturating_sub(limit));
     }
     out.entries = entries
@@ -141,7 +147,7 @@ fn since(text: &str) -> anyhow::Result<i64> {
         Ok(age) => SystemTime::now()
             .checked_sub(age)
             .unwrap_or(UNIX_EPOCH),
-        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+        Err(_) => time(text).ok_or_else(|| {
             UsageError(format!(
                 "--since {text:?} is neither an age (like 1d or 2h) nor an RFC 3339 time (like 2026-11-29T10:00:00Z)"
             ))
@@ -151,9 +157,33 @@ fn since(text: &str) -> anyhow::Result<i64> {
     Ok(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
+/// An RFC 3339 time: UTC (`Z`, or none) or with an offset (`+02:00`).
+fn time(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        return Some(at);
+    }
+    let (base, offset) = text.split_at_checked(text.len().checked_sub(6)?)?;
+    let east = match offset.as_bytes() {
+        [b'+', _, _, b':', _, _] => true,
+        [b'-', _, _, b':', _, _] => false,
+        _ => return None,
+    };
+    let hours: u64 = offset.get(1..3)?.parse().ok()?;
+    let minutes: u64 = offset.get(4..6)?.parse().ok()?;
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    let local = humantime::parse_rfc3339_weak(base).ok()?;
+    let shift = Duration::from_secs(hours * 3600 + minutes * 60);
+    match east {
+        true => local.checked_sub(shift),
+        false => local.checked_add(shift),
+    }
+}
+
 fn rfc3339(unix: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
-    humantime::format_rfc3339_seconds(at).to_string()
+    crate::rfc3339::from_secs(unix)
 }
 
 impl History {
@@ -170,10 +200,10 @@ impl History {
                 e.at,
                 e.reason.as_str(),
                 e.account,
-                url,
+                one_line(url),
                 e.path
                     .as_deref()
-                    .map(|p| format!(" {p}"))
+                    .map(|p| format!(" {}", one_line(p)))
                     .unwrap_or_default()
             ));
         }
@@ -204,5 +234,9 @@ mod tests {
         .unwrap();
         assert!((now - 86_400 - day_ago).abs() <= 2);
         assert!(since("yesterday").is_err());
+        assert_eq!(since("2026-11-29T11:30:00+01:30").unwrap(), 1_795_946_400);
+        assert_eq!(since("2026-11-29T05:00:00-05:00").unwrap(), 1_795_946_400);
+        assert!(since("2026-11-29T05:00:00-25:00").is_err());
+        assert!(since("2026-11-29T05:00:00x05:00").is_err());
     }
 }

@@ -15,7 +15,12 @@ pub fn bare_host(text: &str) -> Result<(String, Option<String>), UsageError> {
     let mut host = text;
     let mut dropped = Vec::new();
     for scheme in ["https://", "http://"] {
-        if let Some(rest) = host.strip_prefix(scheme) {
+        // Schemes are case-insensitive (`HTTPS://` is pasted too).
+        let rest = host
+            .get(..scheme.len())
+            .filter(|head| head.eq_ignore_ascii_case(scheme))
+            .and_then(|_| host.get(scheme.len()..));
+        if let Some(rest) = rest {
             host = rest;
             dropped.push(scheme);
         }

@@ -125,17 +125,19 @@ fn plan(
                 ))
                 .into());
             }
-            let site = match &args.url {
-                Some(url) => url.clone(),
-                None => wp.home_url().map_err(|why| {
-                    UsageError(format!(
-                        "cannot learn the site URL of the WordPress at {}: {why}; \
-                         pass it with --url https://example.com",
-                        show_path(&wp.root)
-                    ))
-                })?,
+            let cannot = |why: String| {
+                UsageError(format!(
+                    "cannot learn the site URL of the WordPress at {}: {why}; \
+                     pass it with --url https://example.com",
+                    show_path(&wp.root)
+                ))
             };
-            let site = site_url(&site)?;
+            let site = match &args.url {
+                Some(url) => flag_url(url)?,
+                // The answer is WP-CLI's: its faults are not --url's.
+                None => site_url(&wp.home_url().map_err(cannot)?)
+                    .map_err(|e| cannot(format!("WP-CLI's `home` option is not usable: {e}")))?,
+            };
             notes.push(format!("WordPress at {}, site {site}", show_path(&wp.root)));
             (uploads, format!("{site}/wp-content/uploads"))
         }
@@ -147,7 +149,7 @@ fn plan(
                     show_path(dir)
                 ))
             })?;
-            (dir.to_path_buf(), site_url(url)?)
+            (dir.to_path_buf(), flag_url(url)?)
         }
     };
     let state = match (&args.state, args.system) {
@@ -189,9 +191,16 @@ fn plan(
     })
 }
 
-/// An http(s) URL without credentials, query or trailing slash.
-fn site_url(text: &str) -> Result<String, UsageError> {
-    let bad = |why: &str| UsageError(format!("--url: {why}; e.g. --url https://example.com"));
+/// `--url`, checked by [`site_url`].
+fn flag_url(text: &str) -> Result<String, UsageError> {
+    site_url(text)
+        .map_err(|why| UsageError(format!("--url: {why}; e.g. --url https://example.com")))
+}
+
+/// An http(s) URL without credentials, query or trailing slash, or why
+/// not (never echoing the text: it may hold a password).
+fn site_url(text: &str) -> Result<String, String> {
+    let bad = |why: &str| why.to_string();
     let url = url::Url::parse(text.trim()).map_err(|e| bad(&format!("not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("only http:// and https:// URLs are served"));

@@ -41,9 +41,14 @@ fn try_create(folder: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
-/// `Ok(false)`: `path` does not exist.
+/// `Ok(false)`: `path` does not exist. Non-blocking: a FIFO put where a
+/// store file belongs is an error, not a `check` that waits forever.
 fn writable(path: &Path) -> std::io::Result<bool> {
-    match OpenOptions::new().write(true).open(path) {
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -141,7 +146,16 @@ pub fn token_files(config: &Config) -> Vec<Finding> {
             continue;
         }
         seen.push(folder);
-        let (ok, detail) = if !folder.is_dir() {
+        let (ok, detail) = if file.is_dir() {
+            (
+                false,
+                format!(
+                    "{key}: {} is a folder: the token file cannot replace it; \
+                     remove it or set {key} to a file's path",
+                    show_path(file)
+                ),
+            )
+        } else if !folder.is_dir() {
             (
                 false,
                 format!(

@@ -22,7 +22,9 @@ pub fn locate(named: Option<&Path>) -> Result<PathBuf, UsageError> {
         return Ok(path.to_path_buf());
     }
     let tried = [Path::new(LOCAL_CONFIG), Path::new(SYSTEM_CONFIG)];
-    if let Some(found) = tried.iter().find(|p| p.exists()) {
+    // Anything there counts, a broken link too: loading it then says what
+    // is wrong, instead of a silent fall back to the system's config.
+    if let Some(found) = tried.iter().find(|p| p.symlink_metadata().is_ok()) {
         return Ok(found.to_path_buf());
     }
     Err(UsageError(format!(

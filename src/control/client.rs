@@ -53,7 +53,8 @@ pub fn ask(config: &Config, op: &Op, timeout: Duration) -> anyhow::Result<Option
             show_path(&path)
         );
     }
-    let deadline = Instant::now() + timeout;
+    // `None`: a --timeout beyond the clock's end, i.e. no deadline.
+    let deadline = Instant::now().checked_add(timeout);
     let mut line = serde_json::to_string(&Request {
         version: VERSION,
         op: op.clone(),
@@ -69,11 +70,11 @@ pub fn ask(config: &Config, op: &Op, timeout: Duration) -> anyhow::Result<Option
     let mut reader = BufReader::new(stream.try_clone()?.take(MAX_LINE));
     let mut answer = Vec::new();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|left| left.is_zero()) {
             return Err(timed_out(timeout));
         }
-        stream.set_read_timeout(Some(left))?;
+        stream.set_read_timeout(left)?;
         match reader.read_until(b'\n', &mut answer) {
             // A refused peer's connection is closed unread: reset.
             Err(e) if answer.is_empty() && e.kind() == ErrorKind::ConnectionReset => {

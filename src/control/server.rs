@@ -132,8 +132,10 @@ async fn serve(stream: UnixStream, to: Workers) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_LINE));
     loop {
-        let mut line = String::new();
-        match lines.read_line(&mut line).await {
+        // Bytes, not a String: a line that is not UTF-8 gets an error
+        // answer like any other that is not a request.
+        let mut line = Vec::new();
+        match lines.read_until(b'\n', &mut line).await {
             Ok(0) => return,
             Ok(_) => {}
             Err(e) => {
@@ -160,8 +162,8 @@ async fn serve(stream: UnixStream, to: Workers) {
     }
 }
 
-async fn answer(line: &str, to: &Workers) -> Reply {
-    let request: Request = match serde_json::from_str(line) {
+async fn answer(line: &[u8], to: &Workers) -> Reply {
+    let request: Request = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => {
             return Reply::Error {

@@ -78,6 +78,17 @@ where
     }
 }
 
+/// The error that ends a command, as a JSON log line (the human format
+/// prints it as `error: …`).
+pub fn error_line(message: &str) -> String {
+    serde_json::json!({
+        "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+        "level": "ERROR",
+        "message": message,
+    })
+    .to_string()
+}
+
 /// An event's fields in the order they were recorded.
 struct Fields(Vec<(&'static str, Value)>);
 

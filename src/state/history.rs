@@ -193,24 +193,34 @@ pub(super) fn token(conn: &Connection, account: &AccountId, token: &str) -> rusq
 
 impl Store {
     /// Accepted invalidations since `since` (unix seconds), oldest first.
+    #[cfg(test)]
     pub fn history(&self, since: i64) -> anyhow::Result<Vec<Entry>> {
+        let mut rows = Vec::new();
+        self.each_history(since, |e| rows.push(e))?;
+        Ok(rows)
+    }
+
+    /// [`Store::history`] one row at a time: `history --limit 10` over a
+    /// million rows holds ten, not a million.
+    pub fn each_history(&self, since: i64, mut each: impl FnMut(Entry)) -> anyhow::Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT at, request, account, reason, asset, path FROM history
              WHERE at >= ?1 ORDER BY at, id",
         )?;
-        let rows = stmt
-            .query_map([since], |r| {
-                Ok(Entry {
-                    at: r.get(0)?,
-                    request: r.get(1)?,
-                    account: r.get(2)?,
-                    reason: Reason::parse(&r.get::<_, String>(3)?),
-                    asset: r.get(4)?,
-                    path: r.get(5)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<Entry>>>()?;
-        Ok(rows)
+        let rows = stmt.query_map([since], |r| {
+            Ok(Entry {
+                at: r.get(0)?,
+                request: r.get(1)?,
+                account: r.get(2)?,
+                reason: Reason::parse(&r.get::<_, String>(3)?),
+                asset: r.get(4)?,
+                path: r.get(5)?,
+            })
+        })?;
+        for row in rows {
+            each(row?);
+        }
+        Ok(())
     }
 
     /// When Optimole last accepted an invalidation of `account` (unix

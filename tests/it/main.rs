@@ -24,6 +24,7 @@ mod operations;
 mod output;
 mod packaging;
 mod reliability;
+mod review;
 mod scan;
 mod secrets;
 mod settlement;

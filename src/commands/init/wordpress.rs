@@ -72,6 +72,10 @@ impl WordPress {
             std::io::ErrorKind::NotFound => "WP-CLI (`wp`) is not on PATH".to_string(),
             _ => format!("cannot run WP-CLI (`wp`): {e}"),
         })?;
+        // Both pipes are read while `wp` runs: one filled with PHP notices
+        // would otherwise stop it until the timeout, blamed on WP-CLI.
+        let out = drain(child.stdout.take(), Keep::Tail);
+        let err = drain(child.stderr.take(), Keep::Head);
         let started = Instant::now();
         let status = loop {
             match child.try_wait() {
@@ -89,20 +93,23 @@ impl WordPress {
                 Err(e) => return Err(format!("cannot wait for `wp`: {e}")),
             }
         };
-        let read = |pipe: Option<&mut dyn Read>| {
-            let mut text = String::new();
-            if let Some(pipe) = pipe {
-                let _ = pipe.take(64 * 1024).read_to_string(&mut text);
-            }
-            text
+        // A process `wp` left behind may hold the pipes: not waited for.
+        let collect = |rx: std::sync::mpsc::Receiver<String>| {
+            rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default()
         };
-        let out = read(child.stdout.as_mut().map(|p| p as &mut dyn Read));
-        let err = read(child.stderr.as_mut().map(|p| p as &mut dyn Read));
+        let (out, err) = (collect(out), collect(err));
         if !status.success() {
             let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
             return Err(format!("`wp option get home` failed ({status}): {first}"));
         }
-        let home = out.trim();
+        // PHP prints notices and deprecations on stdout under WP-CLI: the
+        // option is the last line.
+        let home = out
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
         if home.is_empty() {
             return Err("`wp option get home` printed nothing".into());
         }
@@ -137,4 +144,49 @@ impl WordPress {
             show_path(&dest)
         ))
     }
+}
+
+/// Which 64 KiB of a pipe [`drain`] keeps.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// The first (errors: the first line says why).
+    Head,
+    /// The last (the answer follows any notices).
+    Tail,
+}
+
+/// Reads `pipe` to its end on a thread, keeping 64 KiB of it as text
+/// (sent when the pipe closes).
+fn drain(
+    pipe: Option<impl Read + Send + 'static>,
+    keep: Keep,
+) -> std::sync::mpsc::Receiver<String> {
+    const KEPT: usize = 64 * 1024;
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(mut pipe) = pipe {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        kept.extend_from_slice(&chunk[..n]);
+                        if kept.len() > KEPT {
+                            match keep {
+                                Keep::Head => kept.truncate(KEPT),
+                                Keep::Tail => {
+                                    kept.drain(..kept.len() - KEPT);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&kept).into_owned());
+        });
+    }
+    rx
 }

@@ -77,7 +77,7 @@ impl ScanReport {
             ("deleted", &self.deleted),
         ] {
             for path in paths.iter().take(shown) {
-                let _ = writeln!(out, "  {kind:<8} {path}");
+                let _ = writeln!(out, "  {kind:<8} {}", crate::display::one_line(path));
             }
             if paths.len() > shown {
                 let _ = writeln!(
