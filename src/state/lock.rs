@@ -30,14 +30,16 @@ impl StoreLock {
     pub fn acquire(state: &Path) -> anyhow::Result<StoreLock> {
         let path = lock_path(state);
         super::ensure_folder(state)?;
-        let pid_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let pid_file = open_regular(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644),
+            &path,
+        )
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
         let mut pid_file = try_lock(pid_file)
             .with_context(|| format!("cannot lock {}", path.display()))?
             .map_err(|holder| busy(state, &holder))?;
@@ -72,17 +74,32 @@ fn busy(state: &Path, holder: &str) -> anyhow::Error {
 /// access); a missing one is created empty, which is what SQLite makes of a
 /// new database anyway.
 fn open_locked(path: &Path) -> std::io::Result<Result<File, String>> {
-    let file = match File::open(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)?,
+    let file = match open_regular(OpenOptions::new().read(true), path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => open_regular(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644),
+            path,
+        )?,
         opened => opened?,
     };
     try_lock(file)
+}
+
+/// Opens `path` without ever waiting on it (a FIFO put in its place would
+/// block `open` forever) and insists on a regular file.
+fn open_regular(options: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
+    let file = options.custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file: remove it (optiwatch makes it again)",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// Who holds the store's lock, if anyone (for `status`). Only looks: it
@@ -93,7 +110,7 @@ pub fn holder(state: &Path) -> Option<String> {
         return Some(holder);
     }
     // A holder that only locks `<state>.lock` (an older optiwatch).
-    let file = File::open(lock_path(state)).ok()?;
+    let file = open_regular(OpenOptions::new().read(true), &lock_path(state)).ok()?;
     try_lock(file).ok()?.err()
 }
 

@@ -344,30 +344,53 @@ fn check_refuses_a_token_folder_and_never_blocks_on_a_fifo() {
     );
     std::fs::remove_dir(site.at("token")).unwrap();
 
-    let fifo = std::ffi::CString::new(site.at("optiwatch.db-wal").to_str().unwrap()).unwrap();
+    mkfifo(&site.at("optiwatch.db-wal"));
+    assert_eq!(exit_within_wait(&site, &["check"]), Some(1));
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let fifo = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+}
+
+/// Runs optiwatch with `args`; its exit code, or a failure when it is
+/// still blocked after WAIT.
+fn exit_within_wait(site: &Site, args: &[&str]) -> Option<i32> {
     let mut child = site
         .optiwatch()
-        .arg("check")
+        .args(args)
         .command()
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    let code = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
+            return status.code();
         }
         if started.elapsed() > crate::support::WAIT {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("check blocked on a FIFO for {:?}", crate::support::WAIT);
+            panic!("{args:?} blocked on a FIFO for {:?}", crate::support::WAIT);
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert_eq!(code, Some(1));
+    }
+}
+
+/// A FIFO where the store's lock file belongs never blocks `status`,
+/// `check` or `scan`; a scan names it and says what to do.
+#[test]
+fn a_fifo_at_the_lock_file_blocks_nothing() {
+    let site = Site::new().files(&["a.jpg"]).baselined();
+    std::fs::remove_file(site.at("optiwatch.db.lock")).unwrap();
+    mkfifo(&site.at("optiwatch.db.lock"));
+    assert_eq!(exit_within_wait(&site, &["status"]), Some(0));
+    exit_within_wait(&site, &["check"]);
+    let out = site.scan(&[]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("not a regular file"), "{out}");
 }
 
 /// Ten deploy hooks at once beside the daemon: each gets its answer, and
