@@ -191,7 +191,7 @@ pub(super) fn settle_moved(
         }
         let (mut recorded, mut found) = (0usize, 0usize);
         for (path, seen) in index.files() {
-            if rules.owner(path).is_some_and(|(owner, _)| owner == i) {
+            if rules.owner(&path).is_some_and(|(owner, _)| owner == i) {
                 recorded += 1;
                 found += usize::from(seen);
             }

@@ -118,12 +118,10 @@ pub struct Changes {
 impl Store {
     /// Every recorded file.
     pub fn load_index(&self) -> anyhow::Result<FileIndex> {
-        let (files, bytes): (i64, i64) = self.conn.query_row(
-            "SELECT count(*), coalesce(sum(length(path)), 0) FROM files",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let mut index = FileIndex::with_capacity(files as usize, bytes as usize);
+        let files: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM files", [], |r| r.get(0))?;
+        let mut index = FileIndex::with_capacity(usize::try_from(files).unwrap_or(0));
         let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM files"))?;
         read_rows(stmt.query([])?, &mut index)?;
         index.links = self.load_links(None)?;
