@@ -90,6 +90,7 @@ pub fn scan(
                                 compare,
                                 recent_after,
                                 links,
+                                on_folder: plan.on_folder.as_ref(),
                             };
                             visit(rules, index, entry, plan, how, counters, &mut batch)
                         })
@@ -103,6 +104,7 @@ pub fn scan(
                 compare,
                 recent_after,
                 links,
+                on_folder: None,
             };
             visit_links(
                 rules,

@@ -87,6 +87,12 @@ impl Detector {
             self.folders = Folders::watched(source);
         }
         let detected = self.process(Scope::All, Origin::Rescan)?;
+        // The walk put the watches on the folders below the rule folders:
+        // if the kernel's limit stopped it, say so before "watching".
+        if overflow.take_watch_limit() {
+            tracing::error!("{WATCH_LIMIT_HELP}");
+            self.folders.polled = (0..self.rules.rules().len()).collect();
+        }
         tracing::info!(
             folders = detected.folders,
             files = self.store.file_count()?,
@@ -165,6 +171,7 @@ impl Detector {
             plan.leave_changed_after = Some(self.settler.quiet_before(SystemTime::now()));
         }
         plan.cancel = Some(self.cancel.clone());
+        plan.on_folder = self.folders.folder_hook(&self.rules);
         let (detected, chunk_owed) = tokio::task::block_in_place(|| {
             pass::detect(
                 Some(&mut self.store),
