@@ -70,7 +70,20 @@ pub struct Hashed {
 
 const COLUMNS: &str = "path, size, mtime_ns, ctime_ns, inode, dev, racy, hash";
 
-fn read_rows(mut rows: rusqlite::Rows<'_>, index: &mut FileIndex) -> anyhow::Result<()> {
+/// Whether rows may name a path already in the index.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// One query over the whole table: every path once.
+    Unique,
+    /// Queries for overlapping folders.
+    Overlapping,
+}
+
+fn read_rows(
+    mut rows: rusqlite::Rows<'_>,
+    index: &mut FileIndex,
+    kind: Rows,
+) -> anyhow::Result<()> {
     while let Some(row) = rows.next()? {
         let path = row.get_ref(0)?.as_blob()?;
         let hash: [u8; 32] =
@@ -87,7 +100,10 @@ fn read_rows(mut rows: rusqlite::Rows<'_>, index: &mut FileIndex) -> anyhow::Res
             dev: row.get::<_, i64>(5)? as u64,
         };
         let racy = row.get::<_, i64>(6)? != 0;
-        index.insert(path, stat, hash, racy);
+        match kind {
+            Rows::Unique => index.insert_new(path, stat, hash, racy),
+            Rows::Overlapping => index.insert(path, stat, hash, racy),
+        }
     }
     Ok(())
 }
@@ -123,7 +139,7 @@ impl Store {
             .query_row("SELECT count(*) FROM files", [], |r| r.get(0))?;
         let mut index = FileIndex::with_capacity(usize::try_from(files).unwrap_or(0));
         let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM files"))?;
-        read_rows(stmt.query([])?, &mut index)?;
+        read_rows(stmt.query([])?, &mut index, Rows::Unique)?;
         index.links = self.load_links(None)?;
         Ok(index)
     }
@@ -139,7 +155,8 @@ impl Store {
             let exact = path.as_os_str().as_bytes();
             let low = [exact, b"/"].concat();
             let high = [exact, b"0"].concat();
-            read_rows(stmt.query(rusqlite::params![exact, low, high])?, &mut index)?;
+            let rows = stmt.query(rusqlite::params![exact, low, high])?;
+            read_rows(rows, &mut index, Rows::Overlapping)?;
         }
         index.links = self.load_links(Some(paths))?;
         Ok(index)

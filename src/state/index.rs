@@ -6,8 +6,11 @@
 //! million files). Paths are split into a folder (kept once, in a small
 //! folder table) and a name (kept in one byte arena); an entry holds the
 //! stat fields most files need in 32 bits (size below 4 GiB, an inode
-//! number below 2^32, the folder's device) and the hash: 60 bytes, plus
-//! the name and 4-byte entry numbers in a hash table. Files whose fields do
+//! number below 2^32, the folder's device) and the first 128 bits of the
+//! BLAKE3 hash: 44 bytes, plus the name and 4-byte entry numbers in a hash
+//! table. 128 bits are BLAKE3's security level anyway (the store keeps all
+//! 256): a changed file that compares equal needs a second preimage on
+//! them, 2^128 work. Files whose fields do
 //! not fit are "wide": their full stat data sits in a side table, so they
 //! cost more but compare exactly alike. Which folder an entry is in follows
 //! from its number: the store returns rows sorted by path, so a folder's
@@ -24,10 +27,11 @@ use hashbrown::HashTable;
 
 use super::Stat;
 
-/// One recorded file; 4-byte aligned, so 60 bytes.
+/// One recorded file; 4-byte aligned, so 44 bytes.
 #[derive(Debug)]
 struct IndexEntry {
-    hash: [u8; 32],
+    /// The first half of the recorded BLAKE3 hash.
+    hash: [u8; 16],
     /// i64 nanoseconds, split so the entry needs only 4-byte alignment.
     mtime_ns: [u32; 2],
     ctime_ns: [u32; 2],
@@ -62,7 +66,8 @@ struct Folder {
 #[derive(Debug, Clone, Copy)]
 pub struct Known<'a> {
     pub stat: Stat,
-    pub hash: &'a [u8; 32],
+    /// The first 128 bits of the recorded hash (see [`Known::same_content`]).
+    pub hash: &'a [u8; 16],
     /// Recorded too soon after a change to trust its stat data.
     pub racy: bool,
     seen: &'a AtomicU64,
@@ -70,6 +75,11 @@ pub struct Known<'a> {
 }
 
 impl Known<'_> {
+    /// Whether a file just read (`hash`) has the recorded content.
+    pub fn same_content(&self, hash: &[u8; 32]) -> bool {
+        hash[..16] == self.hash[..]
+    }
+
     pub fn mark_seen(&self) {
         self.seen.fetch_or(self.bit, Ordering::Relaxed);
     }
@@ -140,6 +150,12 @@ impl FileIndex {
         if self.get(Path::new(OsStr::from_bytes(path))).is_some() {
             return;
         }
+        self.insert_new(path, stat, hash, racy);
+    }
+
+    /// Adds a file the index does not hold yet (rows of one query over
+    /// the whole table, whose paths are unique), without looking it up.
+    pub fn insert_new(&mut self, path: &[u8], stat: Stat, hash: [u8; 32], racy: bool) {
         let (folder_path, name) = split(path);
         // All fit unless the index held over 4 billion files or 4 GiB of
         // names (hundreds of GB of memory first) or the store a name over
@@ -171,8 +187,10 @@ impl FileIndex {
         let (size, inode) = (u32::try_from(stat.size), u32::try_from(stat.inode));
         let folder_dev = self.folders.get(folder as usize).map(|f| f.dev);
         let is_wide = size.is_err() || inode.is_err() || folder_dev != Some(stat.dev);
+        let mut half = [0; 16];
+        half.copy_from_slice(&hash[..16]);
         self.entries.push(IndexEntry {
-            hash,
+            hash: half,
             mtime_ns: split_ns(stat.mtime_ns),
             ctime_ns: split_ns(stat.ctime_ns),
             size: size.unwrap_or(u32::MAX),
@@ -206,6 +224,12 @@ impl FileIndex {
 
     /// The folder's number; a new folder gets the next one, on `dev`.
     fn folder_number(&mut self, path: &[u8], dev: u64) -> Option<u32> {
+        // Rows come sorted by path: most are in the last row's folder.
+        if let Some(&(_, last)) = self.runs.last() {
+            if folder_path(&self.folders, &self.folder_bytes, last) == path {
+                return Some(last);
+            }
+        }
         let hash = self.hasher.hash_one(path);
         let (folders, bytes) = (&self.folders, &self.folder_bytes);
         let found = self
@@ -361,8 +385,8 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_stays_60_bytes() {
-        assert_eq!(std::mem::size_of::<IndexEntry>(), 60);
+    fn an_entry_stays_44_bytes() {
+        assert_eq!(std::mem::size_of::<IndexEntry>(), 44);
     }
 
     /// Fields beyond 32 bits, a file on another device than its folder's
