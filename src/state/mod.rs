@@ -14,6 +14,7 @@ mod damage;
 mod files;
 mod index;
 mod link_index;
+mod load;
 pub mod links;
 mod lock;
 mod outbox;
