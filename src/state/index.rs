@@ -246,8 +246,9 @@ impl FileIndex {
         });
         self.folder_bytes.extend_from_slice(path);
         let (folders, bytes, hasher) = (&self.folders, &self.folder_bytes, &self.hasher);
-        self.folder_table
-            .insert_unique(hash, number, |f| hasher.hash_one(folder_path(folders, bytes, *f)));
+        self.folder_table.insert_unique(hash, number, |f| {
+            hasher.hash_one(folder_path(folders, bytes, *f))
+        });
         Some(number)
     }
 
@@ -313,7 +314,10 @@ impl FileIndex {
             let mut path = folder_path(&self.folders, &self.folder_bytes, folder as u32).to_vec();
             path.extend_from_slice(self.name_of(n));
             let seen = self.seen[n / 64].load(Ordering::Relaxed) & (1 << (n % 64)) != 0;
-            (PathBuf::from(std::ffi::OsString::from(OsStr::from_bytes(&path))), seen)
+            (
+                PathBuf::from(std::ffi::OsString::from(OsStr::from_bytes(&path))),
+                seen,
+            )
         })
     }
 
@@ -410,7 +414,15 @@ mod tests {
             dev: 1 << 40,
         };
         let long = format!("/m/{}.jpg", "x".repeat(300));
-        let paths = ["/m/a.jpg", "/m/b.jpg", "/m/sub/c.jpg", "/m/d.jpg", "/e.jpg", "rel", &long];
+        let paths = [
+            "/m/a.jpg",
+            "/m/b.jpg",
+            "/m/sub/c.jpg",
+            "/m/d.jpg",
+            "/e.jpg",
+            "rel",
+            &long,
+        ];
         for (i, path) in paths.iter().enumerate() {
             let stat = if i % 2 == 1 { wide } else { narrow };
             index.insert(path.as_bytes(), stat, [i as u8; 32], i == 3);
@@ -418,7 +430,11 @@ mod tests {
         for (i, path) in paths.iter().enumerate() {
             let known = index.get(Path::new(path)).unwrap();
             let stat = if i % 2 == 1 { wide } else { narrow };
-            assert_eq!((known.stat, known.hash[0], known.racy), (stat, i as u8, i == 3), "{path}");
+            assert_eq!(
+                (known.stat, known.hash[0], known.racy),
+                (stat, i as u8, i == 3),
+                "{path}"
+            );
         }
         assert!(index.get(Path::new("/m/sub/a.jpg")).is_none());
         assert!(index.get(Path::new("/a.jpg")).is_none());

@@ -56,9 +56,11 @@ pub(super) fn pipelined(mut rows: rusqlite::Rows<'_>, files: usize) -> anyhow::R
             let _ = tx.send(batch);
         }
         drop(tx);
-        let index = builder
-            .join()
-            .map_err(|_| anyhow::anyhow!("building the file index failed; this is a bug in optiwatch, please report it"))?;
+        let index = builder.join().map_err(|_| {
+            anyhow::anyhow!(
+                "building the file index failed; this is a bug in optiwatch, please report it"
+            )
+        })?;
         decoded.map(|()| index)
     })
 }
