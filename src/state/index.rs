@@ -198,7 +198,7 @@ impl FileIndex {
             name_at,
         });
         let n = number as usize;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             self.racy.push(0);
             self.seen.push(AtomicU64::new(0));
             self.wide_bits.push(0);

@@ -86,7 +86,7 @@ mod tests {
                 dev: 7,
             },
             hash: [(n % 251) as u8; 32],
-            racy: n % 9 == 0,
+            racy: n.is_multiple_of(9),
             links: 1,
         };
         let path = |n: u64| PathBuf::from(format!("/m/{}/{n}.jpg", n % 13));
