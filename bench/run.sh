@@ -9,6 +9,8 @@
 #        BENCH_KEEP=1  keep the temporary work folder when BENCH_DIR is unset
 #        BENCH_SMALL=1 skip the 1M-file tree (also skipped below 15 GB free)
 #                      and the many-sites trees
+#        BENCH_BIN=DIR use DIR/optiwatch and DIR/examples/watch_bench (a
+#                      cargo release folder) instead of building
 #        BENCH_3M=1    add a 3,000,000 x 1 KiB tree: re-scan, start-up and
 #                      memory per file at 100k, 1M and 3M (the scaling curve)
 # Needs: cargo, python3, GNU find and /usr/bin/time, and b3sum
@@ -41,13 +43,21 @@ command -v python3 >/dev/null || die "python3 not found"
 [ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) not found: apt-get install time"
 find /dev/null -printf '' 2>/dev/null || die "GNU find (with -printf) is needed"
 
-log "building optiwatch and examples/watch_bench (release)"
-(cd "$here" && cargo build --release --quiet --bin optiwatch --example watch_bench) \
-  || die "cargo build --release failed"
+if [ -n "${BENCH_BIN:-}" ]; then
+  [ -x "$BENCH_BIN/optiwatch" ] && [ -x "$BENCH_BIN/examples/watch_bench" ] \
+    || die "BENCH_BIN=$BENCH_BIN: no optiwatch and examples/watch_bench there (a cargo release folder)"
+  log "using the release build in $BENCH_BIN (not building)"
+  built=$BENCH_BIN
+else
+  log "building optiwatch and examples/watch_bench (release)"
+  (cd "$here" && cargo build --release --quiet --bin optiwatch --example watch_bench) \
+    || die "cargo build --release failed"
+  built=$here/target/release
+fi
 # Snapshots, so that a rebuild by someone else during the run changes nothing.
 mkdir -p "$work/bin"
 rm -f "$work/bin/optiwatch" "$work/bin/watch_bench"
-cp "$here/target/release/optiwatch" "$here/target/release/examples/watch_bench" "$work/bin/"
+cp "$built/optiwatch" "$built/examples/watch_bench" "$work/bin/"
 bin="$work/bin/optiwatch"
 wbench="$work/bin/watch_bench"
 export WATCH_BENCH_BIN=$bin
@@ -398,9 +408,10 @@ if [ "$scale" = 1 ]; then
   mkdir -p "$t3m"
   gen_tree "$t3m" 3000000 0 1024
   write_config "$t3m" watcher.toml "http://127.0.0.1:9/api"
-  rm_store "$t3m"
-  log "3M: optiwatch baseline scan"
-  ow_scan "$t3m"
+  if ! [ -f "$t3m/bench.db" ]; then
+    log "3M: optiwatch baseline scan"
+    ow_scan "$t3m"
+  fi
   log "3M: find -printf, optiwatch unchanged re-scan and watch start-up, taking turns (warm-up + $runs runs)"
   watch_hwm=0
   time_set "$t3m" noop ref_find noop ow_scan noop ow_watch_start > "$work/set"
