@@ -93,19 +93,19 @@ impl Detector {
             tracing::error!("{WATCH_LIMIT_HELP}");
             self.folders.polled = (0..self.rules.rules().len()).collect();
         }
+        // Counted once: a count is a pass over the whole files table.
+        let files = self.store.file_count()?;
         tracing::info!(
             folders = detected.folders,
-            files = self.store.file_count()?,
+            files,
             rules = self.rules.rules().len(),
             polled = self.folders.polled.len(),
-            "watching {} folders and {} files",
+            "watching {} folders and {files} files",
             detected.folders,
-            self.store.file_count()?
         );
         super::systemd::notify(&format!(
-            "READY=1\nSTATUS=watching {} folders and {} files",
+            "READY=1\nSTATUS=watching {} folders and {files} files",
             detected.folders,
-            self.store.file_count()?
         ));
         let mut poll = self.poll_timer();
         let mut rescan = false;
