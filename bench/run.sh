@@ -8,6 +8,11 @@
 #        BENCH_DIR=... work folder; trees found there are reused (kept)
 #        BENCH_KEEP=1  keep the temporary work folder when BENCH_DIR is unset
 #        BENCH_SMALL=1 skip the 1M-file tree (also skipped below 15 GB free)
+#                      and the many-sites trees
+#        BENCH_BIN=DIR use DIR/optiwatch and DIR/examples/watch_bench (a
+#                      cargo release folder) instead of building
+#        BENCH_3M=1    add a 3,000,000 x 1 KiB tree: re-scan, start-up and
+#                      memory per file at 100k, 1M and 3M (the scaling curve)
 # Needs: cargo, python3, GNU find and /usr/bin/time, and b3sum
 #        (cargo install b3sum). Network: 127.0.0.1 only.
 set -euo pipefail
@@ -38,13 +43,21 @@ command -v python3 >/dev/null || die "python3 not found"
 [ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) not found: apt-get install time"
 find /dev/null -printf '' 2>/dev/null || die "GNU find (with -printf) is needed"
 
-log "building optiwatch and examples/watch_bench (release)"
-(cd "$here" && cargo build --release --quiet --bin optiwatch --example watch_bench) \
-  || die "cargo build --release failed"
+if [ -n "${BENCH_BIN:-}" ]; then
+  [ -x "$BENCH_BIN/optiwatch" ] && [ -x "$BENCH_BIN/examples/watch_bench" ] \
+    || die "BENCH_BIN=$BENCH_BIN: no optiwatch and examples/watch_bench there (a cargo release folder)"
+  log "using the release build in $BENCH_BIN (not building)"
+  built=$BENCH_BIN
+else
+  log "building optiwatch and examples/watch_bench (release)"
+  (cd "$here" && cargo build --release --quiet --bin optiwatch --example watch_bench) \
+    || die "cargo build --release failed"
+  built=$here/target/release
+fi
 # Snapshots, so that a rebuild by someone else during the run changes nothing.
 mkdir -p "$work/bin"
 rm -f "$work/bin/optiwatch" "$work/bin/watch_bench"
-cp "$here/target/release/optiwatch" "$here/target/release/examples/watch_bench" "$work/bin/"
+cp "$built/optiwatch" "$built/examples/watch_bench" "$work/bin/"
 bin="$work/bin/optiwatch"
 wbench="$work/bin/watch_bench"
 export WATCH_BENCH_BIN=$bin
@@ -63,7 +76,8 @@ export OPTIMOLE_API_KEY=opt_test_key_1234567890
 # folders (an 8-byte counter + a shared random block, so every file differs)
 # and BIG random files of 50 MiB. Reused when DIR/.complete says so.
 gen_tree() {
-  local dir=$1 files=$2 big=$3 want="$2 files, $3 x 50 MiB"
+  local dir=$1 files=$2 big=$3 fsize=${4:-8192} want="$2 files, $3 x 50 MiB"
+  [ "$fsize" = 8192 ] || want="$want, $fsize B each"
   if [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$want" ]; then
     log "reusing $dir/uploads ($want)"
     return
@@ -71,11 +85,11 @@ gen_tree() {
   log "generating $dir/uploads: $want ..."
   rm -rf "$dir/uploads" "$dir/.complete"
   mkdir -p "$dir/uploads"
-  python3 - "$dir/uploads" "$files" "$big" <<'PY'
+  python3 - "$dir/uploads" "$files" "$big" "$fsize" <<'PY'
 import os, sys
 from multiprocessing import Process
-root, n, big = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-block = os.urandom(8192)[8:]
+root, n, big, fsize = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+block = os.urandom(fsize)[8:]
 def part(p, parts):
     made, flags = set(), os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     for i in range(p, n, parts):
@@ -122,6 +136,50 @@ PY
   echo "1 GiB" > "$dir/.complete"
 }
 
+# gen_sites DIR: DIR/sites/site-NNN for 300 sites of 3,000 files of 1 KiB
+# (900,000 files) in YYYY/MM folders, and two configs over the same files:
+# watcher-one.toml (one rule over DIR/sites, store one.db) and
+# watcher-many.toml (one rule per site, store many.db).
+gen_sites() {
+  local dir=$1 want="300 sites x 3000 files"
+  if ! { [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$want" ]; }; then
+    log "generating $dir/sites: $want of 1 KiB ..."
+    rm -rf "$dir/sites" "$dir/.complete"
+    mkdir -p "$dir/sites"
+    python3 - "$dir/sites" <<'PY'
+import os, sys
+from multiprocessing import Process
+root = sys.argv[1]
+block = os.urandom(1024)[8:]
+def part(p, parts):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    for s in range(p, 300, parts):
+        made = set()
+        for i in range(3000):
+            d = f"{root}/site-{s:03d}/{2015 + i % 10}/{i // 10 % 12 + 1:02d}"
+            if d not in made:
+                os.makedirs(d, exist_ok=True)
+                made.add(d)
+            fd = os.open(f"{d}/image-{i}.jpg", flags, 0o644)
+            os.write(fd, (s * 3000 + i).to_bytes(8, "little") + block)
+            os.close(fd)
+ps = [Process(target=part, args=(p, 2)) for p in range(2)]
+for p in ps: p.start()
+for p in ps: p.join()
+if any(p.exitcode for p in ps): sys.exit(1)
+PY
+    sync
+    echo "$want" > "$dir/.complete"
+  fi
+  printf 'state = "one.db"\n[api]\nbase_url = "http://127.0.0.1:9/api"\n[[rules]]\ndir = "sites"\nurl = "https://example.com/sites"\n' > "$dir/watcher-one.toml"
+  {
+    printf 'state = "many.db"\n[api]\nbase_url = "http://127.0.0.1:9/api"\n'
+    for ((k = 0; k < 300; k++)); do
+      printf '[[rules]]\ndir = "sites/site-%03d"\nurl = "https://site-%03d.example.com/uploads"\n' "$k" "$k"
+    done
+  } > "$dir/watcher-many.toml"
+}
+
 # write_config DIR NAME BASE_URL
 write_config() {
   cat > "$1/$2" <<TOML
@@ -137,7 +195,9 @@ TOML
 rm_store() { rm -f "$1"/bench.db "$1"/bench.db-wal "$1"/bench.db-shm "$1"/bench.db.lock; }
 
 # The commands being compared. stdout goes to /dev/null in every case.
-ow_scan() { "$bin" -q --config "$1/watcher.toml" scan >/dev/null 2>"$work/scan.err" || {
+# The config the commands use in a tree (the many-sites tree has two).
+cfgname=watcher.toml
+ow_scan() { "$bin" -q --config "$1/$cfgname" scan >/dev/null 2>"$work/scan.err" || {
   echo "bench: optiwatch scan ($1) failed with exit code $?:" >&2; tail -n 20 "$work/scan.err" >&2; exit 1; }; }
 ref_find() { find "$1/uploads" -type f -printf '%s %T@ %i\n' >/dev/null; }
 ref_b3sum_p2() { find "$1/uploads" -type f -print0 | xargs -0 -P2 -n 2000 b3sum >/dev/null; }
@@ -175,7 +235,7 @@ time_set() {
 
 # max_rss_kib DIR: peak RSS (KiB) of one `optiwatch scan` in DIR.
 max_rss_kib() {
-  /usr/bin/time -f %M -o "$work/rss" "$bin" -q --config "$1/watcher.toml" scan >/dev/null 2>"$work/scan.err" || {
+  /usr/bin/time -f %M -o "$work/rss" "$bin" -q --config "$1/$cfgname" scan >/dev/null 2>"$work/scan.err" || {
     echo "bench: optiwatch scan ($1) failed:" >&2; tail -n 20 "$work/scan.err" >&2; exit 1; }
   tail -n 1 "$work/rss"
 }
@@ -240,7 +300,7 @@ PY
 # of that start-up) in watch_hwm / watch_rss, the file count in watch_files.
 watch_hwm=0 watch_rss=0 watch_files=0
 ow_watch_start() {
-  WATCH_BENCH_ONLY=startup WATCH_BENCH_CONFIG="$1/watcher.toml" \
+  WATCH_BENCH_ONLY=startup WATCH_BENCH_CONFIG="$1/$cfgname" \
     "$wbench" > "$work/startup" 2>"$work/startup.err" || {
     echo "bench: watch start-up ($1) failed:" >&2; tail -n 20 "$work/startup.err" "$work/startup" >&2; exit 1; }
   local us rss hwm files
@@ -280,17 +340,11 @@ rm_store "$t100"
 log "100k: b3sum (2 processes) and optiwatch baseline scan, taking turns (warm-up + $runs runs)"
 time_set "$t100" noop ref_b3sum_p2 rm_store ow_scan > "$work/set"
 read -r R[b3_100] R[base100] < "$work/set"
-if [ "$big" = 1 ]; then
-  log "100k: find -printf and optiwatch unchanged re-scan, taking turns"
-  time_set "$t100" noop ref_find noop ow_scan > "$work/set"
-  read -r R[find100] R[rescan100] < "$work/set"
-else
-  log "100k: find -printf, optiwatch unchanged re-scan and watch start-up (1M skipped), taking turns"
-  watch_hwm=0
-  time_set "$t100" noop ref_find noop ow_scan noop ow_watch_start > "$work/set"
-  read -r R[find100] R[rescan100] R[startup100] < "$work/set"
-  R[whwm100]=$watch_hwm R[wrss100]=$watch_rss R[wfiles100]=$watch_files
-fi
+log "100k: find -printf, optiwatch unchanged re-scan and watch start-up, taking turns"
+watch_hwm=0
+time_set "$t100" noop ref_find noop ow_scan noop ow_watch_start > "$work/set"
+read -r R[find100] R[rescan100] R[startup100] < "$work/set"
+R[whwm100]=$watch_hwm R[wrss100]=$watch_rss R[wfiles100]=$watch_files
 log "100k: peak memory of scan"
 R[rss_rescan100]=$(max_rss_kib "$t100")
 rm_store "$t100"
@@ -327,6 +381,68 @@ if [ "$big" = 1 ]; then
   store_writes "$t1m"
   R[wchar1m]=$sw_wchar R[wbytes1m]=$sw_wbytes
   R[store1m]=$(du -cb "$t1m"/bench.db* | tail -n 1 | cut -f1)
+fi
+
+# ---- 3M tree (BENCH_3M=1): the scaling curve
+scale=0 scale_reason="BENCH_3M=1 not set"
+t3m=$work/t3m
+if [ -n "${BENCH_3M:-}" ]; then
+  if [ "$big" != 1 ]; then
+    scale_reason="needs the 1M tree ($skip_reason)"
+  elif [ -f "$t3m/.complete" ] && [ "$(cat "$t3m/.complete")" = "3000000 files, 0 x 50 MiB, 1024 B each" ]; then
+    scale=1
+  else
+    free_inodes=$(df -Pi "$work" | awk 'NR == 2 {print $4}')
+    free_kib=$(df -Pk "$work" | awk 'NR == 2 {print $4}')
+    if [ "$free_inodes" -lt 3200000 ]; then
+      scale_reason="only $free_inodes free inodes in $work (3,200,000 needed)"
+    elif [ "$free_kib" -lt $((16 * 1024 * 1024)) ]; then
+      scale_reason="only $((free_kib / 1024 / 1024)) GB free in $work (16 GB needed)"
+    else
+      scale=1
+    fi
+  fi
+  [ "$scale" = 1 ] || log "skipping the 3M-file tree: $scale_reason"
+fi
+if [ "$scale" = 1 ]; then
+  mkdir -p "$t3m"
+  gen_tree "$t3m" 3000000 0 1024
+  write_config "$t3m" watcher.toml "http://127.0.0.1:9/api"
+  if ! [ -f "$t3m/bench.db" ]; then
+    log "3M: optiwatch baseline scan"
+    ow_scan "$t3m"
+  fi
+  log "3M: find -printf, optiwatch unchanged re-scan and watch start-up, taking turns (warm-up + $runs runs)"
+  watch_hwm=0
+  time_set "$t3m" noop ref_find noop ow_scan noop ow_watch_start > "$work/set"
+  read -r R[find3m] R[rescan3m] R[startup3m] < "$work/set"
+  R[whwm3m]=$watch_hwm R[wfiles3m]=$watch_files
+  log "3M: peak memory of an unchanged re-scan"
+  R[rss_rescan3m]=$(max_rss_kib "$t3m")
+fi
+
+# ---- many sites: 300 rules x 3,000 files against one rule over the same 900,000
+sites=0
+tsites=$work/tsites
+if [ "$big" = 1 ]; then
+  sites=1
+  mkdir -p "$tsites"
+  gen_sites "$tsites"
+  for c in one many; do
+    cfgname=watcher-$c.toml
+    if ! [ -f "$tsites/$c.db" ]; then
+      log "sites: baseline scan, $c"
+      ow_scan "$tsites"
+    fi
+  done
+  log "sites: re-scan and watch start-up, one rule and 300 rules, taking turns (warm-up + $runs runs)"
+  scan_one() { cfgname=watcher-one.toml ow_scan "$1"; }
+  scan_many() { cfgname=watcher-many.toml ow_scan "$1"; }
+  start_one() { cfgname=watcher-one.toml ow_watch_start "$1"; }
+  start_many() { cfgname=watcher-many.toml ow_watch_start "$1"; }
+  time_set "$tsites" noop scan_one noop scan_many noop start_one noop start_many > "$work/set"
+  read -r R[s_scan1] R[s_scan300] R[s_start1] R[s_start300] < "$work/set"
+  cfgname=watcher.toml
 fi
 
 # ---- watch latency and request count (fake API in watch_bench)
@@ -399,18 +515,23 @@ timed() {
 memory() {
   local b; b=$(bpf "$2" "$4")
   if [ -n "${5:-}" ]; then row "$1" "$(mib_kib "$2")" "$3" "$4 files" "$b B/file" "(info)" "-"
-  else row "$1" "$(mib_kib "$2")" "$3" "$4 files" "$b B/file" "< 200 B/file" \
-    "$(awk -v k="$2" -v n="$4" 'BEGIN {print (k * 1024 / n < 200) ? "yes" : "NO"}')"; fi
+  else row "$1" "$(mib_kib "$2")" "$3" "$4 files" "$b B/file" "<= 100 B/file" \
+    "$(awk -v k="$2" -v n="$4" 'BEGIN {print (k * 1024 / n <= 100) ? "yes" : "NO"}')"; fi
 }
 
 find_ref="find -type f -printf '%s %T@ %i\\n'"
-timed "unchanged re-scan, 100k files" "${R[rescan100]}" "$find_ref" "${R[find100]}" 1.5
 if [ "$big" = 1 ]; then
-  timed "unchanged re-scan, 1M files" "${R[rescan1m]}" "$find_ref" "${R[find1m]}" 1.5
+  timed "watch start-up to \"watching\", 1M files" "${R[startup1m]}" "unchanged re-scan, 1M files" "${R[rescan1m]}" 1.1
 else
-  row "unchanged re-scan, 1M files" "n/a" "$find_ref" "n/a" "n/a" "<= 1.5x" "n/a: $skip_reason"
+  timed "watch start-up to \"watching\", 100k* files" "${R[startup100]}" "unchanged re-scan, 100k files" "${R[rescan100]}" 1.1
 fi
-timed "baseline scan (hash all), 100k files" "${R[base100]}" "b3sum, 2 processes (xargs -P2)" "${R[b3_100]}" 1.2
+timed "unchanged re-scan, 100k files" "${R[rescan100]}" "$find_ref" "${R[find100]}" 0.7
+if [ "$big" = 1 ]; then
+  timed "unchanged re-scan, 1M files" "${R[rescan1m]}" "$find_ref" "${R[find1m]}" 0.7
+else
+  row "unchanged re-scan, 1M files" "n/a" "$find_ref" "n/a" "n/a" "<= 0.7x" "n/a: $skip_reason"
+fi
+timed "baseline scan (hash all), 100k files" "${R[base100]}" "b3sum, 2 processes (xargs -P2)" "${R[b3_100]}" 1.0
 timed "baseline scan, one 1 GiB file" "${R[ow_huge]}" "b3sum FILE" "${R[b3_huge]}" 1.1
 if [ "$pap" = 1 ]; then
   timed "papirus baseline, ${R[pap_links]} links" "${R[pap_base]}" "same tree, links removed" "${R[papn_base]}" 1.2
@@ -437,16 +558,45 @@ for m in wchar:wchar wbytes:write_bytes; do
   if [ "$big" = 1 ]; then
     r=$(ratio "${R[${key}1m]}" "${R[${key}100]}")
     row "store writes, 1-change scan, $name" "$(kib "${R[${key}1m]}") (1M)" "same scan, 100k store" \
-      "$(kib "${R[${key}100]}")" "$r" "~1x (<= 1.5x)" "$(le "$r" 1.5)"
+      "$(kib "${R[${key}100]}")" "$r" "~1x (<= 1.2x)" "$(le "$r" 1.2)"
   else
     row "store writes, 1-change scan, $name" "n/a (1M)" "same scan, 100k store" \
-      "$(kib "${R[${key}100]}")" "n/a" "~1x (<= 1.5x)" "n/a: $skip_reason"
+      "$(kib "${R[${key}100]}")" "n/a" "~1x (<= 1.2x)" "n/a: $skip_reason"
   fi
 done
-if [ "$big" = 1 ]; then
-  timed "watch start-up to \"watching\", 1M files" "${R[startup1m]}" "unchanged re-scan, 1M files" "${R[rescan1m]}" 1.2
+# Per file: microseconds (time) or bytes (memory) per tracked file.
+us_pf() { awk -v t="$1" -v n="$2" 'BEGIN {printf "%.2f us/file", t * 1e6 / n}'; }
+# flat LABEL A_PER_FILE B_PER_FILE: B (3M) against A (100k), within 1.2x.
+flat() {
+  local r; r=$(ratio "$3" "$2")
+  row "$1" "$(awk -v v="$3" 'BEGIN {printf "%.2f us/file", v}') (3M)" "same, 100k files" \
+    "$(awk -v v="$2" 'BEGIN {printf "%.2f us/file", v}')" "$r" "<= 1.2x" "$(le "$r" 1.2)"
+}
+if [ "$scale" = 1 ]; then
+  for sz in 100:100000:100k 1m:1000000:1M 3m:3000000:3M; do
+    IFS=: read -r k n label <<< "$sz"
+    rss=${R[rss_rescan$k]}
+    row "scaling, $label files: re-scan / start-up" "$(us_pf "${R[rescan$k]}" "$n") / $(us_pf "${R[startup$k]}" "$n")" \
+      "find -printf" "$(us_pf "${R[find$k]}" "$n")" "$(bpf "$rss" "$n") B/file" "(info: peak RSS of re-scan)" "-"
+  done
+  pf() { awk -v t="$1" -v n="$2" 'BEGIN {printf "%.4f", t * 1e6 / n}'; }
+  flat "flat cost per file, re-scan" "$(pf "${R[rescan100]}" 100003)" "$(pf "${R[rescan3m]}" 3000000)"
+  flat "flat cost per file, watch start-up" "$(pf "${R[startup100]}" 100003)" "$(pf "${R[startup3m]}" 3000000)"
+  memory "peak RSS, scan re-scan, 3M files" "${R[rss_rescan3m]}" "max RSS / tracked files" 3000000
+  wf=${R[wfiles3m]:-0}; [ "$wf" -gt 0 ] || wf=3000000
+  memory "peak RSS, watch after start-up, 3M files" "${R[whwm3m]}" "VmHWM / tracked files" "$wf"
 else
-  timed "watch start-up to \"watching\", 100k* files" "${R[startup100]}" "unchanged re-scan, 100k files" "${R[rescan100]}" 1.2
+  row "scaling, 100k / 1M / 3M files" "n/a" "" "" "" "flat within 1.2x" "n/a: $scale_reason"
+fi
+if [ "$sites" = 1 ]; then
+  timed "many sites: re-scan, 300 rules x 3,000 files" "${R[s_scan300]}" "one rule, the same 900,000 files" "${R[s_scan1]}" 1.2
+  timed "many sites: watch start-up, 300 rules" "${R[s_start300]}" "one rule, the same 900,000 files" "${R[s_start1]}" 1.2
+  row "  per-rule overhead, re-scan / start-up" \
+    "$(awk -v a="${R[s_scan300]}" -v b="${R[s_scan1]}" -v c="${R[s_start300]}" -v d="${R[s_start1]}" \
+      'BEGIN {printf "%.2f ms / %.2f ms", (a - b) * 1000 / 299, (c - d) * 1000 / 299}')" \
+    "(300 rules - 1 rule) / 299" "" "" "(info)" "-"
+else
+  row "many sites: 300 rules x 3,000 files" "n/a" "one rule, 900,000 files" "n/a" "n/a" "<= 1.2x" "n/a: $skip_reason"
 fi
 deb=${R[debounce]}
 row "change -> request latency, p50" "$(ms_us "${R[lat_p50]}")" "configured debounce" "$(ms_us "$deb")" \
@@ -481,6 +631,8 @@ echo
 echo "notes: times are medians of $runs warm-cache runs (one untimed warm-up each; contenders take turns);"
 echo "       wall clock. Trees: 100k = 100,000 x 8 KiB + 3 x 50 MiB random, in YYYY/MM folders;"
 echo "       1 GiB = one random file; 1M = 1,000,000 x 8 KiB."
+echo "       many sites: 300 sites x 3,000 files x 1 KiB in YYYY/MM folders, one config with one rule per site,"
+echo "       one with one rule over all; 3M (BENCH_3M=1) = 3,000,000 x 1 KiB."
 if [ "$big" = 1 ]; then
   echo "       1M baseline scan (the memory run; file contents not pre-warmed): $(secs "${R[base1m]}");"
   echo "       1M store on disk: $(awk -v b="${R[store1m]}" 'BEGIN {printf "%.1f MiB", b / 1048576}')."

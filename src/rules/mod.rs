@@ -127,6 +127,10 @@ pub fn is_temporary(rel: &Path) -> bool {
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// Rule numbers by folder (compared by components, as paths are), so
+    /// finding a file's rule costs a lookup per folder above it, not one
+    /// comparison per rule (hundreds of sites in one config).
+    by_dir: std::collections::HashMap<PathBuf, usize>,
 }
 
 impl RuleSet {
@@ -152,7 +156,14 @@ impl RuleSet {
                     .with_context(|| format!("rule for {}: exclude", cfg.dir.display()))?,
             });
         }
-        Ok(RuleSet { rules })
+        // The last of equal folders wins, as it did when rules were searched
+        // in order.
+        let by_dir = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.dir.clone(), i))
+            .collect();
+        Ok(RuleSet { rules, by_dir })
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -166,12 +177,11 @@ impl RuleSet {
     /// The rule whose folder holds `path` most closely, with `path` relative
     /// to that folder.
     pub fn owner<'p>(&self, path: &'p Path) -> Option<(usize, &'p Path)> {
-        self.rules
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| path.strip_prefix(&r.dir).ok().map(|rel| (i, rel, r)))
-            .max_by_key(|(_, _, r)| r.dir.components().count())
-            .map(|(i, rel, _)| (i, rel))
+        // The deepest rule folder above `path` is the first one met going up.
+        path.ancestors().find_map(|dir| {
+            let i = *self.by_dir.get(dir)?;
+            Some((i, path.strip_prefix(&self.rules[i].dir).ok()?))
+        })
     }
 
     /// Decides what happens to the file at `path` (absolute).
@@ -288,6 +298,35 @@ mod tests {
         assert_eq!(set.get(i).urls(rel), vec!["https://cdn.a.com/1.jpg"]);
         assert_eq!(set.owner(Path::new("/w/upx/1.jpg")), None);
         assert_eq!(set.nested_dirs(0), vec![PathBuf::from("/w/up/x")]);
+    }
+
+    /// Many rules, and folders written with a trailing `/`: the deepest
+    /// folder above a file still owns it.
+    #[test]
+    fn the_owner_among_hundreds_of_rules() {
+        let mut rules = vec![
+            rule("/w/up/", "https://a.com/up"),
+            rule("/w/up/x", "https://b.com"),
+        ];
+        for n in 0..300 {
+            rules.push(rule(&format!("/s/site-{n}"), "https://c.com"));
+        }
+        let set = RuleSet::new(&rules).unwrap();
+        let owner = |p: &str| {
+            set.owner(Path::new(p))
+                .map(|(i, rel)| (i, rel.to_path_buf()))
+        };
+        assert_eq!(owner("/w/up/x/1.jpg"), Some((1, PathBuf::from("1.jpg"))));
+        assert_eq!(owner("/w/up/a/b.jpg"), Some((0, PathBuf::from("a/b.jpg"))));
+        assert_eq!(
+            owner("/s/site-7/2020/a.jpg"),
+            Some((9, PathBuf::from("2020/a.jpg")))
+        );
+        assert_eq!(
+            owner("/s/site-70/a.jpg"),
+            Some((72, PathBuf::from("a.jpg")))
+        );
+        assert_eq!(owner("/s/site-x/a.jpg"), None);
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub(super) fn find_deletions(
     unseen_dirs: &[PathBuf],
 ) {
     for path in index.unseen() {
+        let path = path.as_path();
         if unseen_dirs.iter().any(|dir| path.starts_with(dir)) {
             continue;
         }

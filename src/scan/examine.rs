@@ -85,7 +85,7 @@ pub fn examine(path: &Path, known: Option<Known<'_>>) -> Observation {
     };
     match known {
         None => Observation::New(file),
-        Some(entry) if *entry.hash != file.hash => Observation::Changed(file),
+        Some(entry) if !entry.same_content(&file.hash) => Observation::Changed(file),
         Some(entry) if entry.stat != file.stat && !entry.stat.is_legacy_of(&file.stat) => {
             Observation::Touched(file)
         }

@@ -53,6 +53,20 @@ pub struct ScanPlan {
     /// unvisited files would look deleted.
     pub cancel: Option<Arc<AtomicBool>>,
     pub threads: usize,
+    /// Told of every folder a rule walk enters, before its entries are
+    /// read: the daemon puts its watch on each there, so one walk both
+    /// watches and reconciles a tree (see [`crate::watch`]).
+    pub on_folder: Option<FolderHook>,
+}
+
+/// A callback for each folder a walk enters ([`ScanPlan::on_folder`]).
+#[derive(Clone)]
+pub struct FolderHook(pub Arc<dyn Fn(&Path) + Send + Sync>);
+
+impl std::fmt::Debug for FolderHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FolderHook")
+    }
 }
 
 /// Whether a pass lists the paths of each outcome or only counts them.

@@ -59,6 +59,7 @@ pub fn plan(
         progress: None,
         cancel: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        on_folder: None,
     })
 }
 

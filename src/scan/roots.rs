@@ -24,10 +24,11 @@ pub(super) fn walker(rules: &RuleSet, roots: &[PathBuf], threads: usize) -> Opti
         .standard_filters(false)
         .follow_links(false)
         .threads(threads.max(1));
-    let all_dirs: Vec<PathBuf> = rules.rules().iter().map(|r| r.dir.clone()).collect();
-    // Another rule's folder inside this one is walked as its own root.
-    builder
-        .filter_entry(move |e| e.depth() == 0 || !all_dirs.iter().any(|d| d.as_path() == e.path()));
+    let all_dirs: std::collections::HashSet<PathBuf> =
+        rules.rules().iter().map(|r| r.dir.clone()).collect();
+    // Another rule's folder inside this one is walked as its own root (a
+    // set: with hundreds of rules, a comparison per rule and entry adds up).
+    builder.filter_entry(move |e| e.depth() == 0 || !all_dirs.contains(e.path()));
     Some(builder.build_parallel())
 }
 
@@ -185,7 +186,7 @@ pub(super) fn settle_moved(
         }
         let (mut recorded, mut found) = (0usize, 0usize);
         for (path, seen) in index.files() {
-            if rules.owner(path).is_some_and(|(owner, _)| owner == i) {
+            if rules.owner(&path).is_some_and(|(owner, _)| owner == i) {
                 recorded += 1;
                 found += usize::from(seen);
             }

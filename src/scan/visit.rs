@@ -24,6 +24,9 @@ pub(super) struct How<'a> {
     pub(super) compare: &'a [Compare],
     pub(super) recent_after: Option<i64>,
     pub(super) links: &'a crate::links::Roots,
+    /// Told of each folder entered ([`super::ScanPlan::on_folder`]); only
+    /// for walks of rule folders, not of places links lead to.
+    pub(super) on_folder: Option<&'a super::FolderHook>,
 }
 
 /// One walker callback: filter, stat, detect, report.
@@ -59,6 +62,11 @@ pub(super) fn visit(
     match entry.file_type() {
         Some(t) if t.is_file() => {}
         Some(t) if t.is_dir() => {
+            // Before its entries are read: whatever is written there from
+            // now on is reported, whatever was written before is walked.
+            if let Some(hook) = how.on_folder {
+                (hook.0)(entry.path());
+            }
             counters.folders.fetch_add(1, Ordering::Relaxed);
             return WalkState::Continue;
         }

@@ -77,12 +77,18 @@ pub fn scan(
                 compare,
                 recent_after,
                 links,
+                on_folder: None,
             };
             if let Some(walker) = walker(rules, roots, plan.threads) {
+                // Only rule folders' own walk tells the watcher of folders.
+                let own = How {
+                    on_folder: plan.on_folder.as_ref(),
+                    ..how
+                };
                 walker.run(|| {
                     let mut batch = Batch::new(tx.clone());
                     Box::new(move |entry| {
-                        visit(rules, index, entry, plan, how, counters, &mut batch)
+                        visit(rules, index, entry, plan, own, counters, &mut batch)
                     })
                 });
             }

@@ -68,28 +68,38 @@ pub struct Hashed {
     pub links: u64,
 }
 
-const COLUMNS: &str = "path, size, mtime_ns, ctime_ns, inode, dev, racy, hash";
+pub(super) const COLUMNS: &str = "path, size, mtime_ns, ctime_ns, inode, dev, racy, hash";
 
+/// Rows of queries for overlapping folders (a path may come twice).
 fn read_rows(mut rows: rusqlite::Rows<'_>, index: &mut FileIndex) -> anyhow::Result<()> {
     while let Some(row) = rows.next()? {
-        let path = row.get_ref(0)?.as_blob()?;
-        let hash: [u8; 32] =
-            row.get_ref(7)?.as_blob()?.try_into().map_err(|_| {
-                anyhow::anyhow!("a stored hash is not 32 bytes: the store is damaged")
-            })?;
-        let stat = Stat {
-            // SQLite has no u64: these were written `as i64` and are read
-            // back bit for bit; a damaged value only fails the quick-check.
-            size: row.get::<_, i64>(1)? as u64,
-            mtime_ns: row.get(2)?,
-            ctime_ns: row.get(3)?,
-            inode: row.get::<_, i64>(4)? as u64,
-            dev: row.get::<_, i64>(5)? as u64,
-        };
-        let racy = row.get::<_, i64>(6)? != 0;
+        let (path, stat, hash, racy) = decode(row)?;
         index.insert(path, stat, hash, racy);
     }
     Ok(())
+}
+
+/// One row of [`COLUMNS`]: path, stat data, hash, racy.
+pub(super) fn decode<'r>(
+    row: &'r rusqlite::Row<'_>,
+) -> anyhow::Result<(&'r [u8], Stat, [u8; 32], bool)> {
+    let path = row.get_ref(0)?.as_blob()?;
+    let hash: [u8; 32] = row
+        .get_ref(7)?
+        .as_blob()?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("a stored hash is not 32 bytes: the store is damaged"))?;
+    let stat = Stat {
+        // SQLite has no u64: these were written `as i64` and are read
+        // back bit for bit; a damaged value only fails the quick-check.
+        size: row.get::<_, i64>(1)? as u64,
+        mtime_ns: row.get(2)?,
+        ctime_ns: row.get(3)?,
+        inode: row.get::<_, i64>(4)? as u64,
+        dev: row.get::<_, i64>(5)? as u64,
+    };
+    let racy = row.get::<_, i64>(6)? != 0;
+    Ok((path, stat, hash, racy))
 }
 
 /// Everything one detection pass decided, written in one transaction.
@@ -118,14 +128,12 @@ pub struct Changes {
 impl Store {
     /// Every recorded file.
     pub fn load_index(&self) -> anyhow::Result<FileIndex> {
-        let (files, bytes): (i64, i64) = self.conn.query_row(
-            "SELECT count(*), coalesce(sum(length(path)), 0) FROM files",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let mut index = FileIndex::with_capacity(files as usize, bytes as usize);
+        let files: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM files", [], |r| r.get(0))?;
         let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM files"))?;
-        read_rows(stmt.query([])?, &mut index)?;
+        let files = usize::try_from(files).unwrap_or(0);
+        let mut index = super::load::pipelined(stmt.query([])?, files)?;
         index.links = self.load_links(None)?;
         Ok(index)
     }
@@ -141,7 +149,8 @@ impl Store {
             let exact = path.as_os_str().as_bytes();
             let low = [exact, b"/"].concat();
             let high = [exact, b"0"].concat();
-            read_rows(stmt.query(rusqlite::params![exact, low, high])?, &mut index)?;
+            let rows = stmt.query(rusqlite::params![exact, low, high])?;
+            read_rows(rows, &mut index)?;
         }
         index.links = self.load_links(Some(paths))?;
         Ok(index)

@@ -17,6 +17,7 @@ mod history;
 mod index;
 mod link_index;
 pub mod links;
+mod load;
 mod lock;
 mod outbox;
 mod refused;

@@ -114,6 +114,13 @@ impl Detector {
             .filter(|dir| !self.store.baselined(dir).unwrap_or(true))
             .collect();
         let detected = self.process(Scope::All, Origin::Rescan)?;
+        // The walk put the watches on the folders below the rule folders:
+        // if the kernel's limit stopped it, say so before "watching".
+        if overflow.take_watch_limit() {
+            tracing::error!("{WATCH_LIMIT_HELP}");
+            self.folders.polled = (0..self.rules.rules().len()).collect();
+        }
+        // Counted once: a count is a pass over the whole files table.
         let files = self.store.file_count()?;
         let recorded = due
             .iter()
@@ -300,6 +307,7 @@ impl Detector {
             plan.leave_changed_after = Some(self.settler.quiet_before(SystemTime::now()));
         }
         plan.cancel = Some(self.cancel.clone());
+        plan.on_folder = self.folders.folder_hook(&self.rules);
         let (detected, chunk_owed) = tokio::task::block_in_place(|| {
             pass::detect(
                 Some(&mut self.store),

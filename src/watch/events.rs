@@ -1,6 +1,13 @@
 //! The file-event change source: notify's recommended watcher (inotify on
-//! Linux), recursive over every rule folder, bridged into tokio through a
-//! bounded channel.
+//! Linux), bridged into tokio through a bounded channel.
+//!
+//! Every folder gets a watch of its own (not recursive): the rule folder
+//! when watching starts, each folder below it when a walk enters it
+//! ([`EventSource::folder_hook`], before its entries are read), so the
+//! reconcile walk at start-up is the only walk (notify's recursive mode
+//! walks and stats the whole tree once more). A folder created later is
+//! reported by its parent's watch; the pass over it walks it, which
+//! watches it and finds what was written before that.
 //!
 //! The bridge never blocks notify's thread and never drops a change
 //! silently: when the channel is full, an overflow flag is raised and the
@@ -19,6 +26,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::folders::FileId;
 use crate::rules::RuleSet;
+use crate::scan::FolderHook;
 
 /// Messages from the watcher thread to the daemon.
 #[derive(Debug)]
@@ -173,7 +181,7 @@ impl Aliases {
             true => std::fs::canonicalize(dir).map_err(notify::Error::io_watch)?,
             false => dir.to_path_buf(),
         };
-        watcher.watch(&target, RecursiveMode::Recursive)?;
+        watcher.watch(&target, RecursiveMode::NonRecursive)?;
         self.watch_switches(watcher, dir);
         let mut list = self.list();
         list.retain(|(_, d)| d != dir);
@@ -189,9 +197,66 @@ impl Aliases {
     }
 }
 
+/// The watcher, shared with the walker threads that put watches on the
+/// folders they enter.
+struct Shared {
+    watcher: Mutex<notify::RecommendedWatcher>,
+    /// Folders watched by walks, so a rule folder's are dropped with it.
+    folders: Mutex<std::collections::HashSet<PathBuf>>,
+    overflow: Arc<Overflow>,
+}
+
+impl Shared {
+    fn watcher(&self) -> MutexGuard<'_, notify::RecommendedWatcher> {
+        self.watcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn folders(&self) -> MutexGuard<'_, std::collections::HashSet<PathBuf>> {
+        self.folders
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Watches a folder a walk entered. Always asks the kernel again (a
+    /// folder deleted and created again under the same path is another
+    /// folder).
+    fn add(&self, dir: &Path) -> bool {
+        match self.watcher().watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.folders().insert(dir.to_path_buf());
+                true
+            }
+            Err(e) if matches!(e.kind, ErrorKind::MaxFilesWatch) => {
+                self.overflow.raise(&self.overflow.watch_limit);
+                false
+            }
+            // Gone again already: its parent's watch reported that.
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "cannot watch folder");
+                true
+            }
+        }
+    }
+
+    /// Drops the watches walks put below `dir` (or below `target`, what a
+    /// symlinked rule folder leads to).
+    fn drop_below(&self, dir: &Path, target: &Path) {
+        let below: Vec<PathBuf> = self
+            .folders()
+            .extract_if(|p| p.starts_with(dir) || p.starts_with(target))
+            .collect();
+        let mut watcher = self.watcher();
+        for path in below {
+            let _ = watcher.unwatch(&path);
+        }
+    }
+}
+
 /// Live watches; dropping it stops them.
 pub struct EventSource {
-    watcher: notify::RecommendedWatcher,
+    shared: Arc<Shared>,
     aliases: Arc<Aliases>,
     /// Rules that could not be watched and must be polled instead.
     pub unwatched: Vec<usize>,
@@ -206,9 +271,9 @@ impl EventSource {
     /// is on. Its identity is taken before the watch: if the folder is
     /// swapped in between, the next check sees the difference.
     pub fn rewatch(&mut self, dir: &Path) -> Option<FileId> {
-        self.aliases.unwatch(&mut self.watcher, dir);
+        self.unwatch(dir);
         let id = FileId::of(dir)?;
-        match self.aliases.watch(&mut self.watcher, dir) {
+        match self.aliases.watch(&mut self.shared.watcher(), dir) {
             Ok(()) => Some(id),
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch rule folder yet");
@@ -220,7 +285,25 @@ impl EventSource {
     /// Drops the watch of a vanished folder: if it was moved away, its
     /// events would otherwise keep arriving under its old name.
     pub fn unwatch(&mut self, dir: &Path) {
-        self.aliases.unwatch(&mut self.watcher, dir);
+        let target = self.aliases.watched(dir);
+        self.aliases.unwatch(&mut self.shared.watcher(), dir);
+        self.shared.drop_below(dir, &target);
+    }
+
+    /// What walks call for each folder they enter: a watch on it, unless
+    /// it is in a polled rule folder (`polled`). After the kernel's watch
+    /// limit was reached once, the walk asks no more (the daemon polls).
+    pub fn folder_hook(&self, polled: Vec<PathBuf>) -> FolderHook {
+        let shared = self.shared.clone();
+        let full = AtomicBool::new(false);
+        FolderHook(Arc::new(move |dir: &Path| {
+            if full.load(Ordering::Relaxed) || polled.iter().any(|p| dir.starts_with(p)) {
+                return;
+            }
+            if !shared.add(dir) {
+                full.store(true, Ordering::Relaxed);
+            }
+        }))
     }
 }
 
@@ -239,6 +322,7 @@ pub fn start(
     let aliases = Arc::new(Aliases::default());
     aliases.switches().dirs = rules.rules().iter().map(|r| r.dir.clone()).collect();
     let renamer = aliases.clone();
+    let overflow_flags = overflow.clone();
     let handler = move |result: notify::Result<notify::Event>| {
         let signal = match result {
             Ok(event) if event.need_rescan() => FsSignal::Rescan,
@@ -270,7 +354,12 @@ pub fn start(
     // folders they lead to are watched as themselves, never again through
     // the link.
     let config = notify::Config::default().with_follow_symlinks(false);
-    let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
+    let shared = Arc::new(Shared {
+        watcher: Mutex::new(notify::RecommendedWatcher::new(handler, config)?),
+        folders: Mutex::default(),
+        overflow: overflow_flags,
+    });
+    let mut watcher = shared.watcher();
     let mut unwatched = Vec::new();
     let mut watched = Vec::new();
     for (i, rule) in rules.rules().iter().enumerate() {
@@ -293,8 +382,9 @@ pub fn start(
             unwatched.push(i);
         }
     }
+    drop(watcher);
     Ok(EventSource {
-        watcher,
+        shared,
         aliases,
         unwatched,
         watched,

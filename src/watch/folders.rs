@@ -81,6 +81,17 @@ impl Folders {
         }
     }
 
+    /// What walks call for each folder they enter, so it is watched
+    /// ([`EventSource::folder_hook`]); `None` when nothing is watched.
+    pub fn folder_hook(&self, rules: &RuleSet) -> Option<crate::scan::FolderHook> {
+        let source = self.source.as_ref()?;
+        if self.polled.len() >= rules.rules().len() {
+            return None;
+        }
+        let polled = self.polled.iter().map(|i| rules.get(*i).dir.clone());
+        Some(source.folder_hook(polled.collect()))
+    }
+
     pub fn is_missing(&self, i: usize) -> bool {
         self.missing.contains(&i)
     }
