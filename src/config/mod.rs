@@ -7,6 +7,7 @@
 mod hints;
 mod keys;
 mod raw;
+mod shared;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use url::Url;
 
 use keys::key_source;
 use raw::{RawConfig, RawToken};
+pub use shared::SharedConfig;
 pub use values::{is_loopback, MAX_BATCH};
 
 use crate::display::normalize;
@@ -40,6 +42,8 @@ pub struct Config {
     pub token: TokenConfig,
     pub watch: WatchConfig,
     pub metrics: MetricsConfig,
+    /// `[shared]`: the PostgreSQL store several nodes share, if any.
+    pub shared: Option<SharedConfig>,
 }
 
 /// `[metrics]`: the daemon's HTTP endpoint for Prometheus and health checks.
@@ -322,8 +326,13 @@ impl Config {
                 rule.dir.display()
             ));
         }
+        let shared = match raw.shared {
+            Some(s) => Some(shared::resolve(&base, s, at)?),
+            None => None,
+        };
         Ok(Config {
             path: path.to_path_buf(),
+            shared,
             watch,
             metrics,
             state,
@@ -355,7 +364,20 @@ fn hide_credentials(text: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    // `?password=...` of a database URL.
+    let mut hidden = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("password=") {
+        let (head, tail) = rest.split_at(at + "password=".len());
+        hidden.push_str(head);
+        hidden.push_str("***");
+        let end = tail
+            .find(|c: char| c == '&' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    hidden.push_str(rest);
+    hidden
 }
 
 fn token_config(base: &Path, raw: RawToken) -> TokenConfig {

@@ -21,6 +21,7 @@ mod reliability;
 mod scan;
 mod secrets;
 mod settlement;
+mod shared;
 mod tokens;
 mod watch;
 mod wordpress;

@@ -1,0 +1,246 @@
+//! The shared PostgreSQL store (`[shared]`), against a real PostgreSQL
+//! server the harness starts ([`Pg`]): connecting (password from a file,
+//! never echoed), versioned migrations, the leader's lease with its fence,
+//! and the shared outbox that owes one change once however many nodes
+//! record it.
+
+use std::time::Duration;
+
+use optiwatch::config::SharedConfig;
+use optiwatch::shared::{AccountId, Fenced, OwedChange, Role, SharedStore};
+
+use crate::support::pg::Pg;
+use crate::support::WAIT;
+
+fn config(pg: &Pg, node: &str, lease: Duration) -> SharedConfig {
+    SharedConfig {
+        database: pg.url(),
+        node: node.into(),
+        password_file: Some(pg.password_file()),
+        ca_file: None,
+        lease,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn change(asset: &str, hash: u8) -> OwedChange {
+    OwedChange {
+        asset: asset.into(),
+        account: AccountId::Default,
+        hash: [hash; 32],
+    }
+}
+
+#[test]
+fn nodes_connect_with_a_password_file_and_migrate_once() {
+    let Some(pg) = Pg::start() else { return };
+    rt().block_on(async {
+        let lease = Duration::from_secs(15);
+        // Two nodes starting together: one migrates, the other finds the
+        // schema done (a migration run twice fails on CREATE TABLE).
+        let (one, two) = (config(&pg, "web-1", lease), config(&pg, "web-2", lease));
+        let (a, b) = tokio::join!(SharedStore::open(&one), SharedStore::open(&two));
+        let (a, _b) = (a.unwrap(), b.unwrap());
+        drop(a);
+        let again = SharedStore::open(&config(&pg, "web-1", lease))
+            .await
+            .unwrap();
+        let nodes = again.nodes().await.unwrap();
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["web-1", "web-2"]);
+    });
+}
+
+#[test]
+fn a_wrong_or_missing_password_file_is_a_clear_error_without_the_password() {
+    let Some(pg) = Pg::start() else { return };
+    rt().block_on(async {
+        let mut cfg = config(&pg, "web-1", Duration::from_secs(15));
+        let wrong = pg.password_file().with_file_name("wrong");
+        std::fs::write(&wrong, "not-the-password-9c1e\n").unwrap();
+        cfg.password_file = Some(wrong);
+        let err = format!("{:#}", SharedStore::open(&cfg).await.unwrap_err());
+        assert!(err.contains("password authentication failed"), "{err}");
+        assert!(err.contains("shared.password_file"), "{err}");
+        assert!(err.contains(&pg.url()), "names the URL: {err}");
+        assert!(!err.contains("not-the-password"), "{err}");
+
+        let missing = pg.password_file().with_file_name("absent");
+        cfg.password_file = Some(missing.clone());
+        let err = format!("{:#}", SharedStore::open(&cfg).await.unwrap_err());
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+        assert!(err.contains("shared.password_file"), "{err}");
+    });
+}
+
+#[test]
+fn one_contender_leads_and_an_expired_lease_passes_on_with_a_new_fence() {
+    let Some(pg) = Pg::start() else { return };
+    rt().block_on(async {
+        let lease = Duration::from_secs(2);
+        let mut a = SharedStore::open(&config(&pg, "web-1", lease))
+            .await
+            .unwrap();
+        let mut b = SharedStore::open(&config(&pg, "web-2", lease))
+            .await
+            .unwrap();
+        let (ra, rb) = (a.try_lead().await.unwrap(), b.try_lead().await.unwrap());
+        let Role::Leader { fence: first } = ra else {
+            panic!("the first contender leads: {ra:?}")
+        };
+        assert_eq!(
+            rb,
+            Role::Follower {
+                leader: Some("web-1".into())
+            }
+        );
+        // Renewing keeps the fence; the follower stays a follower.
+        assert_eq!(a.try_lead().await.unwrap(), Role::Leader { fence: first });
+        assert!(matches!(b.try_lead().await.unwrap(), Role::Follower { .. }));
+        let leaders: Vec<String> = b
+            .nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.leader)
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(leaders, ["web-1"]);
+        // web-1 falls silent: after its lease web-2 takes over.
+        let start = std::time::Instant::now();
+        let second = loop {
+            if let Role::Leader { fence } = b.try_lead().await.unwrap() {
+                break fence;
+            }
+            assert!(start.elapsed() < WAIT, "no take-over");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            start.elapsed() >= Duration::from_millis(1500),
+            "not before the lease ended"
+        );
+        assert_eq!(second, first + 1);
+        assert!(matches!(a.try_lead().await.unwrap(), Role::Follower { .. }));
+        // A clean stop hands over at once.
+        b.resign().await.unwrap();
+        assert_eq!(
+            a.try_lead().await.unwrap(),
+            Role::Leader { fence: second + 1 }
+        );
+    });
+}
+
+#[test]
+fn a_stale_fence_cannot_settle_and_the_new_leader_can() {
+    let Some(pg) = Pg::start() else { return };
+    rt().block_on(async {
+        let lease = Duration::from_secs(2);
+        let mut old = SharedStore::open(&config(&pg, "web-1", lease))
+            .await
+            .unwrap();
+        let mut new = SharedStore::open(&config(&pg, "web-2", lease))
+            .await
+            .unwrap();
+        let Role::Leader { fence: stale } = old.try_lead().await.unwrap() else {
+            panic!()
+        };
+        old.owe(&[change("https://a.com/1.jpg", 1)]).await.unwrap();
+        let batch = old.owed_by(&AccountId::Default).await.unwrap();
+        // The old leader pauses past its lease; the other takes over.
+        let fence = loop {
+            if let Role::Leader { fence } = new.try_lead().await.unwrap() {
+                break fence;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let err = old
+            .settle(stale, &AccountId::Default, &batch)
+            .await
+            .unwrap_err();
+        assert!(err.downcast_ref::<Fenced>().is_some(), "{err:#}");
+        assert_eq!(
+            new.owed_count().await.unwrap(),
+            1,
+            "nothing settled by the old leader"
+        );
+        let err = old
+            .token_published(stale, &AccountId::Default, "t-old", 0)
+            .await
+            .unwrap_err();
+        assert!(err.downcast_ref::<Fenced>().is_some(), "{err:#}");
+        assert_eq!(
+            new.published_token(&AccountId::Default).await.unwrap(),
+            None
+        );
+
+        new.settle(fence, &AccountId::Default, &batch)
+            .await
+            .unwrap();
+        assert_eq!(new.owed_count().await.unwrap(), 0);
+        let mark = new.token_mark(&AccountId::Default).await.unwrap();
+        new.token_published(fence, &AccountId::Default, "t-new", mark)
+            .await
+            .unwrap();
+        let token = old
+            .published_token(&AccountId::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(token.token, "t-new", "every node reads the newest token");
+        assert!(!old.token_owed(&AccountId::Default).await.unwrap());
+    });
+}
+
+#[test]
+fn one_change_recorded_by_every_node_is_owed_once() {
+    let Some(pg) = Pg::start() else { return };
+    rt().block_on(async {
+        let lease = Duration::from_secs(15);
+        let mut nodes = Vec::new();
+        for name in ["web-1", "web-2", "web-3"] {
+            nodes.push(SharedStore::open(&config(&pg, name, lease)).await.unwrap());
+        }
+        let Role::Leader { fence } = nodes[0].try_lead().await.unwrap() else {
+            panic!()
+        };
+        let changes: Vec<OwedChange> = (0..50)
+            .map(|i| change(&format!("https://a.com/{i}.jpg"), 7))
+            .collect();
+        assert_eq!(nodes[0].owe(&changes).await.unwrap(), 50);
+        assert_eq!(
+            nodes[1].owe(&changes).await.unwrap(),
+            0,
+            "the same change again"
+        );
+        let batch = nodes[0].owed_by(&AccountId::Default).await.unwrap();
+        assert_eq!(batch.len(), 50);
+        // In flight: a different change of one asset is owed anew.
+        assert_eq!(
+            nodes[1]
+                .owe(&[change("https://a.com/0.jpg", 8)])
+                .await
+                .unwrap(),
+            1
+        );
+        nodes[0]
+            .settle(fence, &AccountId::Default, &batch)
+            .await
+            .unwrap();
+        let left = nodes[0].owed_by(&AccountId::Default).await.unwrap();
+        assert_eq!(left.len(), 1, "the newer change stays owed: {left:?}");
+        assert_eq!(left[0].hash, vec![8; 32]);
+        // A slow replica records the change that was already sent.
+        assert_eq!(
+            nodes[2].owe(&changes[1..]).await.unwrap(),
+            0,
+            "already sent"
+        );
+        assert_eq!(nodes[0].owed_count().await.unwrap(), 1);
+    });
+}
