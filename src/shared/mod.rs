@@ -14,6 +14,7 @@
 
 mod connect;
 pub mod lease;
+pub(crate) mod node;
 mod outbox;
 mod schema;
 

@@ -119,6 +119,30 @@ impl SharedStore {
             .collect())
     }
 
+    /// Every owed asset with its account, oldest first.
+    pub async fn owed_all(&mut self) -> anyhow::Result<Vec<(AccountId, PendingAsset)>> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT account, asset, gen, hash FROM owed ORDER BY seq",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    AccountId::from_stored(r.get(0)),
+                    PendingAsset {
+                        asset: r.get(1),
+                        gen: r.get(2),
+                        hash: r.get(3),
+                    },
+                )
+            })
+            .collect())
+    }
+
     pub async fn owed_count(&mut self) -> anyhow::Result<i64> {
         Ok(self
             .client()
@@ -156,6 +180,7 @@ impl SharedStore {
         let names: Vec<&str> = assets.iter().map(|p| p.asset.as_str()).collect();
         let gens: Vec<i64> = assets.iter().map(|p| p.gen).collect();
         let hashes: Vec<&[u8]> = assets.iter().map(|p| p.hash.as_slice()).collect();
+        let node = self.node.clone();
         let tx = self.client().transaction().await?;
         lease::check(&tx, fence).await?;
         tx.execute(
@@ -165,10 +190,11 @@ impl SharedStore {
         )
         .await?;
         tx.execute(
-            "INSERT INTO sent (asset, hash) SELECT DISTINCT ON (asset) asset, hash
+            "INSERT INTO sent (asset, hash, fence, node) SELECT DISTINCT ON (asset) asset, hash, $3, $4
                FROM unnest($1::text[], $2::bytea[]) AS t(asset, hash)
-             ON CONFLICT (asset) DO UPDATE SET hash = excluded.hash, at = now()",
-            &[&names, &hashes],
+             ON CONFLICT (asset) DO UPDATE SET hash = excluded.hash, at = now(),
+               fence = excluded.fence, node = excluded.node",
+            &[&names, &hashes, &fence, &node],
         )
         .await?;
         accepted_in(&tx, account).await?;

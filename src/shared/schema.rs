@@ -41,7 +41,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE sent (
         asset text PRIMARY KEY,
         hash bytea NOT NULL,
-        at timestamptz NOT NULL DEFAULT now()
+        at timestamptz NOT NULL DEFAULT now(),
+        fence bigint NOT NULL,
+        node text NOT NULL
      );
      CREATE TABLE tokens (
         account text PRIMARY KEY,

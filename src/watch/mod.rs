@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::session::{Access, Session};
 use detector::Detector;
 use folders::FileId;
-use sender::{Pulse, Sender};
+pub(crate) use sender::{Pulse, Sender};
 
 /// How long workers get to stop before they are aborted.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -142,11 +142,25 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         // session did it already; this finds nothing more.)
         session.adopt_orphans()?;
         let store_file = detector.store_file();
-        let sender = Sender::new(session, config.clone())?;
+        // With [shared], the shared store's bridge sends (on the leader).
+        let (sender, bridge) = match config.shared {
+            Some(_) => (None, Some(session)),
+            None => (Some(Sender::new(session, config.clone())?), None),
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut workers: Joined = JoinSet::new();
         let sender_stop = stop_rx.clone();
-        workers.spawn(async move { (Role::Sender, sender.run(pulse_rx, sender_stop).await) });
+        let bridge_config = config.clone();
+        workers.spawn(async move {
+            let done = match (sender, bridge) {
+                (Some(sender), _) => sender.run(pulse_rx, sender_stop).await,
+                (None, Some(session)) => {
+                    crate::shared::node::run(session, bridge_config, pulse_rx, sender_stop).await
+                }
+                (None, None) => Ok(()),
+            };
+            (Role::Sender, done)
+        });
         workers.spawn(async move { (Role::Detector, detector.run(stop_rx).await) });
 
         let next = loop {

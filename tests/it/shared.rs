@@ -10,7 +10,8 @@ use optiwatch::config::SharedConfig;
 use optiwatch::shared::{AccountId, Fenced, OwedChange, Role, SharedStore};
 
 use crate::support::pg::Pg;
-use crate::support::WAIT;
+use crate::support::skip::{self, Need};
+use crate::support::{has_all, sorted, url, wait_until, Daemon, Site, Table, SITE_URL, WAIT};
 
 fn config(pg: &Pg, node: &str, lease: Duration) -> SharedConfig {
     SharedConfig {
@@ -243,4 +244,152 @@ fn one_change_recorded_by_every_node_is_owed_once() {
         );
         assert_eq!(nodes[0].owed_count().await.unwrap(), 1);
     });
+}
+
+/// How the nodes see the site's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Each node has its own copy; a change is written to every copy.
+    Replicated,
+    /// All nodes watch one folder; a change is written once.
+    SharedFolder,
+}
+
+const IMAGES: usize = 1000;
+
+fn image(i: usize) -> String {
+    format!("img/{i:04}.jpg")
+}
+
+/// `n` nodes on one fake API (the first site's) and one PostgreSQL, each
+/// with its own config, store and token file; the tree baselined on every
+/// node before `[shared]` is set.
+fn nodes(pg: &Pg, n: usize, layout: Layout, lease: &str) -> Vec<Site> {
+    let files: Vec<String> = (0..IMAGES).map(image).collect();
+    let mut sites: Vec<Site> = Vec::new();
+    for i in 0..n {
+        let mut site = Site::new();
+        if let Some(first) = sites.first() {
+            site.config.set(
+                Table::Api,
+                &format!("base_url = \"{}\"", first.api.base_url()),
+            );
+            if layout == Layout::SharedFolder {
+                site.config.rules = format!(
+                    "[[rules]]\ndir = \"{}\"\nurl = \"{SITE_URL}\"\n",
+                    first.media.display()
+                );
+            }
+        }
+        if i == 0 || layout == Layout::Replicated {
+            site = site.files(&files);
+        }
+        let site = site
+            .baselined()
+            .fast_watch("300ms")
+            .setting(Table::Token, "file = \"token.txt\"")
+            .setting(Table::Shared, &format!("database = \"{}\"", pg.url()))
+            .setting(Table::Shared, &format!("node = \"web-{}\"", i + 1))
+            .setting(
+                Table::Shared,
+                &format!("password_file = \"{}\"", pg.password_file().display()),
+            )
+            .setting(Table::Shared, &format!("lease = \"{lease}\""));
+        sites.push(site);
+    }
+    sites
+}
+
+/// Changes images `range` in every copy (replicated) or once.
+fn change_images(sites: &[Site], layout: Layout, range: std::ops::Range<usize>, content: &[u8]) {
+    for i in range {
+        for site in sites {
+            site.write(image(i), content);
+            if layout == Layout::SharedFolder {
+                break;
+            }
+        }
+    }
+}
+
+/// Assets a daemon moved into the shared store so far.
+fn pushed(daemon: &Daemon) -> usize {
+    daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("recorded in the shared store"))
+        .filter_map(|l| {
+            l.split("assets=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum()
+}
+
+fn token_file(site: &Site) -> String {
+    std::fs::read_to_string(site.at("token.txt"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Which daemon leads, once one does.
+fn leader(daemons: &[Daemon]) -> usize {
+    let leading = || (0..daemons.len()).find(|i| daemons[*i].log().contains("this node leads"));
+    wait_until("a node to lead", WAIT, || leading().is_some());
+    leading().unwrap_or_default()
+}
+
+fn many_nodes_send_once(layout: Layout) {
+    if skip::lacks(&[Need::Program("setpriv")]) {
+        return;
+    }
+    let Some(pg) = Pg::start() else { return };
+    let sites = nodes(&pg, 3, layout, "5s");
+    let daemons: Vec<Daemon> = sites.iter().map(Site::watch).collect();
+    leader(&daemons);
+    change_images(&sites, layout, 0..50, b"v2");
+    let want: Vec<String> = (0..50).map(|i| url(&image(i))).collect();
+    let api = &sites[0].api;
+    wait_until("the 50 changed images to be invalidated", WAIT, || {
+        has_all(&want)(&api.requests())
+    });
+    wait_until("every node to record its changes", WAIT, || {
+        daemons
+            .iter()
+            .all(|d| pushed(d) >= if layout == Layout::Replicated { 50 } else { 0 })
+    });
+    wait_until("a token in every node's token file", WAIT, || {
+        let issued = api.tokens_issued();
+        issued.len() == 1 && sites.iter().all(|s| token_file(s) == issued[0])
+    });
+    let logs = || {
+        daemons
+            .iter()
+            .map(Daemon::log)
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    let invalidations = api.invalidate_requests();
+    assert_eq!(
+        invalidations.len(),
+        1,
+        "one request for the 50 assets: {invalidations:?}\n{}",
+        logs()
+    );
+    assert_eq!(sorted(invalidations[0].assets.clone()), sorted(want));
+    assert_eq!(api.token_requests().len(), 1, "{}", logs());
+}
+
+#[test]
+fn three_replicas_of_one_change_give_one_request_and_one_token_on_every_node() {
+    many_nodes_send_once(Layout::Replicated);
+}
+
+#[test]
+fn three_nodes_on_one_shared_folder_give_one_request_and_one_token() {
+    many_nodes_send_once(Layout::SharedFolder);
 }

@@ -12,6 +12,8 @@ pub enum Table {
     Watch,
     Token,
     Metrics,
+    /// `[shared]`: the PostgreSQL store of several nodes.
+    Shared,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -24,6 +26,7 @@ pub struct ConfigText {
     watch: Vec<String>,
     token: Vec<String>,
     metrics: Vec<String>,
+    shared: Vec<String>,
     /// When set, the whole file, written as is.
     raw: Option<String>,
 }
@@ -63,6 +66,7 @@ impl ConfigText {
             Table::Watch => &mut self.watch,
             Table::Token => &mut self.token,
             Table::Metrics => &mut self.metrics,
+            Table::Shared => &mut self.shared,
         }
     }
 
@@ -88,6 +92,7 @@ impl ConfigText {
             ("watch", &self.watch),
             ("token", &self.token),
             ("metrics", &self.metrics),
+            ("shared", &self.shared),
         ] {
             if !table.is_empty() {
                 text.push_str(&format!("[{name}]\n{}", lines(table)));

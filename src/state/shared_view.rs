@@ -1,0 +1,32 @@
+//! What the shared store's bridge ([`crate::shared::node`]) reads from a
+//! node's SQLite store: the recorded hash of a file (the content that made
+//! its assets owed, so every node keys the same change alike) and the
+//! token an account last published.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rusqlite::OptionalExtension;
+
+use super::coverage::key;
+use super::Store;
+use crate::accounts::AccountId;
+
+impl Store {
+    /// The recorded BLAKE3 hash of the file at `path`, if it is recorded.
+    pub fn hash_of(&self, path: &Path) -> anyhow::Result<Option<[u8; 32]>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT hash FROM files WHERE path = ?1")?;
+        let hash: Option<Vec<u8>> = stmt
+            .query_row([path.as_os_str().as_bytes()], |r| r.get(0))
+            .optional()?;
+        Ok(hash.and_then(|h| <[u8; 32]>::try_from(h).ok()))
+    }
+
+    /// The token `account` last published (with when it was requested,
+    /// which tells two publications of one token apart).
+    pub fn published_by(&self, account: &AccountId) -> anyhow::Result<Option<String>> {
+        self.meta(&key("published", account))
+    }
+}
