@@ -315,6 +315,9 @@ impl Node {
                 });
             }
         }
+        if !gone.is_empty() {
+            crate::failpoint::pause_at("shared-settle");
+        }
         for (account, assets) in gone {
             self.shared.settle(fence, &account, &assets).await?;
             for p in &assets {

@@ -11,7 +11,10 @@ use optiwatch::shared::{AccountId, Fenced, OwedChange, Role, SharedStore};
 
 use crate::support::pg::Pg;
 use crate::support::skip::{self, Need};
-use crate::support::{has_all, sorted, url, wait_until, Daemon, Site, Table, SITE_URL, WAIT};
+use crate::support::{
+    has_all, is_stopped, sorted, token_after_last_invalidation, url, wait_until, Daemon, Site,
+    Table, SITE_URL, WAIT,
+};
 
 fn config(pg: &Pg, node: &str, lease: Duration) -> SharedConfig {
     SharedConfig {
@@ -264,8 +267,8 @@ fn image(i: usize) -> String {
 /// `n` nodes on one fake API (the first site's) and one PostgreSQL, each
 /// with its own config, store and token file; the tree baselined on every
 /// node before `[shared]` is set.
-fn nodes(pg: &Pg, n: usize, layout: Layout, lease: &str) -> Vec<Site> {
-    let files: Vec<String> = (0..IMAGES).map(image).collect();
+fn nodes(pg: &Pg, n: usize, layout: Layout, lease: &str, images: usize) -> Vec<Site> {
+    let files: Vec<String> = (0..images).map(image).collect();
     let mut sites: Vec<Site> = Vec::new();
     for i in 0..n {
         let mut site = Site::new();
@@ -348,7 +351,7 @@ fn many_nodes_send_once(layout: Layout) {
         return;
     }
     let Some(pg) = Pg::start() else { return };
-    let sites = nodes(&pg, 3, layout, "5s");
+    let sites = nodes(&pg, 3, layout, "5s", IMAGES);
     let daemons: Vec<Daemon> = sites.iter().map(Site::watch).collect();
     leader(&daemons);
     change_images(&sites, layout, 0..50, b"v2");
@@ -392,4 +395,93 @@ fn three_replicas_of_one_change_give_one_request_and_one_token_on_every_node() {
 #[test]
 fn three_nodes_on_one_shared_folder_give_one_request_and_one_token() {
     many_nodes_send_once(Layout::SharedFolder);
+}
+
+#[test]
+fn the_leader_killed_during_a_burst_is_replaced_and_everything_is_invalidated() {
+    if skip::lacks(&[Need::Program("setpriv")]) {
+        return;
+    }
+    let Some(pg) = Pg::start() else { return };
+    const BURST: usize = 5000;
+    let sites = nodes(&pg, 3, Layout::Replicated, "3s", BURST);
+    let mut daemons: Vec<Daemon> = sites.iter().map(Site::watch).collect();
+    let first = leader(&daemons);
+    let api = &sites[0].api;
+    change_images(&sites, Layout::Replicated, 0..BURST / 2, b"v2");
+    wait_until("the first invalidations", WAIT, || {
+        !api.invalidate_requests().is_empty()
+    });
+    let started = std::time::Instant::now();
+    daemons.remove(first).kill9();
+    let live: Vec<&Site> = sites
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, s)| s)
+        .collect();
+    change_images(&sites, Layout::Replicated, BURST / 2..BURST, b"v2");
+    wait_until("another node to take over", WAIT, || {
+        daemons.iter().any(|d| d.log().contains("this node leads"))
+    });
+    let took_over = started.elapsed();
+    let want: Vec<String> = (0..BURST).map(|i| url(&image(i))).collect();
+    wait_until("every changed image to be invalidated", WAIT * 2, || {
+        has_all(&want)(&api.requests())
+    });
+    wait_until(
+        "a token after the last invalidation in the live nodes' token files",
+        WAIT,
+        || {
+            let rs = api.requests();
+            let last = api.tokens_issued().last().cloned().unwrap_or_default();
+            token_after_last_invalidation(&rs) && live.iter().all(|s| token_file(s) == last)
+        },
+    );
+    assert_eq!(pg.number("SELECT count(*) FROM owed"), 0);
+    eprintln!("fail-over: the new leader logged {took_over:?} after the SIGKILL (lease 3s)");
+}
+
+#[test]
+fn a_paused_old_leader_settles_nothing_after_the_take_over() {
+    if skip::lacks(&[Need::Program("setpriv")]) {
+        return;
+    }
+    let Some(pg) = Pg::start() else { return };
+    let mut sites = nodes(&pg, 2, Layout::Replicated, "3s", 100);
+    // The first node stops itself right before it settles in PostgreSQL
+    // what Optimole accepted: a pause (GC, SIGSTOP) at the worst moment.
+    sites[0]
+        .env
+        .push(("OPTIWATCH_PAUSE_AT".into(), "shared-settle".into()));
+    let old = sites[0].watch();
+    old.wait_log("this node leads", WAIT);
+    let new = sites[1].watch();
+    change_images(&sites, Layout::Replicated, 0..50, b"v2");
+    let pid = old.pid();
+    wait_until("the old leader to pause before settling", WAIT, || {
+        is_stopped(pid)
+    });
+    let api = &sites[0].api;
+    assert_eq!(
+        api.invalidate_requests().len(),
+        1,
+        "the old leader's request went out"
+    );
+    new.wait_log("this node leads", WAIT);
+    wait_until("the new leader to settle everything", WAIT, || {
+        pg.number("SELECT count(*) FROM owed") == 0 && pg.number("SELECT count(*) FROM sent") == 50
+    });
+    old.signal(libc::SIGCONT);
+    old.wait_log("fenced", WAIT);
+    assert_eq!(
+        pg.number("SELECT count(*) FROM sent WHERE node = 'web-1'"),
+        0,
+        "the old leader settled after the take-over:\n{}",
+        old.log()
+    );
+    assert_eq!(pg.number("SELECT count(*) FROM owed"), 0);
+    wait_until("the new leader's token in its token file", WAIT, || {
+        api.tokens_issued().contains(&token_file(&sites[1]))
+    });
 }

@@ -140,6 +140,31 @@ impl Pg {
         path
     }
 
+    /// A number the query (as the superuser, in the `optiwatch` database)
+    /// returns in its first row and column.
+    pub fn number(&self, sql: &str) -> i64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::Config::new()
+                .host_path(self.dir.path().join("data"))
+                .port(self.port)
+                .user("postgres")
+                .dbname("optiwatch")
+                .connect(tokio_postgres::NoTls)
+                .await
+                .expect("connect as postgres over the socket");
+            tokio::spawn(conn);
+            let row = client
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            row.get::<_, i64>(0)
+        })
+    }
+
     /// Runs statements as the superuser over the unix socket.
     pub fn admin(&self, statements: &[&str]) {
         let rt = tokio::runtime::Builder::new_current_thread()
