@@ -41,6 +41,9 @@ pub struct Status {
     pub last_token_at: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
+    /// `[shared]`: the nodes and the shared outbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<crate::shared::status::SharedStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +82,10 @@ fn status(config: &Config) -> anyhow::Result<Status> {
         last_token_at: None,
         last_error: None,
         last_error_at: None,
+        shared: match &config.shared {
+            Some(shared) => Some(crate::shared::status::read(shared)?),
+            None => None,
+        },
     };
     if status.exists {
         status.running = lock_holder(&config.state);
@@ -227,6 +234,9 @@ impl Status {
                 error,
                 when(self.last_error_at)
             ));
+        }
+        if let Some(shared) = &self.shared {
+            out.push_str(&shared.human());
         }
         out
     }

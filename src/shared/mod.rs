@@ -17,6 +17,7 @@ pub mod lease;
 pub(crate) mod node;
 mod outbox;
 mod schema;
+pub(crate) mod status;
 
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ impl std::fmt::Debug for SharedStore {
 }
 
 /// A node as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeInfo {
     pub name: String,
     /// Seconds since the node last checked in.
@@ -139,28 +140,32 @@ impl SharedStore {
 
     /// Every node that ever checked in, by name.
     pub async fn nodes(&self) -> anyhow::Result<Vec<NodeInfo>> {
-        let rows = self
-            .client
-            .query(
-                "SELECT n.name, extract(epoch FROM now() - n.last_seen)::bigint, n.watches,
-                        l.holder = n.instance AND l.expires_at > clock_timestamp()
-                 FROM nodes n LEFT JOIN lease l ON l.id = 1 ORDER BY n.name",
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| NodeInfo {
-                name: r.get(0),
-                seen_secs_ago: r.get(1),
-                watches: r.get(2),
-                leader: r.get::<_, Option<bool>>(3).unwrap_or(false),
-            })
-            .collect())
+        Ok(read_nodes(&self.client).await?)
     }
 
     /// The connection, for the store's own modules.
     fn client(&mut self) -> &mut Client {
         &mut self.client
     }
+}
+
+/// Every node that ever checked in, by name, and which one leads.
+async fn read_nodes(client: &Client) -> Result<Vec<NodeInfo>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT n.name, extract(epoch FROM now() - n.last_seen)::bigint, n.watches,
+                    l.holder = n.instance AND l.expires_at > clock_timestamp()
+             FROM nodes n LEFT JOIN lease l ON l.id = 1 ORDER BY n.name",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| NodeInfo {
+            name: r.get(0),
+            seen_secs_ago: r.get(1),
+            watches: r.get(2),
+            leader: r.get::<_, Option<bool>>(3).unwrap_or(false),
+        })
+        .collect())
 }

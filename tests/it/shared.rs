@@ -385,6 +385,25 @@ fn many_nodes_send_once(layout: Layout) {
     );
     assert_eq!(sorted(invalidations[0].assets.clone()), sorted(want));
     assert_eq!(api.token_requests().len(), 1, "{}", logs());
+    // `status` on any node shows every node and the one leader.
+    let status = sites[2].status();
+    let nodes = status["shared"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(names, ["web-1", "web-2", "web-3"], "{status}");
+    let leaders = nodes.iter().filter(|n| n["leader"] == true).count();
+    assert_eq!(leaders, 1, "{status}");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["watches"].as_str().is_some_and(|w| !w.is_empty())),
+        "{status}"
+    );
+    assert_eq!(status["shared"]["assets_owed"], 0, "{status}");
+    let human = sites[0].run(&["status"]).expect(0).stdout;
+    assert!(human.contains("(leader: sends)"), "{human}");
 }
 
 #[test]
