@@ -30,3 +30,38 @@ impl Store {
         self.meta(&key("published", account))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::accounts::AccountId;
+    use crate::state::testing::store;
+    use crate::state::{Changes, Owed};
+
+    /// The SQLite side of the shared store's recording figure (README,
+    /// "Many web nodes"): 100,000 owed assets in chunks of 10,000, as a
+    /// walk records them. Run with
+    /// `cargo test --release --lib bench_sqlite_records -- --ignored --nocapture`;
+    /// the PostgreSQL side is `shared::bench_postgres_records` in tests/it.
+    #[test]
+    #[ignore]
+    fn bench_sqlite_records_100k_changes() {
+        let (_dir, mut store) = store();
+        let started = std::time::Instant::now();
+        for chunk in 0..10 {
+            let assets = (0..10_000)
+                .map(|i| Owed {
+                    asset: format!("https://example.com/uploads/img/{chunk}/{i}.jpg"),
+                    account: AccountId::Default,
+                })
+                .collect();
+            store
+                .record(&Changes {
+                    assets,
+                    ..Changes::default()
+                })
+                .unwrap();
+        }
+        eprintln!("sqlite: 100000 changes recorded in {:?}", started.elapsed());
+        assert_eq!(store.owed_count().unwrap(), 100_000);
+    }
+}

@@ -504,3 +504,33 @@ fn a_paused_old_leader_settles_nothing_after_the_take_over() {
         api.tokens_issued().contains(&token_file(&sites[1]))
     });
 }
+
+/// The PostgreSQL side of the recording figure (README, "Many web
+/// nodes"): 100,000 changes into the shared outbox in chunks of 10,000,
+/// then the same again from a second node (all no-ops: already owed). Run
+/// with `cargo test --release --test it bench_postgres_records -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_postgres_records_100k_changes() {
+    let Some(pg) = Pg::start() else { return };
+    rt().block_on(async {
+        let lease = Duration::from_secs(15);
+        let mut a = SharedStore::open(&config(&pg, "web-1", lease)).await.unwrap();
+        let mut b = SharedStore::open(&config(&pg, "web-2", lease)).await.unwrap();
+        let chunks: Vec<Vec<OwedChange>> = (0..10)
+            .map(|c| (0..10_000).map(|i| change(&format!("https://example.com/uploads/img/{c}/{i}.jpg"), 1)).collect())
+            .collect();
+        let started = std::time::Instant::now();
+        for chunk in &chunks {
+            a.owe(chunk).await.unwrap();
+        }
+        let first = started.elapsed();
+        let started = std::time::Instant::now();
+        for chunk in &chunks {
+            assert_eq!(b.owe(chunk).await.unwrap(), 0);
+        }
+        let again = started.elapsed();
+        eprintln!("postgres: 100000 changes recorded in {first:?}; the same 100000 from a second node in {again:?}");
+        assert_eq!(a.owed_count().await.unwrap(), 100_000);
+    });
+}
