@@ -534,3 +534,29 @@ fn bench_postgres_records_100k_changes() {
         assert_eq!(a.owed_count().await.unwrap(), 100_000);
     });
 }
+
+#[test]
+fn sslmode_require_speaks_tls_with_the_ca_file_and_refuses_without_tls() {
+    if skip::lacks(&[Need::Program("openssl")]) {
+        return;
+    }
+    let Some(pg) = Pg::start() else { return };
+    let rt = rt();
+    let mut cfg = config(&pg, "web-1", Duration::from_secs(15));
+    cfg.database = format!("{}?sslmode=require", pg.url());
+    // The server has no TLS yet: `require` refuses to go on in clear.
+    let err = format!("{:#}", rt.block_on(SharedStore::open(&cfg)).unwrap_err());
+    assert!(err.contains("cannot connect to the shared store"), "{err}");
+    let ca = pg.enable_tls();
+    // A certificate no public authority signed: refused without ca_file.
+    let err = format!("{:#}", rt.block_on(SharedStore::open(&cfg)).unwrap_err());
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    cfg.ca_file = Some(ca);
+    let store = rt.block_on(SharedStore::open(&cfg)).unwrap();
+    let tls = pg.number(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.usename = 'optiwatch'",
+    );
+    assert_eq!(tls, 1, "the node's connection is encrypted");
+    drop(store);
+}

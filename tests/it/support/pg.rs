@@ -140,6 +140,52 @@ impl Pg {
         path
     }
 
+    /// Turns TLS on with a fresh CA and a server certificate for
+    /// 127.0.0.1 (made with `openssl`); returns the CA's PEM file.
+    pub fn enable_tls(&self) -> PathBuf {
+        let dir = self.dir.path();
+        let data = dir.join("data");
+        let sh = |script: &str| {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca \
+            -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE \
+            -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null",
+        );
+        sh("openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null \
+            && printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext \
+            && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+               -extfile ext -out server.pem 2>/dev/null");
+        for name in ["server.pem", "server.key"] {
+            std::fs::copy(dir.join(name), data.join(name)).unwrap();
+            // SAFETY: geteuid(2) only returns a number.
+            if unsafe { libc::geteuid() } == 0 {
+                std::os::unix::fs::chown(data.join(name), Some(65534), Some(65534)).unwrap();
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data.join(name), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
+        self.admin(&[
+            "ALTER SYSTEM SET ssl_cert_file = 'server.pem'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "ALTER SYSTEM SET ssl = on",
+            "SELECT pg_reload_conf()",
+        ]);
+        dir.join("ca.pem")
+    }
+
     /// A number the query (as the superuser, in the `optiwatch` database)
     /// returns in its first row and column.
     pub fn number(&self, sql: &str) -> i64 {
