@@ -73,7 +73,9 @@ impl SharedStore {
             client,
             node: shared.node.clone(),
             holder: format!("{}#{:016x}", shared.node, fastrand::u64(..)),
-            lease: shared.lease,
+            // `[shared] lease` is the fail-over time: a follower asks every
+            // tenth of it (see `node`), so the row lasts nine tenths.
+            lease: shared.lease.mul_f64(0.9),
             fence: None,
         };
         store.heartbeat("").await?;

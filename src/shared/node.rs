@@ -59,7 +59,7 @@ pub async fn run(
             .map(|r| r.dir.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        renew_every: shared_config.lease / 3,
+        lease: shared_config.lease,
         config,
         local,
         accounts,
@@ -84,7 +84,9 @@ struct Node {
     config: Config,
     rules: RuleSet,
     watches: String,
-    renew_every: Duration,
+    /// `[shared] lease`: the leader renews every third of it, a follower
+    /// asks every tenth, so a dead leader is replaced within it.
+    lease: Duration,
     local: Store,
     accounts: Accounts,
     shared: SharedStore,
@@ -120,7 +122,7 @@ impl Node {
             self.busy = pulse.borrow_and_update().busy;
             if self
                 .renewed
-                .is_none_or(|at| at.elapsed() >= self.renew_every)
+                .is_none_or(|at| at.elapsed() >= self.renew_every())
             {
                 self.lead_or_follow().await?;
             }
@@ -148,6 +150,13 @@ impl Node {
                 changed = pulse.changed() => if changed.is_err() { return Ok(()) },
                 _ = tokio::time::sleep(TICK) => {}
             }
+        }
+    }
+
+    fn renew_every(&self) -> Duration {
+        match self.leading {
+            Some(_) => self.lease / 3,
+            None => self.lease / 10,
         }
     }
 
