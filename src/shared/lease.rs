@@ -56,12 +56,14 @@ pub(super) async fn take_or_renew(
         )
         .await?;
     if let Some(row) = row {
-        return Ok(Role::Leader { fence: row.get(0) });
+        return Ok(Role::Leader {
+            fence: row.try_get(0)?,
+        });
     }
     let leader = client
         .query_one("SELECT node FROM lease WHERE id = 1", &[])
         .await?
-        .get(0);
+        .try_get(0)?;
     Ok(Role::Follower { leader })
 }
 
@@ -87,7 +89,7 @@ pub async fn check(client: &impl GenericClient, fence: i64) -> anyhow::Result<()
     let current: i64 = client
         .query_one("SELECT fence FROM lease WHERE id = 1 FOR SHARE", &[])
         .await?
-        .get(0);
+        .try_get(0)?;
     if current != fence {
         return Err(Fenced {
             mine: fence,

@@ -161,13 +161,14 @@ async fn read_nodes(client: &Client) -> Result<Vec<NodeInfo>, tokio_postgres::Er
             &[],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| NodeInfo {
-            name: r.get(0),
-            seen_secs_ago: r.get(1),
-            watches: r.get(2),
-            leader: r.get::<_, Option<bool>>(3).unwrap_or(false),
+    rows.iter()
+        .map(|r| {
+            Ok(NodeInfo {
+                name: r.try_get(0)?,
+                seen_secs_ago: r.try_get(1)?,
+                watches: r.try_get(2)?,
+                leader: r.try_get::<_, Option<bool>>(3)?.unwrap_or(false),
+            })
         })
-        .collect())
+        .collect()
 }

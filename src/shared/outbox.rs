@@ -85,7 +85,10 @@ impl SharedStore {
             )
             .await
             .context("cannot record changes in the shared store")?;
-        let mut owing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let mut owing: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
         owing.sort();
         owing.dedup();
         if !owing.is_empty() {
@@ -111,12 +114,14 @@ impl SharedStore {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| PendingAsset {
-                asset: r.get(0),
-                gen: r.get(1),
-                hash: r.get(2),
+            .map(|r| {
+                Ok(PendingAsset {
+                    asset: r.try_get(0)?,
+                    gen: r.try_get(1)?,
+                    hash: r.try_get(2)?,
+                })
             })
-            .collect())
+            .collect::<Result<_, tokio_postgres::Error>>()?)
     }
 
     /// Every owed asset with its account, oldest first.
@@ -131,16 +136,16 @@ impl SharedStore {
         Ok(rows
             .iter()
             .map(|r| {
-                (
-                    AccountId::from_stored(r.get(0)),
+                Ok((
+                    AccountId::from_stored(r.try_get(0)?),
                     PendingAsset {
-                        asset: r.get(1),
-                        gen: r.get(2),
-                        hash: r.get(3),
+                        asset: r.try_get(1)?,
+                        gen: r.try_get(2)?,
+                        hash: r.try_get(3)?,
                     },
-                )
+                ))
             })
-            .collect())
+            .collect::<Result<_, tokio_postgres::Error>>()?)
     }
 
     pub async fn owed_count(&mut self) -> anyhow::Result<i64> {
@@ -148,7 +153,7 @@ impl SharedStore {
             .client()
             .query_one("SELECT count(*) FROM owed", &[])
             .await?
-            .get(0))
+            .try_get(0)?)
     }
 
     /// Accounts with assets or a token owed.
@@ -163,8 +168,8 @@ impl SharedStore {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| AccountId::from_stored(r.get(0)))
-            .collect())
+            .map(|r| Ok(AccountId::from_stored(r.try_get(0)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()?)
     }
 
     /// Optimole accepted `assets`: they leave the outbox (unless owed anew
@@ -214,10 +219,14 @@ impl SharedStore {
                 &[&account.stored()],
             )
             .await?;
-        Ok(row.map(|r| PublishedToken {
-            token: r.get(0),
-            seq: r.get(1),
-        }))
+        Ok(row
+            .map(|r| {
+                Ok::<_, tokio_postgres::Error>(PublishedToken {
+                    token: r.try_get(0)?,
+                    seq: r.try_get(1)?,
+                })
+            })
+            .transpose()?)
     }
 
     /// Whether `account` owes a token (to request) or has one fetched.
@@ -229,7 +238,8 @@ impl SharedStore {
                 &[&account.stored()],
             )
             .await?;
-        Ok(row.is_some_and(|r| r.get::<_, String>(0) != "settled"))
+        let state = row.map(|r| r.try_get::<_, String>(0)).transpose()?;
+        Ok(state.is_some_and(|s| s != "settled"))
     }
 
     /// The accepted count before a token request: what the token covers.
@@ -241,7 +251,7 @@ impl SharedStore {
                 &[&account.stored()],
             )
             .await?;
-        Ok(row.map_or(0, |r| r.get(0)))
+        Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
     }
 
     /// A token fetched at `mark` was published by this leader: the newest
@@ -262,7 +272,7 @@ impl SharedStore {
                 &[&account.stored()],
             )
             .await?
-            .get(0);
+            .try_get(0)?;
         tx.execute(
             "INSERT INTO tokens (account) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&account.stored()],

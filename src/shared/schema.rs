@@ -73,7 +73,7 @@ pub async fn migrate(client: &mut Client) -> anyhow::Result<i32> {
         .query_opt("SELECT version FROM optiwatch_schema", &[])
         .await?
     {
-        Some(row) => row.get(0),
+        Some(row) => row.try_get(0)?,
         None => {
             tx.execute("INSERT INTO optiwatch_schema (version) VALUES (0)", &[])
                 .await?;

@@ -34,7 +34,8 @@ async fn read_async(shared: &SharedConfig) -> anyhow::Result<SharedStatus> {
         .query_one("SELECT count(*) FROM owed", &[])
         .await
         .map_err(bad)?
-        .get(0);
+        .try_get(0)
+        .map_err(bad)?;
     let nodes = super::read_nodes(&client).await.map_err(bad)?;
     Ok(SharedStatus {
         database: shared.database.clone(),
