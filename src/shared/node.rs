@@ -126,11 +126,21 @@ impl Node {
             {
                 self.lead_or_follow().await?;
             }
-            self.push().await?;
-            if self.leading.is_some() {
-                self.lead().await?;
-            } else {
-                self.follow_tokens().await?;
+            let round = match self.push().await {
+                Ok(()) if self.leading.is_some() => self.lead().await,
+                Ok(()) => self.follow_tokens().await,
+                Err(e) => Err(e),
+            };
+            match round {
+                // Two nodes writing the same rows at once: the next round
+                // does it again (nothing was committed).
+                Err(e) if is_conflict(&e) => {
+                    tracing::debug!(
+                        error = format!("{e:#}"),
+                        "shared store conflict; trying again"
+                    )
+                }
+                other => other?,
             }
             if let Some(leading) = &mut self.leading {
                 if leading.sender.is_finished() {
@@ -403,4 +413,16 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// A deadlock or serialization failure: PostgreSQL rolled the transaction
+/// back and it can simply run again.
+fn is_conflict(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+        .filter_map(|e| e.code())
+        .any(|code| {
+            *code == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                || *code == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+        })
 }

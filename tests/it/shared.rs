@@ -478,9 +478,16 @@ fn a_paused_old_leader_settles_nothing_after_the_take_over() {
     let new = sites[1].watch();
     change_images(&sites, Layout::Replicated, 0..50, b"v2");
     let pid = old.pid();
-    wait_until("the old leader to pause before settling", WAIT, || {
-        is_stopped(pid)
-    });
+    let deadline = std::time::Instant::now() + WAIT;
+    while !is_stopped(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old leader did not pause before settling:\n{}\n----\n{}",
+            old.log(),
+            new.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let api = &sites[0].api;
     assert_eq!(
         api.invalidate_requests().len(),
