@@ -204,6 +204,7 @@ impl Node {
             }
             let owed = self.shared.owe(&changes).await?;
             self.local.settle(&pending)?;
+            self.local.token_handed_on(&account)?;
             tracing::info!(account = %account, assets = changes.len(), owed, "recorded in the shared store");
         }
         Ok(())

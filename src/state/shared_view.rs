@@ -24,8 +24,24 @@ impl Store {
         Ok(hash.and_then(|h| <[u8; 32]>::try_from(h).ok()))
     }
 
-    /// The token `account` last published (with when it was requested,
-    /// which tells two publications of one token apart).
+    /// With `[shared]`: the account's owed assets went to the shared
+    /// store, whose leader owes the token after them; this store owes none
+    /// once it owes no asset of the account (so `status` says so).
+    pub fn token_handed_on(&mut self, account: &AccountId) -> anyhow::Result<()> {
+        let tx = self.write()?;
+        let owed: i64 = tx.query_row(
+            "SELECT count(*) FROM outbox WHERE account = ?1",
+            [account],
+            |r| r.get(0),
+        )?;
+        if owed == 0 {
+            super::set_meta(&tx, &key("token_state", account), "settled")?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The token `account` last published.
     pub fn published_by(&self, account: &AccountId) -> anyhow::Result<Option<String>> {
         self.meta(&key("published", account))
     }

@@ -402,6 +402,9 @@ fn many_nodes_send_once(layout: Layout) {
         "{status}"
     );
     assert_eq!(status["shared"]["assets_owed"], 0, "{status}");
+    // The node's own store owes nothing: it went to the shared store.
+    assert_eq!(status["assets_owed"], 0, "{status}");
+    assert_eq!(status["token"], "settled", "{status}");
     let human = sites[0].run(&["status"]).expect(0).stdout;
     assert!(human.contains("(leader: sends)"), "{human}");
 }
@@ -566,4 +569,30 @@ fn sslmode_require_speaks_tls_with_the_ca_file_and_refuses_without_tls() {
     );
     assert_eq!(tls, 1, "the node's connection is encrypted");
     drop(store);
+}
+
+#[test]
+fn a_leader_that_loses_its_database_connection_stops_and_another_takes_over() {
+    if skip::lacks(&[Need::Program("setpriv")]) {
+        return;
+    }
+    let Some(pg) = Pg::start() else { return };
+    let sites = nodes(&pg, 2, Layout::Replicated, "3s", 20);
+    let mut daemons: Vec<Daemon> = sites.iter().map(Site::watch).collect();
+    let first = leader(&daemons);
+    let node = format!("optiwatch web-{}", first + 1);
+    pg.admin(&[&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{node}'"
+    )]);
+    let cut = daemons.remove(first);
+    let code = cut.wait(WAIT);
+    assert_eq!(code, Some(1), "the cut-off leader stops with an error");
+    let other = &daemons[0];
+    other.wait_log("this node leads", WAIT);
+    change_images(&sites, Layout::Replicated, 0..20, b"v2");
+    let want: Vec<String> = (0..20).map(|i| url(&image(i))).collect();
+    let api = &sites[0].api;
+    wait_until("the new leader to send the changes", WAIT, || {
+        has_all(&want)(&api.requests())
+    });
 }
