@@ -17,28 +17,28 @@
 //! drops the mirror: what it had not settled in PostgreSQL is still owed
 //! there, for the new leader.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod leading;
+
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Fenced, OwedChange, PendingAsset, Role, SharedStore};
+use super::{OwedChange, Role, SharedStore};
 use crate::accounts::{AccountId, Accounts};
 use crate::config::Config;
 use crate::rules::RuleSet;
-use crate::session::{Access, Session, SessionLock};
-use crate::state::{Changes, Owed, Store, TokenState};
-use crate::watch::{Pulse, Sender};
+use crate::session::Session;
+use crate::state::Store;
+use crate::watch::Pulse;
+use leading::Leading;
 
 /// How often the bridge looks for work when nothing wakes it.
 const TICK: Duration = Duration::from_millis(200);
-/// How long the sender gets to stop when leadership ends.
-const SENDER_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs until `shutdown`; an error stops the daemon (a supervisor restarts
 /// it; everything recorded is in one of the stores).
@@ -98,20 +98,6 @@ struct Node {
     busy: bool,
 }
 
-/// The leader's sender and its mirror.
-struct Leading {
-    fence: i64,
-    mirror: Store,
-    /// Mirrored assets: their account, generation and hash in PostgreSQL.
-    mirrored: HashMap<String, (AccountId, i64, Vec<u8>)>,
-    /// Per account, the token the mirror last published, as last seen.
-    published: HashMap<AccountId, Option<String>>,
-    pulse: watch::Sender<Pulse>,
-    stop: watch::Sender<bool>,
-    sender: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _lock: SessionLock,
-}
-
 impl Node {
     async fn serve(
         &mut self,
@@ -142,18 +128,8 @@ impl Node {
                 }
                 other => other?,
             }
-            if let Some(leading) = &mut self.leading {
-                if leading.sender.is_finished() {
-                    let ended = (&mut leading.sender).await;
-                    self.leading = None;
-                    return match ended {
-                        Ok(Ok(())) => Err(anyhow::anyhow!(
-                            "the sender stopped without being asked to (a bug)"
-                        )),
-                        Ok(Err(e)) => Err(e.context("the sender failed")),
-                        Err(e) => Err(anyhow::anyhow!("the sender crashed: {e}")),
-                    };
-                }
+            if let Some(ended) = self.sender_ended().await {
+                return Err(ended);
             }
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
@@ -229,168 +205,6 @@ impl Node {
             }
         }
         Ok([0; 32])
-    }
-
-    fn mirror_path(&self) -> PathBuf {
-        let mut name = self.config.state.as_os_str().to_owned();
-        name.push(".send.db");
-        PathBuf::from(name)
-    }
-
-    async fn start_leading(&mut self, fence: i64) -> anyhow::Result<Leading> {
-        let path = self.mirror_path();
-        // A mirror of an earlier leadership is stale: the shared store
-        // says what is owed now.
-        for suffix in ["", "-wal", "-shm"] {
-            let mut name = path.as_os_str().to_owned();
-            name.push(suffix);
-            match std::fs::remove_file(&name) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "cannot remove the old send mirror {}",
-                            PathBuf::from(&name).display()
-                        )
-                    })
-                }
-                _ => {}
-            }
-        }
-        let mut config = self.config.clone();
-        config.state = path;
-        let session = Session::open(&config, Access::ReadWrite)?;
-        let lock = session.lock()?;
-        let mut mirror = session.connect()?;
-        for account in self.accounts.ids() {
-            if self.shared.token_owed(account).await? {
-                mirror.owe_token(account)?;
-            }
-        }
-        let published = self
-            .accounts
-            .ids()
-            .into_iter()
-            .map(|a| Ok((a.clone(), mirror.published_by(a)?)))
-            .collect::<anyhow::Result<_>>()?;
-        let sender = Sender::new(session, config)?;
-        let (pulse_tx, pulse_rx) = watch::channel(Pulse::default());
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let sender = tokio::spawn(sender.run(pulse_rx, stop_rx));
-        Ok(Leading {
-            fence,
-            mirror,
-            mirrored: HashMap::new(),
-            published,
-            pulse: pulse_tx,
-            stop: stop_tx,
-            sender,
-            _lock: lock,
-        })
-    }
-
-    /// Stops the sender and drops the mirror, if this node led.
-    async fn step_down(&mut self) {
-        let Some(leading) = self.leading.take() else {
-            return;
-        };
-        let _ = leading.stop.send(true);
-        let mut sender = leading.sender;
-        if tokio::time::timeout(SENDER_GRACE, &mut sender)
-            .await
-            .is_err()
-        {
-            sender.abort();
-        }
-        tracing::info!(node = %self.shared.node(), "this node no longer sends");
-    }
-
-    /// One round of leading: settle what the sender settled, mirror what
-    /// is owed, record published tokens. Fenced: step down.
-    async fn lead(&mut self) -> anyhow::Result<()> {
-        match self.leader_round().await {
-            Err(e) if e.downcast_ref::<Fenced>().is_some() => {
-                tracing::warn!(error = format!("{e:#}"), "fenced: stopping the sender");
-                self.step_down().await;
-                self.renewed = None;
-                Ok(())
-            }
-            other => other,
-        }
-    }
-
-    async fn leader_round(&mut self) -> anyhow::Result<()> {
-        let Some(leading) = self.leading.as_mut() else {
-            return Ok(());
-        };
-        let fence = leading.fence;
-        // Settled in the mirror: settle in the shared store, per account.
-        let still: HashSet<String> = leading.mirror.owed()?.into_iter().collect();
-        let mut gone: BTreeMap<AccountId, Vec<PendingAsset>> = BTreeMap::new();
-        for (asset, (account, gen, hash)) in &leading.mirrored {
-            if !still.contains(asset) {
-                gone.entry(account.clone()).or_default().push(PendingAsset {
-                    asset: asset.clone(),
-                    gen: *gen,
-                    hash: hash.clone(),
-                });
-            }
-        }
-        if !gone.is_empty() {
-            crate::failpoint::pause_at("shared-settle");
-        }
-        for (account, assets) in gone {
-            self.shared.settle(fence, &account, &assets).await?;
-            for p in &assets {
-                leading.mirrored.remove(&p.asset);
-            }
-        }
-        // Owed in the shared store and not (or in an older generation)
-        // in the mirror.
-        let mut fresh = Vec::new();
-        for row in self.shared.owed_all().await? {
-            let current = leading
-                .mirrored
-                .get(&row.1.asset)
-                .is_some_and(|(_, gen, _)| *gen == row.1.gen);
-            if !current {
-                fresh.push(Owed {
-                    asset: row.1.asset.clone(),
-                    account: row.0.clone(),
-                });
-                leading
-                    .mirrored
-                    .insert(row.1.asset, (row.0, row.1.gen, row.1.hash));
-            }
-        }
-        if !fresh.is_empty() {
-            leading.mirror.record(&Changes {
-                assets: fresh,
-                ..Changes::default()
-            })?;
-        }
-        let busy = self.busy;
-        leading.pulse.send_modify(|p| {
-            p.recorded = p.recorded.wrapping_add(1);
-            p.busy = busy;
-        });
-        // Tokens the sender published: the newest token for every node.
-        for account in self.accounts.ids() {
-            let now = leading.mirror.published_by(account)?;
-            if now.is_none() || leading.published.get(account) == Some(&now) {
-                continue;
-            }
-            let token = now.clone().unwrap_or_default();
-            let covered = leading.mirror.token_state(account)? == TokenState::Settled;
-            let mark = if covered { i64::MAX } else { -1 };
-            self.shared
-                .token_published(fence, account, &token, mark)
-                .await?;
-            leading.published.insert(account.clone(), now);
-            if let Some(t) = self.shared.published_token(account).await? {
-                self.seen.insert(account.clone(), t.seq);
-            }
-        }
-        Ok(())
     }
 
     /// A follower publishes each newer token to its own destinations.
