@@ -35,5 +35,6 @@ pub mod rules;
 mod scan;
 mod secret;
 mod session;
+pub mod shared;
 mod state;
 mod watch;

@@ -225,6 +225,12 @@ const FILES: Section = Section {
              bytes, readable by its owner only.",
         ),
         (
+            "`state`*.send.db*",
+            "With `[shared]`: the leader's local mirror of the shared PostgreSQL \
+             outbox, which its sender works from; rebuilt whenever the node becomes \
+             leader. `[shared] password_file` holds the database password.",
+        ),
+        (
             "`/usr/lib/systemd/system/optiwatch.service`",
             "The systemd unit of the Debian package: runs *watch* as the system user \
              *optiwatch*.",
@@ -260,6 +266,11 @@ const ENVIRONMENT: Section = Section {
         (
             "*RUST_LOG*",
             "A tracing filter (e.g. *optiwatch=debug*) that overrides *-v* and *-q*.",
+        ),
+        (
+            "*PGPASSFILE*",
+            "With `[shared]` and no *password_file*: a pgpass file \
+             (host:port:database:user:password lines) holding the database password.",
         ),
         ("*NO_COLOR*", "Turns off colours in human log lines."),
         (

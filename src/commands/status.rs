@@ -55,6 +55,9 @@ pub struct Status {
     /// Per Optimole account of the config (the `[api]` one, `default`,
     /// first), and any the store still owes work to.
     pub accounts: Vec<AccountStatus>,
+    /// `[shared]`: the nodes and the shared outbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<crate::shared::status::SharedStatus>,
 }
 
 /// One account's share of the store.
@@ -111,6 +114,10 @@ fn status(config: &Config) -> anyhow::Result<Status> {
         last_error_at: None,
         live: None,
         accounts: Vec::new(),
+        shared: match &config.shared {
+            Some(shared) => Some(crate::shared::status::read(shared)?),
+            None => None,
+        },
     };
     status.live = live(config);
     if status.exists {
@@ -321,6 +328,9 @@ impl Status {
                 error,
                 when(self.last_error_at)
             ));
+        }
+        if let Some(shared) = &self.shared {
+            out.push_str(&shared.human());
         }
         out
     }

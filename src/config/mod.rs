@@ -8,6 +8,7 @@ mod hints;
 mod keys;
 pub mod lookup;
 mod raw;
+mod shared;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use url::Url;
 
 use keys::key_source;
 use raw::{RawConfig, RawToken};
+pub use shared::SharedConfig;
 pub use values::{is_loopback, MAX_BATCH};
 
 use crate::display::normalize;
@@ -42,6 +44,8 @@ pub struct Config {
     pub watch: WatchConfig,
     pub metrics: MetricsConfig,
     pub history: HistoryConfig,
+    /// `[shared]`: the PostgreSQL store several nodes share, if any.
+    pub shared: Option<SharedConfig>,
 }
 
 /// `[history]`: how long the store remembers what Optimole accepted
@@ -354,8 +358,13 @@ impl Config {
                 rule.dir.display()
             ));
         }
+        let shared = match raw.shared {
+            Some(s) => Some(shared::resolve(&base, s, at)?),
+            None => None,
+        };
         Ok(Config {
             path: path.to_path_buf(),
+            shared,
             watch,
             metrics,
             history,
@@ -388,7 +397,20 @@ fn hide_credentials(text: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    // `?password=...` of a database URL.
+    let mut hidden = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("password=") {
+        let (head, tail) = rest.split_at(at + "password=".len());
+        hidden.push_str(head);
+        hidden.push_str("***");
+        let end = tail
+            .find(|c: char| c == '&' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    hidden.push_str(rest);
+    hidden
 }
 
 fn token_config(base: &Path, raw: RawToken) -> TokenConfig {

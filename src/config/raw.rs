@@ -23,6 +23,7 @@ pub(super) struct RawConfig {
     pub(super) watch: RawWatch,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
+    pub(super) shared: Option<super::shared::RawShared>,
     #[serde(default)]
     pub(super) history: RawHistory,
 }

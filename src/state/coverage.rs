@@ -271,6 +271,8 @@ impl Store {
             }
         }
         set_meta(&tx, "last_token", token)?;
+        // Per account, for the shared store's bridge (crate::shared::node).
+        set_meta(&tx, &key("published", account), token)?;
         set_meta(&tx, "last_token_at", &unix_now().to_string())?;
         tx.commit()?;
         Ok(())

@@ -22,6 +22,7 @@ mod lock;
 mod outbox;
 mod refused;
 mod schema;
+mod shared_view;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -35,7 +35,7 @@ use crate::control::jobs::Channels;
 use crate::session::{Access, Session};
 use detector::Detector;
 use folders::FileId;
-use sender::{Pulse, Sender};
+pub(crate) use sender::{Pulse, Sender};
 
 /// How long workers get to stop before they are aborted.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -139,7 +139,9 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let channels = Channels::new();
     // Without it the daemon still does its work; commands beside it then
     // meet the store lock, as with `[watch] control = false`.
-    let _control = match config.watch.control {
+    // With [shared] the leader's bridge sends, not this daemon's sender,
+    // so nothing here could answer a request: no socket (not yet built).
+    let _control = match config.watch.control && config.shared.is_none() {
         true => {
             crate::control::server::start(&crate::control::socket_path(&config.state), &channels)
                 .inspect_err(|e| {
@@ -167,16 +169,33 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         // session did it already; this finds nothing more.)
         session.adopt_orphans()?;
         let store_file = detector.store_file();
-        let sender = Sender::new(
-            session,
-            config.clone(),
-            channels.sender_rx.clone(),
-            channels.live.clone(),
-        )?;
+        // With [shared], the shared store's bridge sends (on the leader).
+        let (sender, bridge) = match config.shared {
+            Some(_) => (None, Some(session)),
+            None => (
+                Some(Sender::new(
+                    session,
+                    config.clone(),
+                    channels.sender_rx.clone(),
+                    channels.live.clone(),
+                )?),
+                None,
+            ),
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut workers: Joined = JoinSet::new();
         let sender_stop = stop_rx.clone();
-        workers.spawn(async move { (Role::Sender, sender.run(pulse_rx, sender_stop).await) });
+        let bridge_config = config.clone();
+        workers.spawn(async move {
+            let done = match (sender, bridge) {
+                (Some(sender), _) => sender.run(pulse_rx, sender_stop).await,
+                (None, Some(session)) => {
+                    crate::shared::node::run(session, bridge_config, pulse_rx, sender_stop).await
+                }
+                (None, None) => Ok(()),
+            };
+            (Role::Sender, done)
+        });
         workers.spawn(async move { (Role::Detector, detector.run(stop_rx).await) });
 
         let next = loop {

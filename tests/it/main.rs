@@ -28,6 +28,7 @@ mod review;
 mod scan;
 mod secrets;
 mod settlement;
+mod shared;
 mod tokens;
 mod watch;
 mod wordpress;

@@ -13,6 +13,8 @@ pub enum Table {
     Token,
     Metrics,
     History,
+    /// `[shared]`: the PostgreSQL store of several nodes.
+    Shared,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -26,6 +28,7 @@ pub struct ConfigText {
     token: Vec<String>,
     metrics: Vec<String>,
     history: Vec<String>,
+    shared: Vec<String>,
     /// When set, the whole file, written as is.
     raw: Option<String>,
 }
@@ -66,6 +69,7 @@ impl ConfigText {
             Table::Token => &mut self.token,
             Table::Metrics => &mut self.metrics,
             Table::History => &mut self.history,
+            Table::Shared => &mut self.shared,
         }
     }
 
@@ -92,6 +96,7 @@ impl ConfigText {
             ("token", &self.token),
             ("metrics", &self.metrics),
             ("history", &self.history),
+            ("shared", &self.shared),
         ] {
             if !table.is_empty() {
                 text.push_str(&format!("[{name}]\n{}", lines(table)));

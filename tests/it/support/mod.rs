@@ -8,6 +8,7 @@
 
 pub mod fake_api;
 pub mod http;
+pub mod pg;
 pub mod skip;
 
 mod config;
