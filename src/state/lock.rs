@@ -30,16 +30,8 @@ impl StoreLock {
     pub fn acquire(state: &Path) -> anyhow::Result<StoreLock> {
         let path = lock_path(state);
         super::ensure_folder(state)?;
-        let pid_file = open_regular(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644),
-            &path,
-        )
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let pid_file = open_regular(&mut created(), &path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
         let mut pid_file = try_lock(pid_file)
             .with_context(|| format!("cannot lock {}", path.display()))?
             .map_err(|holder| busy(state, &holder))?;
@@ -75,18 +67,22 @@ fn busy(state: &Path, holder: &str) -> anyhow::Error {
 /// new database anyway.
 fn open_locked(path: &Path) -> std::io::Result<Result<File, String>> {
     let file = match open_regular(OpenOptions::new().read(true), path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => open_regular(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644),
-            path,
-        )?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => open_regular(&mut created(), path)?,
         opened => opened?,
     };
     try_lock(file)
+}
+
+/// Read-write, made (0644) when missing, never truncated.
+fn created() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644);
+    options
 }
 
 /// Opens `path` without ever waiting on it (a FIFO put in its place would

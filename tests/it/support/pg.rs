@@ -145,19 +145,7 @@ impl Pg {
     pub fn enable_tls(&self) -> PathBuf {
         let dir = self.dir.path();
         let data = dir.join("data");
-        let sh = |script: &str| {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .current_dir(dir)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{script}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let sh = |script: &str| super::sh(dir, script);
         sh(
             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca \
             -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE \
@@ -189,20 +177,7 @@ impl Pg {
     /// A number the query (as the superuser, in the `optiwatch` database)
     /// returns in its first row and column.
     pub fn number(&self, sql: &str) -> i64 {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::Config::new()
-                .host_path(self.dir.path().join("data"))
-                .port(self.port)
-                .user("postgres")
-                .dbname("optiwatch")
-                .connect(tokio_postgres::NoTls)
-                .await
-                .expect("connect as postgres over the socket");
-            tokio::spawn(conn);
+        self.as_superuser("optiwatch", async |client| {
             let row = client
                 .query_one(sql, &[])
                 .await
@@ -213,6 +188,23 @@ impl Pg {
 
     /// Runs statements as the superuser over the unix socket.
     pub fn admin(&self, statements: &[&str]) {
+        self.as_superuser("postgres", async |client| {
+            for sql in statements {
+                client
+                    .batch_execute(sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        })
+    }
+
+    /// Connects to `dbname` as the superuser over the unix socket and runs
+    /// `work` with the connection.
+    fn as_superuser<T>(
+        &self,
+        dbname: &str,
+        work: impl AsyncFnOnce(&tokio_postgres::Client) -> T,
+    ) -> T {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -222,18 +214,13 @@ impl Pg {
                 .host_path(self.dir.path().join("data"))
                 .port(self.port)
                 .user("postgres")
-                .dbname("postgres")
+                .dbname(dbname)
                 .connect(tokio_postgres::NoTls)
                 .await
                 .expect("connect as postgres over the socket");
             tokio::spawn(conn);
-            for sql in statements {
-                client
-                    .batch_execute(sql)
-                    .await
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            }
-        });
+            work(&client).await
+        })
     }
 }
 
