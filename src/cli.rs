@@ -25,14 +25,8 @@ use crate::logging::{self, LogFormat};
     about = "Keeps Optimole's image CDN in step with the origin."
 )]
 pub struct Cli {
-    /// Config file [default: ./watcher.toml, then /etc/optiwatch/watcher.toml]
-    #[arg(
-        long,
-        short = 'c',
-        global = true,
-        env = "OPTIWATCH_CONFIG",
-        value_name = "FILE"
-    )]
+    /// Config file [default: $OPTIWATCH_CONFIG, then ./watcher.toml, then /etc/optiwatch/watcher.toml]
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// More detail: logs at debug (-vv trace); scan lists every changed path

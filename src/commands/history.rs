@@ -67,6 +67,23 @@ pub fn run(config: &Config, args: HistoryArgs) -> anyhow::Result<ExitCode> {
     super::emit(args.json, &history, || history.human(), &[])
 }
 
+/// `--account` may name an account of an earlier config (history keeps
+/// its rows), so an unknown name is no error, but a typo should not look
+/// like a quiet day.
+fn warn_if_unknown(config: &Config, asked: &AccountId) {
+    let mut known: Vec<AccountId> = config.rules.iter().map(AccountId::of_rule).collect();
+    known.push(AccountId::Default);
+    known.sort();
+    known.dedup();
+    if !known.contains(asked) {
+        let names: Vec<String> = known.iter().map(AccountId::to_string).collect();
+        tracing::warn!(
+            "the config has no account named {asked}: its accounts are {}; history still lists what an earlier config's account of that name did",
+            names.join(", ")
+        );
+    }
+}
+
 fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<History> {
     let since = since(&args.since)?;
     let glob = match &args.path {
@@ -80,6 +97,9 @@ fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<History> {
         None => None,
     };
     let account = args.account.as_deref().map(AccountId::named);
+    if let Some(asked) = &account {
+        warn_if_unknown(config, asked);
+    }
     let mut out = History {
         version: 1,
         entries: Vec::new(),

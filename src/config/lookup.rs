@@ -1,6 +1,6 @@
 //! Where the config file is found when a command does not name one:
-//! `--config FILE`, then `$OPTIWATCH_CONFIG` (both arrive as the flag, clap
-//! reads the variable), then `./watcher.toml`, then
+//! `--config FILE`, then `$OPTIWATCH_CONFIG` (read here: set but empty
+//! counts as not set, as shells leave it), then `./watcher.toml`, then
 //! `/etc/optiwatch/watcher.toml`. The first two are taken as given (a
 //! missing named file is an error of its own); the last two are tried in
 //! order, and when neither exists the error names every place tried.
@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::exit_codes::UsageError;
 
+/// The variable naming the config when `--config` does not.
+pub const ENV: &str = "OPTIWATCH_CONFIG";
 /// The config in the working directory.
 pub const LOCAL_CONFIG: &str = "watcher.toml";
 /// The system-wide config, tried after the working directory's.
@@ -20,6 +22,9 @@ pub const SYSTEM_CONFIG: &str = "/etc/optiwatch/watcher.toml";
 pub fn locate(named: Option<&Path>) -> Result<PathBuf, UsageError> {
     if let Some(path) = named {
         return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os(ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
     }
     let tried = [Path::new(LOCAL_CONFIG), Path::new(SYSTEM_CONFIG)];
     // Anything there counts, a broken link too: loading it then says what

@@ -126,6 +126,8 @@ fn config_lookup_order_is_flag_then_env_then_working_dir() {
         .env("OPTIWATCH_CONFIG", "nope.toml")
         .run()
         .expect(0);
+    // Set but empty is not set (a shell's `OPTIWATCH_CONFIG= cmd`).
+    dry_run().env("OPTIWATCH_CONFIG", "").run().expect(0);
 }
 
 #[test]

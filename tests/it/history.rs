@@ -186,3 +186,17 @@ fn accepted_urls_and_changed_paths_are_logged_at_info() {
         assert!(line.matches("https://").count() <= 20, "{line}");
     }
 }
+
+/// A mistyped `--account` is not a quiet day: the config's names are
+/// shown (the name may still be an earlier config's, so it is no error).
+#[test]
+fn an_unknown_account_name_is_warned_about() {
+    let site = Site::new().files(&["a.jpg"]).baselined();
+    let out = site.run(&["history", "--account", "shpo"]).expect(0);
+    assert!(
+        out.stderr.contains("no account named shpo") && out.stderr.contains("default"),
+        "{out}"
+    );
+    let out = site.run(&["history", "--account", "default"]).expect(0);
+    assert!(!out.stderr.contains("no account named"), "{out}");
+}
