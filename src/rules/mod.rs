@@ -131,6 +131,9 @@ pub struct RuleSet {
     /// finding a file's rule costs a lookup per folder above it, not one
     /// comparison per rule (hundreds of sites in one config).
     by_dir: std::collections::HashMap<PathBuf, usize>,
+    /// The same folders by their bytes (foldhash): the walk asks for every
+    /// file, and hashing a `Path` parses it into components at each level.
+    by_bytes: hashbrown::HashMap<Vec<u8>, usize>,
 }
 
 impl RuleSet {
@@ -163,7 +166,16 @@ impl RuleSet {
             .enumerate()
             .map(|(i, r)| (r.dir.clone(), i))
             .collect();
-        Ok(RuleSet { rules, by_dir })
+        let by_bytes = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.dir.as_os_str().as_bytes().to_vec(), i))
+            .collect();
+        Ok(RuleSet {
+            rules,
+            by_dir,
+            by_bytes,
+        })
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -177,6 +189,38 @@ impl RuleSet {
     /// The rule whose folder holds `path` most closely, with `path` relative
     /// to that folder.
     pub fn owner<'p>(&self, path: &'p Path) -> Option<(usize, &'p Path)> {
+        self.owner_by_bytes(path)
+            .or_else(|| self.owner_by_components(path))
+    }
+
+    /// [`RuleSet::owner`] for a path spelled as the walk spells it (no `//`,
+    /// `.` or trailing `/`): each folder above it is a prefix ending before
+    /// a `/`, looked up by its bytes.
+    fn owner_by_bytes<'p>(&self, path: &'p Path) -> Option<(usize, &'p Path)> {
+        let bytes = path.as_os_str().as_bytes();
+        if !is_plain(bytes) {
+            return None;
+        }
+        let mut end = bytes.len();
+        loop {
+            if let Some(&i) = self.by_bytes.get(&bytes[..end]) {
+                let rel = match bytes.get(end..) {
+                    Some([b'/', rest @ ..]) => rest,
+                    _ => &[],
+                };
+                return Some((i, Path::new(std::ffi::OsStr::from_bytes(rel))));
+            }
+            end = bytes[..end].iter().rposition(|&b| b == b'/')?;
+            if end == 0 {
+                // A rule on "/" itself: left to the component search.
+                return None;
+            }
+        }
+    }
+
+    /// Any other spelling (and what the bytes did not find): by
+    /// components, as `Path` compares.
+    fn owner_by_components<'p>(&self, path: &'p Path) -> Option<(usize, &'p Path)> {
         // The deepest rule folder above `path` is the first one met going up.
         path.ancestors().find_map(|dir| {
             let i = *self.by_dir.get(dir)?;
@@ -268,6 +312,17 @@ fn globs(patterns: &[&str]) -> anyhow::Result<GlobSet> {
     Ok(set.build()?)
 }
 
+/// Whether `bytes` is an absolute path whose bytes are its components:
+/// no `//`, no `.` or `..` component, no trailing `/`.
+fn is_plain(bytes: &[u8]) -> bool {
+    if bytes.len() < 2 || bytes[0] != b'/' || bytes.ends_with(b"/") {
+        return false;
+    }
+    bytes[1..]
+        .split(|&b| b == b'/')
+        .all(|part| !matches!(part, b"" | b"." | b".."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +357,35 @@ mod tests {
 
     /// Many rules, and folders written with a trailing `/`: the deepest
     /// folder above a file still owns it.
+    /// Paths spelled with `//`, `.`, `..` or a trailing `/` get the same
+    /// answer as plain ones (by components, as `Path` compares).
+    #[test]
+    fn every_spelling_of_a_path_has_the_same_owner() {
+        let set = RuleSet::new(&[
+            rule("/srv/m", "https://a"),
+            rule("/srv/m/shop", "https://b"),
+        ])
+        .unwrap();
+        let owner = |p: &str| {
+            set.owner(Path::new(p))
+                .map(|(i, rel)| (i, rel.to_path_buf()))
+        };
+        let plain = Some((1, PathBuf::from("x/a.jpg")));
+        assert_eq!(owner("/srv/m/shop/x/a.jpg"), plain);
+        for odd in [
+            "/srv/m//shop/x/a.jpg",
+            "/srv/m/./shop/x/a.jpg",
+            "/srv/m/shop/x/a.jpg/",
+        ] {
+            assert_eq!(owner(odd), plain, "{odd}");
+        }
+        assert_eq!(owner("/srv/m/shop"), Some((1, PathBuf::new())));
+        assert_eq!(owner("/srv/m/b.jpg"), Some((0, PathBuf::from("b.jpg"))));
+        assert_eq!(owner("/srv/mx/b.jpg"), None);
+        assert_eq!(owner("/srv"), None);
+        assert!(!is_plain(b"/a/../b") && !is_plain(b"a/b") && is_plain(b"/a/b"));
+    }
+
     #[test]
     fn the_owner_among_hundreds_of_rules() {
         let mut rules = vec![
