@@ -157,6 +157,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => commands::history::run(&config, args),
         Command::Check(args) => commands::check::run(&config, args).await,
         Command::Init(_) | Command::Completions { .. } | Command::Man => {
+            // Returned by the match above, before any config is loaded: a
+            // fact of this function, not of any input.
             unreachable!("handled above")
         }
     }

@@ -60,6 +60,7 @@ impl Listing {
             self.complete = false;
             return;
         };
+        // A fieldless enum's discriminant: a handful of small constants.
         self.bytes.push(kind as u8);
         self.bytes.push(len);
         self.bytes.extend_from_slice(name);

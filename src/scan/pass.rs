@@ -87,9 +87,11 @@ pub fn detect(
     let started = std::time::Instant::now();
     let mut owed = 0;
     let mut record_chunk = |chunk: Changes| -> anyhow::Result<()> {
-        let store = store
-            .as_deref_mut()
-            .expect("chunks are recorded only with a store");
+        // Chunks are recorded only when a store is open (a dry run records
+        // nothing); an error rather than a panic if that ever changes.
+        let Some(store) = store.as_deref_mut() else {
+            anyhow::bail!("changes were to be recorded without a state store (a bug)");
+        };
         owed += store.record(&chunk).with_context(|| {
             format!(
                 "cannot record changes in the state store {}",

@@ -100,7 +100,7 @@ impl SharedStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(rows.len() as u64)
+        Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
     }
 
     /// The assets `account` owes, oldest first.

@@ -124,6 +124,8 @@ fn bit(bits: &[u64], n: usize) -> bool {
     bits.get(n / 64).is_some_and(|w| w & (1 << (n % 64)) != 0)
 }
 
+/// Nanosecond times kept as two u32 halves: the casts below reinterpret
+/// the same 64 bits (no value is lost either way).
 fn join_ns(parts: [u32; 2]) -> i64 {
     (u64::from(parts[0]) | (u64::from(parts[1]) << 32)) as i64
 }
@@ -268,7 +270,7 @@ impl FileIndex {
         let entry = &self.entries[n];
         let folder = &self.folders[self.folder_of(n) as usize];
         let (size, inode, dev) = match bit(&self.wide_bits, n) {
-            true => match self.wide.get(&(n as u32)) {
+            true => match u32::try_from(n).ok().and_then(|n| self.wide.get(&n)) {
                 Some(w) => (w.size, w.inode, w.dev),
                 None => (u64::MAX, 0, u64::MAX),
             },
@@ -310,8 +312,8 @@ impl FileIndex {
     /// Every recorded file, and whether a walk has marked it as seen.
     pub fn files(&self) -> impl Iterator<Item = (PathBuf, bool)> + '_ {
         (0..self.entries.len()).map(|n| {
-            let folder = self.folder_of(n) as usize;
-            let mut path = folder_path(&self.folders, &self.folder_bytes, folder as u32).to_vec();
+            let mut path =
+                folder_path(&self.folders, &self.folder_bytes, self.folder_of(n)).to_vec();
             path.extend_from_slice(self.name_of(n));
             let seen = self.seen[n / 64].load(Ordering::Relaxed) & (1 << (n % 64)) != 0;
             (

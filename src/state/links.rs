@@ -133,6 +133,7 @@ pub(super) fn record(tx: &rusqlite::Connection, changes: &LinkChanges) -> rusqli
     for row in rows {
         upsert.execute(rusqlite::params![
             row.path.as_os_str().as_bytes(),
+            // A fieldless enum's discriminant.
             row.kind as i64,
             stored_target(&row.path, &row.target),
         ])?;
